@@ -1,0 +1,3 @@
+from mlctl.cli.app import main
+
+main()

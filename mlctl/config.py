@@ -1,0 +1,710 @@
+"""``mlctl.yaml``: the one source of truth for a service.
+
+The file is parsed with ruamel.yaml (which keeps line numbers) and validated with pydantic
+(``extra="forbid"``, strict types). Every problem is reported at once, each naming the file, the
+line and the key path::
+
+    mlctl.yaml:14 resources.gpu.count: must be >= 0, got -1
+    mlctl.yaml:9 serving.max_batch_sise: unknown key (did you mean 'max_batch_size'?)
+
+Three layers make the effective config, later ones winning:
+
+1. the file itself;
+2. ``environments.<env>`` in the same file, when an environment is selected (``--env``);
+3. ``MLCTL_CONFIG__<SECTION>__<KEY>`` environment variables, e.g.
+   ``MLCTL_CONFIG__IMAGE__REGISTRY=ghcr.io/acme``. They are never silent: every one is listed in
+   :attr:`LoadedConfig.overrides` and the CLI announces them.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from mlctl.errors import ConfigError, ConfigProblem, NotAServiceError, NotFoundError
+from mlctl.models import ConfigOverride
+from mlctl.names import dns_label_problem, service_name_problem
+
+CONFIG_FILE = "mlctl.yaml"
+ENV_PREFIX = "MLCTL_CONFIG__"
+DEFAULT_ENVIRONMENTS = ("dev", "staging", "prod")
+
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
+_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+_APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+
+
+def _quantity(value: Any) -> Any:
+    """Kubernetes quantities may be written as numbers in YAML; the API wants strings."""
+    if isinstance(value, bool):
+        return value  # let the str check reject it with its own message
+    if isinstance(value, int | float):
+        value = str(value)
+    if isinstance(value, str) and not _QUANTITY.match(value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 2, 500m, 8Gi)")
+    return value
+
+
+Quantity = Annotated[str, BeforeValidator(_quantity)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TemplateRef(_Section):
+    """The template a service came from, for ``mlctl update``."""
+
+    name: str
+    version: str
+    answers: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class RuntimeConfig(_Section):
+    """Python, PyTorch and the accelerator the image is built for."""
+
+    python: str = "3.11"
+    torch: str = "2.13.0"
+    accelerator: Literal["cuda", "cpu"] = "cuda"
+    #: CUDA version of the image; None picks the newest one the torch release supports.
+    cuda: str | None = None
+
+    @field_validator("python", "torch", "cuda")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None and not _VERSION.match(value):
+            raise ValueError(f"{value!r} is not a version like 3.11 or 2.13.0")
+        return value
+
+
+class ModelConfig(_Section):
+    """Where the weights come from: baked into their own image layer, or fetched at start."""
+
+    source: Literal["baked", "uri"] = "baked"
+    #: For ``baked``: the weights file, relative to the service directory.
+    path: str = "weights/model.pt"
+    #: A command that produces the weights file locally when it is missing (run from the service directory).
+    prepare: str | None = None
+    #: For ``uri``: where the server finds the weights at start (a mounted path or an object-store URI).
+    uri: str | None = None
+
+
+class CompileConfig(_Section):
+    """Optional ``torch.compile`` during warm-up."""
+
+    enabled: bool = False
+    mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+
+
+class ServingConfig(_Section):
+    """How the HTTP server runs the model."""
+
+    #: The ASGI application, ``module:attribute``.
+    app: str
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_batch_size: int = Field(default=16, ge=1, le=4096)
+    max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
+    max_queue: int = Field(default=256, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_payload_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    compile: CompileConfig = Field(default_factory=CompileConfig)
+
+    @field_validator("app")
+    @classmethod
+    def _app(cls, value: str) -> str:
+        if not _APP_REF.match(value):
+            raise ValueError(f"{value!r} is not 'module:attribute' (example: fraud_scorer.server:app)")
+        return value
+
+    @field_validator("warmup_batch_sizes")
+    @classmethod
+    def _warmup(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("batch sizes must be >= 1")
+        return value
+
+
+class GpuConfig(_Section):
+    count: int = Field(default=0, ge=0, le=16)
+    #: Allowed ``nvidia.com/gpu.product`` values; empty means any.
+    products: list[str] = Field(default_factory=list)
+
+
+class ResourcesConfig(_Section):
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    cpu: Quantity = "2"
+    memory: Quantity = "4Gi"
+    shm_size: Quantity = "1Gi"
+
+
+class ProbesConfig(_Section):
+    #: Seconds a replica may take from container start to ready (model load and warm-up).
+    startup_budget_s: int = Field(default=300, ge=10, le=7200)
+
+
+class ImageConfig(_Section):
+    #: Registry and path prefix, e.g. ``ghcr.io/acme``; empty keeps images local.
+    registry: str = ""
+    #: Repository under the registry; defaults to the service name.
+    repository: str | None = None
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is not None and not _REPOSITORY.match(value):
+            raise ValueError(f"{value!r} is not a valid image repository (lowercase, '/', '.', '_', '-')")
+        return value
+
+
+class AutoscalingConfig(_Section):
+    enabled: bool = False
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=3, ge=1)
+    metric: Literal["cpu", "queue_depth", "inflight"] = "queue_depth"
+    target: float = Field(default=8.0, gt=0)
+
+
+class DeployConfig(_Section):
+    namespace: str = "default"
+    replicas: int = Field(default=1, ge=0, le=1000)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        problem = dns_label_problem(value)
+        if problem:
+            raise ValueError(f"namespace {value!r} {problem}")
+        return value
+
+
+class ServiceConfig(_Section):
+    """The whole of ``mlctl.yaml``."""
+
+    name: str
+    template: TemplateRef | None = None
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    serving: ServingConfig
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
+    #: Per-environment overrides of the sections above, e.g. ``environments.prod.deploy.replicas``.
+    environments: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        problem = service_name_problem(value)
+        if problem:
+            raise ValueError(f"service name {value!r} {problem}")
+        return value
+
+    @property
+    def image_repository(self) -> str:
+        """``registry/repository`` (or just the repository when no registry is set)."""
+        repo = self.image.repository or self.name
+        return f"{self.image.registry.rstrip('/')}/{repo}" if self.image.registry else repo
+
+
+#: Keys an environment (or an MLCTL_CONFIG__ variable) may not change.
+_FIXED_KEYS = ("name", "template", "environments")
+
+
+def semantic_problems(config: ServiceConfig) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Checks that span several keys, as ``(key path, message)``."""
+    gpus = config.resources.gpu.count
+    if config.runtime.accelerator == "cpu":
+        if gpus:
+            yield ("resources", "gpu", "count"), f"{gpus} GPU(s) requested but runtime.accelerator is 'cpu'"
+        if config.runtime.cuda is not None:
+            yield ("runtime", "cuda"), "set only with runtime.accelerator 'cuda'"
+    if config.resources.gpu.products and not gpus:
+        yield ("resources", "gpu", "products"), "GPU products are named but resources.gpu.count is 0"
+    if config.model.source == "uri" and not config.model.uri:
+        yield ("model", "uri"), "required when model.source is 'uri'"
+    if config.model.source == "baked":
+        path = Path(config.model.path)
+        if path.is_absolute() or ".." in path.parts:
+            yield ("model", "path"), f"{config.model.path!r} must be a relative path inside the service"
+    scaling = config.deploy.autoscaling
+    if scaling.enabled and scaling.min_replicas > scaling.max_replicas:
+        yield (
+            ("deploy", "autoscaling", "min_replicas"),
+            f"{scaling.min_replicas} is above max_replicas ({scaling.max_replicas})",
+        )
+    too_big = [b for b in config.serving.warmup_batch_sizes if b > config.serving.max_batch_size]
+    if too_big:
+        yield (
+            ("serving", "warmup_batch_sizes"),
+            f"{too_big} exceed serving.max_batch_size ({config.serving.max_batch_size})",
+        )
+    for env in config.environments:
+        problem = dns_label_problem(env, max_length=20)
+        if problem:
+            yield ("environments", env), f"environment name {env!r} {problem}"
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config and where it came from."""
+
+    path: Path
+    config: ServiceConfig
+    environment: str | None
+    overrides: tuple[ConfigOverride, ...]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+# --- locating and loading ------------------------------------------------------------------------
+
+
+def find_service_dir(start: Path) -> Path:
+    """The nearest directory at or above ``start`` holding ``mlctl.yaml``."""
+    start = start.resolve()
+    for directory in (start, *start.parents):
+        if (directory / CONFIG_FILE).is_file():
+            return directory
+    raise NotAServiceError(
+        f"no {CONFIG_FILE} in {start} or any parent: this is not an mlctl service",
+        hint="create one with `mlctl new NAME`, or point at one with -C DIR",
+    )
+
+
+def load_service_config(
+    project_dir: Path | str | None = None,
+    *,
+    env: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Find, parse and validate ``mlctl.yaml``.
+
+    Args:
+        project_dir: A directory inside the service (default: the current directory).
+        env: An environment under ``environments:`` whose overrides apply.
+        environ: Environment variables to take ``MLCTL_CONFIG__*`` overrides from (default ``os.environ``).
+
+    Raises:
+        NotAServiceError: No ``mlctl.yaml`` at or above ``project_dir``.
+        ConfigError: The file is malformed or invalid; ``problems`` lists every problem.
+        NotFoundError: ``env`` is not one of the file's environments.
+    """
+    directory = find_service_dir(Path(project_dir) if project_dir else Path.cwd())
+    path = directory / CONFIG_FILE
+    display = _display_path(path)
+    raw, index = _parse_yaml(path.read_text(encoding="utf-8"), display)
+    environ = os.environ if environ is None else environ
+    layers = [_Layer(raw, {k: _Origin(display, line, "") for k, line in index.items()}, display)]
+    problems = _validate(layers, reported=set())
+    base_ok = not problems
+
+    envs = raw.get("environments")
+    env_layers: dict[str, _Layer] = {}
+    if isinstance(envs, dict):
+        for name, overrides in envs.items():
+            prefix = ("environments", name)
+            if not isinstance(overrides, dict):
+                continue  # the base validation reports "must be a mapping"
+            sub = {k[2:]: line for k, line in index.items() if k[:2] == prefix and len(k) > 2}
+            layer = _Layer(
+                dict(overrides),
+                {k: _Origin(display, line, f"environments.{name}.") for k, line in sub.items()},
+                display,
+            )
+            problems += _fixed_key_problems(layer)
+            env_layers[str(name)] = layer
+            reported = {(p.key, p.message) for p in problems}
+            problems += _validate([*layers, layer], reported=reported, context=f"with environments.{name}")
+
+    if env is not None and env not in env_layers:
+        known = ", ".join(env_layers) or "none"
+        raise NotFoundError(
+            f"unknown environment {env!r}: {display} defines {known}",
+            hint=f"add it under environments: in {display}",
+        )
+    effective = [*layers, env_layers[env]] if env is not None else list(layers)
+
+    env_layer, overrides = _environment_layer(environ, raw)
+    if env_layer is not None:
+        problems += _fixed_key_problems(env_layer)
+        reported = {(p.key, p.message) for p in problems}
+        problems += _validate([*effective, env_layer], reported=reported, only_from=env_layer)
+        effective.append(env_layer)
+
+    if problems:
+        raise ConfigError(
+            f"{display} is invalid ({len(problems)} problem{'s' if len(problems) > 1 else ''})",
+            problems=problems,
+            hint=None if base_ok else f"fix {display} and run `mlctl config validate`",
+        )
+    config = ServiceConfig.model_validate(_merge_layers(effective))
+    final_overrides = tuple(
+        ConfigOverride(o.variable, o.key, _get(config.model_dump(), o.key), o.file_value) for o in overrides
+    )
+    return LoadedConfig(path=path, config=config, environment=env, overrides=final_overrides)
+
+
+def parse_config_text(text: str, *, filename: str = CONFIG_FILE) -> ServiceConfig:
+    """Validate config text that is not (yet) a file, e.g. a template's rendered ``mlctl.yaml``."""
+    raw, index = _parse_yaml(text, filename)
+    problems = _validate([_Layer(raw, {k: _Origin(filename, v, "") for k, v in index.items()}, filename)], set())
+    if problems:
+        raise ConfigError(f"{filename} is invalid", problems=problems)
+    return ServiceConfig.model_validate(raw)
+
+
+# --- internals -----------------------------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class _Origin:
+    file: str
+    line: int | None
+    prefix: str
+
+
+@dataclass
+class _Layer:
+    raw: dict[str, Any]
+    origins: dict[Path_, _Origin]
+    source: str
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _parse_yaml(text: str, filename: str) -> tuple[dict[str, Any], dict[Path_, int]]:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        doc = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            f"{filename} is not valid YAML",
+            problems=[ConfigProblem(filename, line, "", f"invalid YAML: {what}")],
+        ) from None
+    except YAMLError as exc:
+        raise ConfigError(
+            f"{filename} is not valid YAML", problems=[ConfigProblem(filename, None, "", f"invalid YAML: {exc}")]
+        ) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"{filename} must be a mapping",
+            problems=[ConfigProblem(filename, 1, "", f"the top level must be a mapping of keys, got {_show(doc)}")],
+        )
+    index: dict[Path_, int] = {}
+    _index_lines(doc, (), index)
+    return _plain(doc), index
+
+
+def _index_lines(node: Any, path: Path_, out: dict[Path_, int]) -> None:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        for key in node:
+            child = (*path, str(key))
+            out[child] = node.lc.key(key)[0] + 1
+            _index_lines(node[key], child, out)
+    elif isinstance(node, CommentedSeq):
+        for i, item in enumerate(node):
+            child = (*path, i)
+            out[child] = node.lc.item(i)[0] + 1
+            _index_lines(item, child, out)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip types (ScalarFloat, CommentedMap, ...) as plain Python values."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or type(node).__name__ == "ScalarBoolean":
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_layers(layers: list[_Layer]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _deep_merge(merged, layer.raw)
+    return merged
+
+
+def _origin_of(layers: list[_Layer], loc: Path_) -> tuple[_Origin | None, _Layer | None]:
+    """The layer and origin that set the longest prefix of ``loc`` (later layers win)."""
+    for cut in range(len(loc), -1, -1):
+        prefix = loc[:cut]
+        for layer in reversed(layers):
+            if prefix in layer.origins:
+                return layer.origins[prefix], layer
+    return None, None
+
+
+def _validate(
+    layers: list[_Layer],
+    reported: set[tuple[str, str]],
+    *,
+    context: str | None = None,
+    only_from: _Layer | None = None,
+) -> list[ConfigProblem]:
+    merged = _merge_layers(layers)
+    found: list[tuple[Path_, str]] = []
+    try:
+        config = ServiceConfig.model_validate(merged)
+    except ValidationError as exc:
+        for error in exc.errors():
+            found.append((tuple(error["loc"]), _message(error)))
+    else:
+        found.extend(semantic_problems(config))
+
+    problems = []
+    top = layers[-1]
+    for loc, message in found:
+        origin, layer = _origin_of(layers, loc)
+        if only_from is not None and layer is not only_from:
+            continue
+        key = (origin.prefix if origin else "") + _dotted(loc)
+        if (key, message) in reported:
+            continue
+        reported.add((key, message))
+        if layer is not top and context:
+            message = f"{message} ({context})"
+        file = origin.file if origin else layers[0].source
+        problems.append(ConfigProblem(file, origin.line if origin else None, key, message))
+    return problems
+
+
+def _fixed_key_problems(layer: _Layer) -> list[ConfigProblem]:
+    problems = []
+    for key in _FIXED_KEYS:
+        if key in layer.raw:
+            origin = layer.origins.get((key,))
+            problems.append(
+                ConfigProblem(
+                    origin.file if origin else layer.source,
+                    origin.line if origin else None,
+                    (origin.prefix if origin else "") + key,
+                    "cannot be overridden per environment",
+                )
+            )
+    for key in _FIXED_KEYS:
+        layer.raw.pop(key, None)
+    return problems
+
+
+def _environment_layer(
+    environ: Mapping[str, str], file_raw: dict[str, Any]
+) -> tuple[_Layer | None, list[ConfigOverride]]:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    raw: dict[str, Any] = {}
+    origins: dict[Path_, _Origin] = {}
+    overrides = []
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in variable[len(ENV_PREFIX) :].split("__")]
+        if not all(parts):
+            raise ConfigError(
+                f"{variable}: expected {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}IMAGE__REGISTRY",
+                problems=[ConfigProblem(variable, None, "", f"expected {ENV_PREFIX}SECTION__KEY")],
+            )
+        text = environ[variable]
+        try:
+            value = _plain(YAML(typ="safe").load(text)) if text.strip() else ""
+        except YAMLError:
+            value = text
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = value
+        for i in range(1, len(parts) + 1):
+            origins.setdefault(tuple(parts[:i]), _Origin(variable, None, ""))
+        origins[tuple(parts)] = _Origin(variable, None, "")
+        key = ".".join(parts)
+        overrides.append(ConfigOverride(variable, key, value, _get(file_raw, key)))
+    if not raw:
+        return None, []
+    return _Layer(raw, origins, "environment"), overrides
+
+
+def _get(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return None
+        data = data[part]
+    return data
+
+
+def _dotted(loc: Path_) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _show(value: Any) -> str:
+    """A value the way it looks in YAML."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    got = error.get("input")
+    loc: Path_ = tuple(error["loc"])
+    if kind == "extra_forbidden":
+        return "unknown key" + _did_you_mean(loc)
+    if kind == "missing":
+        return "required key is missing"
+    simple = {
+        "int_type": "must be an integer",
+        "int_parsing": "must be an integer",
+        "int_from_float": "must be an integer",
+        "float_type": "must be a number",
+        "float_parsing": "must be a number",
+        "bool_type": "must be true or false",
+        "bool_parsing": "must be true or false",
+        "string_type": "must be a string",
+        "dict_type": "must be a mapping",
+        "model_type": "must be a mapping",
+        "model_attributes_type": "must be a mapping",
+        "list_type": "must be a list",
+    }
+    if kind in simple:
+        return f"{simple[kind]}, got {_show(got)}"
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit}, got {_show(got)}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}, got {_show(got)}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    msg = str(error["msg"])
+    return msg[:1].lower() + msg[1:]
+
+
+def _did_you_mean(loc: Path_) -> str:
+    model = _model_at(loc[:-1])
+    if model is None or not isinstance(loc[-1], str):
+        return ""
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return " (known keys: " + ", ".join(known) + ")"
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    annotation: Any = ServiceConfig
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (dict, list):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return None
+    annotation = _unwrap(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def serving_environment(config: ServiceConfig) -> dict[str, str]:
+    """The ``SERVING_*`` variables a generated server reads its settings from.
+
+    ``mlctl run``, the service image and the Helm chart all pass the config this way, so the
+    server needs neither mlctl nor a YAML parser at run time.
+    """
+    serving = config.serving
+    env = {
+        "SERVING_MODEL_NAME": config.name,
+        "SERVING_MAX_BATCH_SIZE": str(serving.max_batch_size),
+        "SERVING_MAX_BATCH_DELAY_MS": f"{serving.max_batch_delay_ms:g}",
+        "SERVING_MAX_QUEUE": str(serving.max_queue),
+        "SERVING_REQUEST_TIMEOUT_S": f"{serving.request_timeout_s:g}",
+        "SERVING_MAX_PAYLOAD_BYTES": str(serving.max_payload_bytes),
+        "SERVING_WARMUP_BATCH_SIZES": ",".join(str(b) for b in serving.warmup_batch_sizes),
+        "SERVING_COMPILE": "true" if serving.compile.enabled else "false",
+        "SERVING_COMPILE_MODE": serving.compile.mode,
+    }
+    if config.model.source == "baked":
+        env["SERVING_MODEL_PATH"] = config.model.path
+    elif config.model.uri:
+        env["SERVING_MODEL_PATH"] = config.model.uri
+    return env

@@ -1,0 +1,138 @@
+"""One exception tree, one set of exit codes.
+
+Every error the core raises is an :class:`MlctlError`. Each class carries the exit code the CLI
+returns for it and, where one exists, a hint that tells the user what to do next. The CLI maps
+errors to output and exit codes in exactly one place (``mlctl.cli.app.run_cli``).
+
+Exit codes are part of mlctl's API: CI pipelines branch on them. Never renumber one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of the ``mlctl`` command."""
+
+    OK = 0
+    #: An unexpected error: a bug in mlctl. Rerun with ``--debug`` for the traceback.
+    FAILURE = 1
+    #: The command line itself is wrong: unknown flag, missing argument.
+    USAGE = 2
+    #: ``mlctl.yaml`` is missing, malformed or invalid.
+    CONFIG = 3
+    #: Other bad input: a service name, a ``--set`` value, an unknown template.
+    INPUT = 4
+    #: Something is in the way: a non-empty target directory, a port in use.
+    CONFLICT = 5
+    #: A required tool, daemon or package is missing (see ``mlctl doctor``).
+    ENVIRONMENT = 6
+    #: An image build failed.
+    BUILD = 7
+    #: A rollout failed (and was rolled back).
+    DEPLOY = 8
+    #: The cluster or registry is unreachable, or refused the request.
+    CLUSTER = 9
+    #: Interrupted by the user (Ctrl-C).
+    INTERRUPTED = 130
+
+
+class MlctlError(Exception):
+    """Base of every error mlctl reports to users.
+
+    Args:
+        message: One line saying what went wrong and where.
+        hint: One line saying what to do about it, if we know.
+    """
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def lines(self) -> list[str]:
+        """The error as the lines a user sees (without the hint)."""
+        return [self.message]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a config file, located by file, line and key path."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(MlctlError):
+    """``mlctl.yaml`` (or another config file) cannot be used. Lists every problem found."""
+
+    exit_code = ExitCode.CONFIG
+
+    def __init__(self, message: str, *, problems: list[ConfigProblem] | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
+
+    def lines(self) -> list[str]:
+        if not self.problems:
+            return [self.message]
+        return [str(p) for p in self.problems]
+
+
+class NotAServiceError(ConfigError):
+    """The command needs a service directory (one with ``mlctl.yaml``) and there is none."""
+
+
+class InputError(MlctlError):
+    """Bad input other than the config file: names, flags, ``--set`` values."""
+
+    exit_code = ExitCode.INPUT
+
+
+class NotFoundError(InputError):
+    """Something the user named does not exist (a template, an environment)."""
+
+
+class ConflictError(MlctlError):
+    """Something is in the way: an existing directory, a busy port."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class EnvironmentProblem(MlctlError):
+    """A required tool, daemon or package is missing or broken on this machine."""
+
+    exit_code = ExitCode.ENVIRONMENT
+
+
+class TemplateError(MlctlError):
+    """A template itself is broken (its manifest or files): a bug for the template's author."""
+
+    exit_code = ExitCode.FAILURE
+
+
+class BuildError(MlctlError):
+    """An image build failed."""
+
+    exit_code = ExitCode.BUILD
+
+
+class DeployError(MlctlError):
+    """A rollout failed."""
+
+    exit_code = ExitCode.DEPLOY
+
+
+class ClusterError(MlctlError):
+    """The cluster or registry is unreachable or refused a request."""
+
+    exit_code = ExitCode.CLUSTER

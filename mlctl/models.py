@@ -1,0 +1,137 @@
+"""Typed results handed from step to step and printed as they are by ``--json``.
+
+``ServiceConfig (mlctl.yaml) -> ScaffoldResult -> BuildResult -> RenderedRelease -> DeployResult``.
+Results are frozen dataclasses of plain values so that ``to_data`` turns any of them into JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+AnswerValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class QuestionInfo:
+    """One question a template asks, as ``templates show`` reports it."""
+
+    name: str
+    type: str
+    help: str
+    default: AnswerValue | None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A template found on this machine."""
+
+    name: str
+    version: str
+    description: str
+    source: str
+    questions: tuple[QuestionInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file a scaffold writes (or, with ``--dry-run``, would write)."""
+
+    path: str
+    size: int
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class ScaffoldResult:
+    """What ``mlctl new`` made."""
+
+    name: str
+    path: str
+    template: str
+    template_version: str
+    answers: Mapping[str, AnswerValue]
+    files: tuple[PlannedFile, ...]
+    dry_run: bool
+    git_commit: str | None = None
+    next_steps: tuple[str, ...] = ()
+
+
+class CheckStatus(str, enum.Enum):
+    """Outcome of one ``mlctl doctor`` check."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of ``mlctl doctor``."""
+
+    name: str
+    status: CheckStatus
+    detail: str
+    required: bool
+    hint: str | None = None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Every check ``mlctl doctor`` ran; ``ok`` is false when a required one failed."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status is CheckStatus.FAIL for c in self.checks)
+
+
+@dataclass(frozen=True)
+class ConfigOverride:
+    """A value of mlctl.yaml replaced by an ``MLCTL_CONFIG__*`` environment variable."""
+
+    variable: str
+    key: str
+    value: Any
+    file_value: Any
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How ``mlctl run`` starts a service from source."""
+
+    service: str
+    directory: str
+    url: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: A command that makes the missing weights before the server starts (mlctl.yaml model.prepare).
+    prepare: str | None = None
+
+
+def to_data(obj: Any) -> Any:
+    """Turn a result (dataclasses, enums, paths, mappings) into JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        data = {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        for name in ("ok",):  # computed properties that belong in the JSON
+            if isinstance(getattr(type(obj), name, None), property):
+                data[name] = getattr(obj, name)
+        return data
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, PurePath):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): to_data(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [to_data(v) for v in obj]
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    return obj

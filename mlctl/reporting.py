@@ -1,0 +1,51 @@
+"""How the core tells the user what it is doing without printing.
+
+Core functions take a ``reporter`` and call it; the CLI passes one that draws rich output in a
+terminal, plain lines in CI, or JSON events with ``--json``. Library users get silence by default.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    """Progress sink handed to core functions."""
+
+    def step(self, message: str) -> None:
+        """A stage of the work begins (``rendering files``)."""
+
+    def info(self, message: str) -> None:
+        """A detail worth showing (``wrote 17 files``)."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should know about; the work goes on."""
+
+
+class NullReporter:
+    """Reports nothing: the default for library use."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+class RecordingReporter:
+    """Keeps every event as ``(kind, message)``: for tests and for embedding mlctl."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def step(self, message: str) -> None:
+        self.events.append(("step", message))
+
+    def info(self, message: str) -> None:
+        self.events.append(("info", message))
+
+    def warn(self, message: str) -> None:
+        self.events.append(("warn", message))

@@ -1,0 +1,230 @@
+"""Open Inference Protocol V2 (REST): request checks and response bodies, without torch.
+
+Every problem with a request becomes a ``ProtocolError`` with an HTTP status and a message that
+names the field, e.g. ``inputs[0].shape: expected [-1, 8], got [2, 7]``. Bad input never reaches
+the model and never produces a 500.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+#: Python types accepted as elements of each datatype's data.
+_NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+
+
+class Spec(Protocol):
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class InferInput:
+    name: str
+    shape: tuple[int, ...]
+    #: The values, flattened in row-major order.
+    data: list[Any]
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    inputs: dict[str, InferInput]
+    outputs: tuple[str, ...]
+
+
+def error_body(message: str) -> bytes:
+    """The OIP error body: ``{"error": "..."}``."""
+    return orjson.dumps({"error": message})
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _flatten(data: list[Any], depth: int, where: str) -> list[Any]:
+    """Nested lists (one level per dimension, at most ``depth`` deep) or a flat list -> a flat list."""
+    if all(not isinstance(v, list) for v in data):
+        return data
+    flat: list[Any] = []
+
+    def walk(items: list[Any], level: int) -> None:
+        if level > depth:
+            raise ProtocolError(400, f"{where}: nested deeper than the shape's {depth} dimensions")
+        for item in items:
+            if isinstance(item, list):
+                walk(item, level + 1)
+            else:
+                flat.append(item)
+
+    walk(data, 1)
+    return flat
+
+
+def _check_values(values: list[Any], datatype: str, where: str) -> None:
+    if datatype in _NUMERIC:
+        integral = datatype.startswith(("INT", "UINT"))
+        for i, value in enumerate(values):
+            kind = type(value)
+            if kind is float:
+                if integral:
+                    raise ProtocolError(400, f"{where}.data[{i}]: expected an integer for {datatype}, got {value}")
+                if not math.isfinite(value):
+                    raise ProtocolError(400, f"{where}.data[{i}]: expected a finite number, got {value}")
+            elif kind is not int:
+                raise ProtocolError(400, f"{where}.data[{i}]: expected a number, got {_show(value)}")
+    elif datatype == "BOOL":
+        for i, value in enumerate(values):
+            if type(value) is not bool:
+                raise ProtocolError(400, f"{where}.data[{i}]: expected true or false, got {_show(value)}")
+    elif datatype == "BYTES":
+        for i, value in enumerate(values):
+            if type(value) is not str:
+                raise ProtocolError(400, f"{where}.data[{i}]: expected a string, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value[:40]}"'
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def parse_infer_request(body: bytes, inputs: Sequence[Spec], outputs: Sequence[Spec]) -> InferRequest:
+    """Check an infer request body against the model's input and output specs."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError(400, f"request body must be a JSON object, got {_show(payload)}")
+    unknown = sorted(set(payload) - {"id", "inputs", "outputs", "parameters"})
+    if unknown:
+        raise ProtocolError(400, f"unknown field {unknown[0]!r}; expected id, inputs, outputs, parameters")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(400, f"id: expected a string, got {_show(request_id)}")
+    parameters = payload.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise ProtocolError(400, f"parameters: expected an object, got {_show(parameters)}")
+
+    raw_inputs = payload.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError(400, "inputs: expected a non-empty list of tensors")
+    specs = {s.name: s for s in inputs}
+    parsed: dict[str, InferInput] = {}
+    for index, item in enumerate(raw_inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(item, dict):
+            raise ProtocolError(400, f"{where}: expected an object, got {_show(item)}")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(400, f"{where}.name: expected a string, got {_show(name)}")
+        spec = specs.get(name)
+        if spec is None:
+            known = ", ".join(repr(n) for n in specs)
+            raise ProtocolError(400, f"{where}.name: unknown input {name!r}; this model takes {known}")
+        if name in parsed:
+            raise ProtocolError(400, f"{where}.name: input {name!r} is given twice")
+        datatype = item.get("datatype")
+        if datatype != spec.datatype:
+            raise ProtocolError(400, f"{where}.datatype: expected {spec.datatype}, got {_show(datatype)}")
+        shape = item.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise ProtocolError(400, f"{where}.shape: expected a list of non-negative integers, got {_show(shape)}")
+        if len(shape) != len(spec.shape) or any(
+            want != -1 and got != want for want, got in zip(spec.shape, shape, strict=False)
+        ):
+            raise ProtocolError(
+                400, f"{where}.shape: expected {_shape_text(spec.shape)}, got {_shape_text(shape)}"
+            )
+        data = item.get("data")
+        if not isinstance(data, list):
+            raise ProtocolError(400, f"{where}.data: expected a list, got {_show(data)}")
+        flat = _flatten(data, len(shape), f"{where}.data")
+        expected = math.prod(shape)
+        if len(flat) != expected:
+            raise ProtocolError(
+                400, f"{where}.data: expected {expected} values for shape {_shape_text(shape)}, got {len(flat)}"
+            )
+        _check_values(flat, spec.datatype, where)
+        parsed[name] = InferInput(name, tuple(shape), flat)
+    missing = [n for n in specs if n not in parsed]
+    if missing:
+        raise ProtocolError(400, f"inputs: missing input {missing[0]!r}")
+
+    wanted: tuple[str, ...] = tuple(s.name for s in outputs)
+    raw_outputs = payload.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise ProtocolError(400, f"outputs: expected a list, got {_show(raw_outputs)}")
+        names = []
+        known_outputs = {s.name for s in outputs}
+        for index, item in enumerate(raw_outputs):
+            name = item.get("name") if isinstance(item, dict) else None
+            if name not in known_outputs:
+                known = ", ".join(repr(n) for n in known_outputs)
+                raise ProtocolError(400, f"outputs[{index}].name: unknown output {_show(name)}; this model has {known}")
+            names.append(name)
+        wanted = tuple(names) or wanted
+    return InferRequest(request_id, parsed, wanted)
+
+
+def infer_response(
+    model_name: str, model_version: str, request_id: str | None, outputs: Sequence[tuple[Spec, list[int], list[Any]]]
+) -> bytes:
+    """The OIP infer response body."""
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": [
+            {"name": spec.name, "datatype": spec.datatype, "shape": shape, "data": data}
+            for spec, shape, data in outputs
+        ],
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return orjson.dumps(body)
+
+
+def model_metadata(name: str, version: str, platform: str, inputs: Sequence[Spec], outputs: Sequence[Spec]) -> bytes:
+    """The OIP model metadata body."""
+
+    def tensor(spec: Spec) -> dict[str, Any]:
+        return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+    return orjson.dumps(
+        {
+            "name": name,
+            "versions": [version],
+            "platform": platform,
+            "inputs": [tensor(s) for s in inputs],
+            "outputs": [tensor(s) for s in outputs],
+        }
+    )
