@@ -26,7 +26,10 @@ class Metrics:
             registry=r,
         )
         self.inference = Histogram(
-            "mlserve_inference_duration_seconds", "Time spent in the model per batch", buckets=LATENCY_BUCKETS, registry=r
+            "mlserve_inference_duration_seconds",
+            "Time spent in the model per batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram("mlserve_batch_size", "Rows per model call", buckets=BATCH_BUCKETS, registry=r)
         self.inflight = Gauge("mlserve_inflight_requests", "Infer requests being served", registry=r)

@@ -161,9 +161,7 @@ def parse_infer_request(body: bytes, inputs: Sequence[Spec], outputs: Sequence[S
         if len(shape) != len(spec.shape) or any(
             want != -1 and got != want for want, got in zip(spec.shape, shape, strict=False)
         ):
-            raise ProtocolError(
-                400, f"{where}.shape: expected {_shape_text(spec.shape)}, got {_shape_text(shape)}"
-            )
+            raise ProtocolError(400, f"{where}.shape: expected {_shape_text(spec.shape)}, got {_shape_text(shape)}")
         data = item.get("data")
         if not isinstance(data, list):
             raise ProtocolError(400, f"{where}.data: expected a list, got {_show(data)}")

@@ -1,0 +1,52 @@
+"""``mlctl doctor``: check this machine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mlctl.cli.output import JsonOption, state_of
+from mlctl.errors import ExitCode
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mlctl.models import DoctorReport
+
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "info": "cyan"}
+
+
+def doctor_cmd(
+    ctx: typer.Context,
+    context: Annotated[
+        str | None, typer.Option("--context", metavar="NAME", help="Kube context to check.  [default: current]")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each network check.")] = 3.0,
+    json_: JsonOption = False,
+) -> None:
+    """Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails."""
+    from mlctl.workflow.doctor import run_doctor
+
+    out = state_of(ctx).output(json_)
+    report = run_doctor(kube_context=context, timeout_s=timeout)
+    out.result(report, lambda console: _render(console, report))
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.ENVIRONMENT))
+
+
+def _render(console: Console, report: DoctorReport) -> None:
+    from rich.markup import escape
+
+    width = max(len(c.name) for c in report.checks)
+    for check in report.checks:
+        status = check.status.value
+        label = status.upper() if status == "fail" else status
+        console.print(f"[{_STYLE[status]}]{label:<4}[/]  {check.name:<{width}}  {escape(check.detail)}")
+        if check.hint and check.status.value in ("fail", "warn", "info"):
+            console.print(f"      {'':<{width}}  [dim]fix: {escape(check.hint)}[/]")
+    failed = [c.name for c in report.checks if c.status.value == "fail"]
+    if failed:
+        console.print(f"\n[bold red]{len(failed)} required check(s) failed:[/] {', '.join(failed)}")
+    else:
+        console.print("\n[green]All required checks passed.[/]")

@@ -1,0 +1,228 @@
+"""Everything the CLI writes: results on stdout, progress and errors on stderr.
+
+Three modes, chosen once per run:
+
+* terminal: rich output with colour (``NO_COLOR`` turns colour off);
+* plain: the same words without decoration, when stdout is not a terminal (CI logs);
+* JSON (``--json`` / ``MLCTL_JSON=1``): the result object on stdout as JSON; progress as JSON
+  lines on stderr; errors as a JSON object on stdout.
+
+rich loads only when something is printed, so ``mlctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlctl.errors import ConfigError, MlctlError
+from mlctl.models import to_data
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mlctl.reporting import Reporter
+
+#: Variables that mean "running in CI": no prompts, plain output.
+CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD")
+
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print the result as JSON on stdout (same as the global --json, MLCTL_JSON=1)."),
+]
+
+
+def running_in_ci(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return any(env.get(v, "").lower() not in ("", "0", "false", "no") for v in CI_VARIABLES)
+
+
+@dataclass
+class State:
+    """Global options, set by the root callback and read by every command."""
+
+    json: bool = False
+    debug: bool = False
+    no_input: bool = False
+    stdout: IO[str] | None = None
+    stderr: IO[str] | None = None
+    _output: Output | None = field(default=None, repr=False)
+
+    def output(self, json_flag: bool = False) -> Output:
+        if json_flag:
+            self.json = True
+        if self._output is None or self._output.json != self.json:
+            self._output = Output(
+                json=self.json,
+                debug=self.debug,
+                no_input=self.no_input,
+                stdout=self.stdout or sys.stdout,
+                stderr=self.stderr or sys.stderr,
+            )
+        return self._output
+
+
+def state_of(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, State):
+        obj = State()
+        ctx.find_root().obj = obj
+    return obj
+
+
+class Output:
+    """Writes results, progress and errors in the run's mode."""
+
+    def __init__(self, *, json: bool, debug: bool, no_input: bool, stdout: IO[str], stderr: IO[str]) -> None:
+        self.json = json
+        self.debug = debug
+        self.no_input = no_input
+        self.stdout = stdout
+        self.stderr = stderr
+        self._console: Console | None = None
+        self._err_console: Console | None = None
+
+    # --- consoles ---------------------------------------------------------------------------------
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            self._console = _make_console(self.stdout)
+        return self._console
+
+    @property
+    def err_console(self) -> Console:
+        if self._err_console is None:
+            self._err_console = _make_console(self.stderr)
+        return self._err_console
+
+    @property
+    def interactive(self) -> bool:
+        """May we prompt? Only with a terminal on both ends, outside CI, without --no-input/--json."""
+        return (
+            not self.no_input and not self.json and not running_in_ci() and _isatty(sys.stdin) and _isatty(self.stdout)
+        )
+
+    # --- results ----------------------------------------------------------------------------------
+
+    def result(self, value: Any, render: Callable[[Console], None]) -> None:
+        """Print a command's result: as JSON, or by calling ``render`` with the stdout console."""
+        if self.json:
+            self.stdout.write(json.dumps(to_data(value), indent=2, sort_keys=False) + "\n")
+            self.stdout.flush()
+        else:
+            render(self.console)
+
+    def reporter(self) -> Reporter:
+        if self.json:
+            return _JsonReporter(self.stderr)
+        return _ConsoleReporter(self.err_console)
+
+    # --- errors -----------------------------------------------------------------------------------
+
+    def error(self, exc: MlctlError) -> None:
+        if self.json:
+            body: dict[str, Any] = {
+                "type": type(exc).__name__,
+                "exit_code": int(exc.exit_code),
+                "message": exc.message,
+                "hint": exc.hint,
+            }
+            if isinstance(exc, ConfigError) and exc.problems:
+                body["problems"] = [to_data(p) for p in exc.problems]
+            self.stdout.write(json.dumps({"error": body}, indent=2) + "\n")
+            self.stdout.flush()
+        else:
+            for line in exc.lines():
+                self.err_console.print(f"[bold red]error:[/] {_escape(line)}", highlight=False)
+            if exc.hint:
+                self.err_console.print(f"[yellow]hint:[/] {_escape(exc.hint)}", highlight=False)
+        if self.debug:
+            self.traceback(exc)
+
+    def bug(self, exc: BaseException) -> None:
+        message = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+        hint = "this is a bug in mlctl; rerun with --debug for the traceback and report it"
+        if self.json:
+            self.stdout.write(
+                json.dumps({"error": {"type": "InternalError", "exit_code": 1, "message": message, "hint": hint}})
+                + "\n"
+            )
+        else:
+            self.err_console.print(f"[bold red]error:[/] {_escape(message)}", highlight=False)
+            if not self.debug:
+                self.err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
+        if self.debug:
+            self.traceback(exc)
+
+    def traceback(self, exc: BaseException) -> None:
+        # The plain traceback module never prints local variables (CI logs may hold tokens).
+        self.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        self.stderr.flush()
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _make_console(stream: IO[str]) -> Console:
+    from rich.console import Console
+
+    # soft_wrap: a line of ours is never broken in two (log readers and tests grep for whole lines).
+    return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+class _ConsoleReporter:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def step(self, message: str) -> None:
+        self.console.print(f"[cyan]•[/] {_escape(message)}", highlight=False)
+
+    def info(self, message: str) -> None:
+        self.console.print(f"  {_escape(message)}", highlight=False)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/] {_escape(message)}", highlight=False)
+
+
+class _JsonReporter:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def _event(self, kind: str, message: str) -> None:
+        self.stream.write(json.dumps({"event": kind, "message": message}) + "\n")
+        self.stream.flush()
+
+    def step(self, message: str) -> None:
+        self._event("step", message)
+
+    def info(self, message: str) -> None:
+        self._event("info", message)
+
+    def warn(self, message: str) -> None:
+        self._event("warn", message)
+
+
+def print_table(console: Console, headers: list[str], rows: list[list[str]]) -> None:
+    """Aligned plain columns (like kubectl): no box lines, no wrapping, no trailing spaces."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    for i, row in enumerate([headers, *rows]):
+        line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
+        console.print(f"[bold]{_escape(line)}[/]" if i == 0 else line, markup=i == 0, highlight=False)

@@ -1,0 +1,44 @@
+"""``mlctl run``: serve the service from source."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlctl.cli.output import state_of
+
+
+def run_cmd(
+    ctx: typer.Context,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help="Port to listen on.  [default: serving.port from mlctl.yaml]")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to your network.")
+    ] = "127.0.0.1",
+    reload: Annotated[bool, typer.Option("--reload/--no-reload", help="Restart the server when code changes.")] = True,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            "--python",
+            metavar="PATH",
+            help="Python to run the server with.  [default: the service's .venv, else mlctl's own]",
+        ),
+    ] = None,
+    env: Annotated[
+        str | None,
+        typer.Option("--env", "-e", envvar="MLCTL_ENV", metavar="ENV", help="Apply the overrides of environments.ENV."),
+    ] = None,
+) -> None:
+    """Serve the service from source on this machine (CPU or GPU), with reload.
+
+    Makes the weights first when they are missing (model.prepare in mlctl.yaml),
+    prints the URL, and says when the model is ready. Ctrl-C stops it cleanly.
+    """
+    from mlctl.cli.config_cmd import load_config
+    from mlctl.workflow.run import plan_run, serve
+
+    out = state_of(ctx).output()
+    plan = plan_run(loaded=load_config(out, env), host=host, port=port, reload=reload, python=python)
+    serve(plan, reporter=out.reporter())

@@ -1,0 +1,252 @@
+"""mlctl.yaml: validation with file, line and key path; environments; MLCTL_CONFIG__ overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlctl.config import load_service_config, serving_environment
+from mlctl.errors import ConfigError, ExitCode, NotAServiceError, NotFoundError
+
+MINIMAL = """\
+name: fraud-scorer
+serving:
+  app: fraud_scorer.server:app
+"""
+
+
+def write(text: str, directory: Path | None = None) -> Path:
+    directory = directory or Path.cwd()
+    path = directory / "mlctl.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(text: str) -> list[str]:
+    write(text)
+    with pytest.raises(ConfigError) as caught:
+        load_service_config()
+    return caught.value.lines()
+
+
+def test_minimal_config_gets_the_documented_defaults() -> None:
+    write(MINIMAL)
+    config = load_service_config().config
+    assert config.runtime.accelerator == "cuda"
+    assert config.serving.port == 8080
+    assert config.resources.gpu.count == 0
+    assert config.resources.memory == "4Gi"
+    assert config.image_repository == "fraud-scorer"
+
+
+def test_found_from_a_subdirectory() -> None:
+    write(MINIMAL)
+    (Path.cwd() / "deep" / "er").mkdir(parents=True)
+    loaded = load_service_config(Path.cwd() / "deep" / "er")
+    assert loaded.path == Path.cwd() / "mlctl.yaml"
+
+
+def test_outside_a_service() -> None:
+    with pytest.raises(NotAServiceError, match=r"no mlctl.yaml in .* or any parent"):
+        load_service_config()
+
+
+def test_every_problem_is_listed_with_line_and_key_path() -> None:
+    text = """\
+name: fraud-scorer
+runtime:
+  accelerator: gpu
+serving:
+  app: fraud_scorer.server:app
+  port: http
+  max_batch_sise: 8
+resources:
+  gpu:
+    count: -1
+  memory: lots
+deploy:
+  replicas: 1.5
+"""
+    assert problems(text) == [
+        "mlctl.yaml:3 runtime.accelerator: must be one of 'cuda' or 'cpu', got 'gpu'",
+        "mlctl.yaml:6 serving.port: must be an integer, got 'http'",
+        "mlctl.yaml:7 serving.max_batch_sise: unknown key (did you mean 'max_batch_size'?)",
+        "mlctl.yaml:10 resources.gpu.count: must be >= 0, got -1",
+        "mlctl.yaml:11 resources.memory: 'lots' is not a Kubernetes quantity (examples: 2, 500m, 8Gi)",
+        "mlctl.yaml:13 deploy.replicas: must be an integer, got 1.5",
+    ]
+
+
+def test_unknown_top_level_key_lists_the_known_ones_when_nothing_is_close() -> None:
+    assert problems(MINIMAL + "zebra: 1\n") == [
+        "mlctl.yaml:4 zebra: unknown key (known keys: name, template, runtime, model, serving, resources, "
+        "probes, image, deploy, environments)"
+    ]
+
+
+def test_missing_required_keys() -> None:
+    assert problems("serving:\n  port: 8080\n") == [
+        "mlctl.yaml name: required key is missing",
+        "mlctl.yaml:1 serving.app: required key is missing",
+    ]
+
+
+def test_invalid_names() -> None:
+    assert problems(MINIMAL.replace("fraud-scorer", "Fraud_Scorer")) == [
+        "mlctl.yaml:1 name: service name 'Fraud_Scorer' contains '_'; use '-' between words"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("name: x\n  bad: [\n", "mlctl.yaml:2: invalid YAML: mapping values are not allowed here"),
+        (
+            "name: a\nname: b\n",
+            'mlctl.yaml:2: invalid YAML: found duplicate key "name" with value "b" (original value: "a")',
+        ),
+        ("- a\n- b\n", "mlctl.yaml:1: the top level must be a mapping of keys, got a list"),
+        ("serving: [1\n", "mlctl.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"),
+    ],
+)
+def test_yaml_syntax_errors_name_the_line(text: str, line: str) -> None:
+    assert problems(text) == [line]
+
+
+def test_cross_field_checks() -> None:
+    text = MINIMAL + "runtime:\n  accelerator: cpu\n  cuda: '12.8'\nresources:\n  gpu:\n    count: 1\n"
+    assert problems(text) == [
+        "mlctl.yaml:9 resources.gpu.count: 1 GPU(s) requested but runtime.accelerator is 'cpu'",
+        "mlctl.yaml:6 runtime.cuda: set only with runtime.accelerator 'cuda'",
+    ]
+
+
+def test_environment_overrides_merge_and_are_validated_with_their_own_lines() -> None:
+    text = (
+        MINIMAL
+        + """\
+deploy:
+  replicas: 1
+environments:
+  prod:
+    deploy:
+      replicas: 3
+  staging:
+    deploy:
+      replicaz: 2
+    name: other
+"""
+    )
+    assert problems(text) == [
+        "mlctl.yaml:13 environments.staging.name: cannot be overridden per environment",
+        "mlctl.yaml:12 environments.staging.deploy.replicaz: unknown key (did you mean 'replicas'?)",
+    ]
+    write(text.replace("      replicaz: 2\n    name: other\n", "      replicas: 2\n"))
+    assert load_service_config(env="prod").config.deploy.replicas == 3
+    assert load_service_config(env="staging").config.deploy.replicas == 2
+    assert load_service_config().config.deploy.replicas == 1
+
+
+def test_unknown_environment() -> None:
+    write(MINIMAL + "environments:\n  prod: {}\n")
+    with pytest.raises(NotFoundError, match=r"unknown environment 'qa': mlctl\.yaml defines prod"):
+        load_service_config(env="qa")
+
+
+def test_environment_variables_override_loudly() -> None:
+    write(MINIMAL + "image:\n  registry: ghcr.io/acme\n")
+    loaded = load_service_config(
+        environ={"MLCTL_CONFIG__IMAGE__REGISTRY": "127.0.0.1:5000/ml", "MLCTL_CONFIG__SERVING__PORT": "9000"}
+    )
+    assert loaded.config.image.registry == "127.0.0.1:5000/ml"
+    assert loaded.config.serving.port == 9000
+    assert [(o.variable, o.key, o.value, o.file_value) for o in loaded.overrides] == [
+        ("MLCTL_CONFIG__IMAGE__REGISTRY", "image.registry", "127.0.0.1:5000/ml", "ghcr.io/acme"),
+        ("MLCTL_CONFIG__SERVING__PORT", "serving.port", 9000, None),
+    ]
+
+
+def test_bad_environment_variables_name_the_variable() -> None:
+    write(MINIMAL)
+    with pytest.raises(ConfigError) as caught:
+        load_service_config(environ={"MLCTL_CONFIG__SERVING__PORT": "abc", "MLCTL_CONFIG__NAME": "x"})
+    assert caught.value.lines() == [
+        "MLCTL_CONFIG__NAME name: cannot be overridden per environment",
+        "MLCTL_CONFIG__SERVING__PORT serving.port: must be an integer, got 'abc'",
+    ]
+
+
+def test_serving_environment_carries_the_serving_config() -> None:
+    write(
+        MINIMAL.replace(
+            "  app: fraud_scorer.server:app\n",
+            "  app: fraud_scorer.server:app\n  max_batch_size: 32\n  warmup_batch_sizes: [1, 8]\n",
+        )
+    )
+    env = serving_environment(load_service_config().config)
+    assert env["SERVING_MODEL_NAME"] == "fraud-scorer"
+    assert env["SERVING_MAX_BATCH_SIZE"] == "32"
+    assert env["SERVING_WARMUP_BATCH_SIZES"] == "1,8"
+    assert env["SERVING_MODEL_PATH"] == "weights/model.pt"
+
+
+# --- through the CLI ----------------------------------------------------------------------------
+
+
+def test_validate_prints_each_problem_on_its_own_line(cli) -> None:
+    write(MINIMAL + "probes:\n  startup_budget_s: 5\n")
+    result = cli("config", "validate")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: mlctl.yaml:5 probes.startup_budget_s: must be >= 10, got 5\n"
+        "hint: fix mlctl.yaml and run `mlctl config validate`\n"
+    )
+
+
+def test_show_json_is_the_effective_config(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(MINIMAL + "environments:\n  prod:\n    deploy:\n      replicas: 4\n")
+    monkeypatch.setenv("MLCTL_CONFIG__DEPLOY__NAMESPACE", "ml-prod")
+    result = cli("config", "show", "--env", "prod", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["environment"] == "prod"
+    assert data["config"]["deploy"] == {
+        "namespace": "ml-prod",
+        "replicas": 4,
+        "autoscaling": {"enabled": False, "min_replicas": 1, "max_replicas": 3, "metric": "queue_depth", "target": 8.0},
+    }
+    assert data["overrides"] == [
+        {
+            "variable": "MLCTL_CONFIG__DEPLOY__NAMESPACE",
+            "key": "deploy.namespace",
+            "value": "ml-prod",
+            "file_value": None,
+        }
+    ]
+    assert json.loads(result.stderr) == {
+        "event": "warn",
+        "message": 'MLCTL_CONFIG__DEPLOY__NAMESPACE overrides deploy.namespace (mlctl.yaml: not set, now: "ml-prod")',
+    }
+
+
+def test_show_prints_yaml_and_announces_overrides(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(MINIMAL)
+    monkeypatch.setenv("MLCTL_CONFIG__SERVING__PORT", "9001")
+    result = cli("config", "show")
+    assert result.exit_code == 0
+    assert "  port: 9001\n" in result.stdout
+    assert "  cuda: null\n" in result.stdout
+    assert (
+        result.stderr
+        == "warning: MLCTL_CONFIG__SERVING__PORT overrides serving.port (mlctl.yaml: not set, now: 9001)\n"
+    )
+
+
+def test_env_from_mlctl_env(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(MINIMAL + "environments:\n  prod:\n    deploy:\n      replicas: 4\n")
+    monkeypatch.setenv("MLCTL_ENV", "prod")
+    data = json.loads(cli("config", "show", "--json").stdout)
+    assert data["config"]["deploy"]["replicas"] == 4
