@@ -33,7 +33,7 @@ def engine_info(timeout: float = 3.0) -> EngineInfo:
             return EngineInfo(
                 version=str(version.get("Version", "?")),
                 api_version=str(version.get("ApiVersion", "?")),
-                host=str(client.api.base_url),
+                host=_host(),
             )
         finally:
             client.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -28,6 +27,8 @@ EnvOption = Annotated[
 
 def load_config(out: Output, env: str | None = None) -> LoadedConfig:
     """Load mlctl.yaml for a command, announcing every MLCTL_CONFIG__* override."""
+    import json
+
     from mlctl.config import load_service_config
 
     loaded = load_service_config(env=env)

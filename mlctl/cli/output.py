@@ -12,18 +12,14 @@ rich loads only when something is printed, so ``mlctl --help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mlctl.errors import ConfigError, MlctlError
-from mlctl.models import to_data
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,16 +40,16 @@ def running_in_ci(environ: dict[str, str] | None = None) -> bool:
     return any(env.get(v, "").lower() not in ("", "0", "false", "no") for v in CI_VARIABLES)
 
 
-@dataclass
 class State:
     """Global options, set by the root callback and read by every command."""
 
-    json: bool = False
-    debug: bool = False
-    no_input: bool = False
-    stdout: IO[str] | None = None
-    stderr: IO[str] | None = None
-    _output: Output | None = field(default=None, repr=False)
+    def __init__(self, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> None:
+        self.json = False
+        self.debug = False
+        self.no_input = False
+        self.stdout = stdout
+        self.stderr = stderr
+        self._output: Output | None = None
 
     def output(self, json_flag: bool = False) -> Output:
         if json_flag:
@@ -115,6 +111,10 @@ class Output:
     def result(self, value: Any, render: Callable[[Console], None]) -> None:
         """Print a command's result: as JSON, or by calling ``render`` with the stdout console."""
         if self.json:
+            import json
+
+            from mlctl.models import to_data
+
             self.stdout.write(json.dumps(to_data(value), indent=2, sort_keys=False) + "\n")
             self.stdout.flush()
         else:
@@ -129,6 +129,10 @@ class Output:
 
     def error(self, exc: MlctlError) -> None:
         if self.json:
+            import json
+
+            from mlctl.models import to_data
+
             body: dict[str, Any] = {
                 "type": type(exc).__name__,
                 "exit_code": int(exc.exit_code),
@@ -151,6 +155,8 @@ class Output:
         message = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
         hint = "this is a bug in mlctl; rerun with --debug for the traceback and report it"
         if self.json:
+            import json
+
             self.stdout.write(
                 json.dumps({"error": {"type": "InternalError", "exit_code": 1, "message": message, "hint": hint}})
                 + "\n"
@@ -163,6 +169,8 @@ class Output:
             self.traceback(exc)
 
     def traceback(self, exc: BaseException) -> None:
+        import traceback
+
         # The plain traceback module never prints local variables (CI logs may hold tokens).
         self.stderr.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         self.stderr.flush()
@@ -207,6 +215,8 @@ class _JsonReporter:
         self.stream = stream
 
     def _event(self, kind: str, message: str) -> None:
+        import json
+
         self.stream.write(json.dumps({"event": kind, "message": message}) + "\n")
         self.stream.flush()
 
