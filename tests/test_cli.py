@@ -150,3 +150,21 @@ def test_exit_codes_are_stable() -> None:
         "CLUSTER": 9,
         "INTERRUPTED": 130,
     }
+
+
+def _in_a_terminal(*args: str, env: dict[str, str]) -> str:
+    import pexpect
+
+    child = pexpect.spawn(sys.executable, ["-m", "mlctl", *args], env=env, encoding="utf-8", timeout=30)
+    output = child.read()
+    child.close()
+    return output
+
+
+def test_colour_in_a_terminal_and_none_with_no_color() -> None:
+    base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM", "CI")}
+    coloured = _in_a_terminal("templates", "list", env={**base, "TERM": "xterm-256color"})
+    assert "\x1b[" in coloured
+    plain = _in_a_terminal("templates", "list", env={**base, "TERM": "xterm-256color", "NO_COLOR": "1"})
+    assert "\x1b[" not in plain
+    assert "pytorch-predict" in plain

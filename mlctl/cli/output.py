@@ -193,7 +193,9 @@ def _make_console(stream: IO[str]) -> Console:
     from rich.console import Console
 
     # soft_wrap: a line of ours is never broken in two (log readers and tests grep for whole lines).
-    return Console(file=stream, highlight=False, soft_wrap=True)
+    # NO_COLOR: rich alone would drop colours but keep bold; we drop every escape sequence.
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(file=stream, highlight=False, soft_wrap=True, **({"color_system": None} if plain else {}))
 
 
 class _ConsoleReporter:
