@@ -194,8 +194,9 @@ def _make_console(stream: IO[str]) -> Console:
 
     # soft_wrap: a line of ours is never broken in two (log readers and tests grep for whole lines).
     # NO_COLOR: rich alone would drop colours but keep bold; we drop every escape sequence.
-    plain = bool(os.environ.get("NO_COLOR"))
-    return Console(file=stream, highlight=False, soft_wrap=True, **({"color_system": None} if plain else {}))
+    if os.environ.get("NO_COLOR"):
+        return Console(file=stream, highlight=False, soft_wrap=True, color_system=None)
+    return Console(file=stream, highlight=False, soft_wrap=True)
 
 
 class _ConsoleReporter:
