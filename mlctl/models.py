@@ -11,7 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import Any, ClassVar
 
 AnswerValue = str | int | float | bool
 
@@ -86,6 +86,9 @@ class Check:
 class DoctorReport:
     """Every check ``mlctl doctor`` ran; ``ok`` is false when a required one failed."""
 
+    #: Computed properties that ``to_data`` includes in the JSON.
+    json_properties: ClassVar[tuple[str, ...]] = ("ok",)
+
     checks: tuple[Check, ...]
 
     @property
@@ -120,9 +123,8 @@ def to_data(obj: Any) -> Any:
     """Turn a result (dataclasses, enums, paths, mappings) into JSON-ready data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         data = {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        for name in ("ok",):  # computed properties that belong in the JSON
-            if isinstance(getattr(type(obj), name, None), property):
-                data[name] = getattr(obj, name)
+        for name in getattr(obj, "json_properties", ()):
+            data[name] = to_data(getattr(obj, name))
         return data
     if isinstance(obj, enum.Enum):
         return obj.value

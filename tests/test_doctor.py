@@ -29,6 +29,7 @@ def kubeconfig(path: Path, server: str) -> Path:
 def checks(cli, *args: str) -> tuple[int, dict[str, dict]]:  # type: ignore[no-untyped-def]
     result = cli("doctor", "--json", "--timeout", "2", *args)
     data = json.loads(result.stdout)
+    assert data["ok"] is (result.exit_code == 0)
     return result.exit_code, {c["name"]: c for c in data["checks"]}
 
 
