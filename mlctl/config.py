@@ -59,6 +59,19 @@ def _quantity(value: Any) -> Any:
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 
 
+def _batch_delay(value: Any) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number of milliseconds or 'auto', got {value!r}")
+    if not 0 <= value <= 10_000:
+        raise ValueError(f"must be from 0 to 10000 milliseconds, got {value}")
+    return float(value)
+
+
+BatchDelay = Annotated[float | Literal["auto"], BeforeValidator(_batch_delay)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -114,10 +127,15 @@ class ServingConfig(_Section):
     app: str
     port: int = Field(default=8080, ge=1, le=65535)
     max_batch_size: int = Field(default=16, ge=1, le=4096)
-    max_batch_delay_ms: float = Field(default=5.0, ge=0, le=10_000)
+    #: Milliseconds a batch waits to fill, or "auto": 0 on a CPU, 2 on a GPU.
+    max_batch_delay_ms: BatchDelay = "auto"
     max_queue: int = Field(default=256, ge=1)
+    #: Generations (generate templates) served at once.
+    max_concurrency: int = Field(default=4, ge=1, le=1024)
     workers: int = Field(default=1, ge=1, le=64)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    #: On SIGTERM, how long in-flight requests may take to finish.
+    graceful_shutdown_s: float = Field(default=30.0, ge=0, le=3600)
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1])
     compile: CompileConfig = Field(default_factory=CompileConfig)
@@ -694,9 +712,15 @@ def serving_environment(config: ServiceConfig) -> dict[str, str]:
     serving = config.serving
     env = {
         "SERVING_MODEL_NAME": config.name,
+        "SERVING_PORT": str(serving.port),
+        "SERVING_WORKERS": str(serving.workers),
         "SERVING_MAX_BATCH_SIZE": str(serving.max_batch_size),
-        "SERVING_MAX_BATCH_DELAY_MS": f"{serving.max_batch_delay_ms:g}",
+        "SERVING_MAX_BATCH_DELAY_MS": str(serving.max_batch_delay_ms)
+        if serving.max_batch_delay_ms == "auto"
+        else f"{serving.max_batch_delay_ms:g}",
         "SERVING_MAX_QUEUE": str(serving.max_queue),
+        "SERVING_MAX_CONCURRENCY": str(serving.max_concurrency),
+        "SERVING_GRACEFUL_SHUTDOWN_S": f"{serving.graceful_shutdown_s:g}",
         "SERVING_REQUEST_TIMEOUT_S": f"{serving.request_timeout_s:g}",
         "SERVING_MAX_PAYLOAD_BYTES": str(serving.max_payload_bytes),
         "SERVING_WARMUP_BATCH_SIZES": ",".join(str(b) for b in serving.warmup_batch_sizes),

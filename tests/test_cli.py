@@ -94,7 +94,7 @@ def test_json_errors_carry_the_exit_code_and_hint(cli) -> None:
 def test_json_from_the_environment(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLCTL_JSON", "1")
     result = cli("templates", "list")
-    assert json.loads(result.stdout)[0]["name"] == "pytorch-predict"
+    assert [t["name"] for t in json.loads(result.stdout)] == ["pytorch-generate", "pytorch-predict"]
 
 
 def test_user_errors_print_no_traceback_but_debug_does(cli) -> None:

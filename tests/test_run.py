@@ -117,15 +117,16 @@ def test_reload_picks_up_code_changes(service: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
-        assert json.loads(get(f"{url}/v2")[1])["version"] == "0.1.0"
-        init = service / "demo_svc" / "__init__.py"
-        init.write_text(init.read_text().replace('__version__ = "0.1.0"', '__version__ = "0.2.0"'))
+        meta = f"{url}/v2/models/demo-svc"
+        assert json.loads(get(meta)[1])["outputs"][0]["name"] == "probabilities"
+        model = service / "demo_svc" / "model.py"
+        model.write_text(model.read_text().replace('TensorSpec("probabilities"', 'TensorSpec("scores"'))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if json.loads(get(f"{url}/v2", timeout=1)[1]).get("version") == "0.2.0":
+                if json.loads(get(meta, timeout=1)[1])["outputs"][0]["name"] == "scores":
                     break
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.3)
         else:
@@ -164,7 +165,7 @@ def test_a_python_without_the_server_packages(cli, service: Path, tmp_path: Path
     result = cli("run", "--python", python, "--port", str(free_port()))
     assert result.exit_code == ExitCode.ENVIRONMENT
     assert result.stderr.splitlines()[0] == (
-        f"error: {python} cannot import uvicorn, starlette, torch, which the server needs"
+        f"error: {python} cannot import mlctl_serve, uvicorn, torch, which the server needs"
     )
 
 

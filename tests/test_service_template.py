@@ -1,4 +1,4 @@
-"""The generated pytorch-predict service passes its own tests, as generated."""
+"""Each template scaffolds a service that passes its own tests and lints clean, as generated."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
+TEMPLATES = ["pytorch-predict", "pytorch-generate"]
 
 
-def test_generated_service_passes_its_own_tests(cli, isolated: Path) -> None:
-    assert cli("new", "fraud-scorer").exit_code == 0
-    root = isolated / "fraud-scorer"
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_generated_service_passes_its_own_tests(cli, isolated: Path, template: str) -> None:
+    assert cli("new", "svc", "--template", template).exit_code == 0
+    root = isolated / "svc"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
@@ -35,8 +37,9 @@ def test_generated_service_passes_its_own_tests(cli, isolated: Path) -> None:
     assert status == ""
 
 
-def test_generated_service_is_lint_clean_and_formatted(cli, isolated: Path) -> None:
-    assert cli("new", "lint-me", "--no-git").exit_code == 0
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_generated_service_is_lint_clean_and_formatted(cli, isolated: Path, template: str) -> None:
+    assert cli("new", "lint-me", "--template", template, "--no-git").exit_code == 0
     root = isolated / "lint-me"
     for command in (["check", "."], ["format", "--check", "."]):
         done = subprocess.run([sys.executable, "-m", "ruff", *command], cwd=root, capture_output=True, text=True)

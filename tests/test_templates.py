@@ -11,8 +11,10 @@ def test_list(cli) -> None:
     result = cli("templates", "list")
     assert result.exit_code == 0
     assert result.stdout == (
-        "NAME             VERSION  DESCRIPTION\n"
-        "pytorch-predict  1.0.0    A PyTorch model served over the Open Inference Protocol (V2 REST), "
+        "NAME              VERSION  DESCRIPTION\n"
+        "pytorch-generate  1.0.0    Streaming text generation (server-sent events) with a tiny character-level "
+        "PyTorch model.\n"
+        "pytorch-predict   1.1.0    A PyTorch model served over the Open Inference Protocol (V2 REST), "
         "with Prometheus metrics.\n"
     )
 
@@ -21,7 +23,7 @@ def test_show(cli) -> None:
     result = cli("templates", "show", "pytorch-predict")
     assert result.exit_code == 0
     assert result.stdout == (
-        "pytorch-predict 1.0.0 (built-in)\n"
+        "pytorch-predict 1.1.0 (built-in)\n"
         "A PyTorch model served over the Open Inference Protocol (V2 REST), with Prometheus metrics.\n"
         "\n"
         "Questions (answer with --set NAME=VALUE):\n"
@@ -44,7 +46,7 @@ def test_show(cli) -> None:
 
 def test_show_json(cli) -> None:
     data = json.loads(cli("templates", "show", "pytorch-predict", "--json").stdout)
-    assert (data["name"], data["version"], data["source"]) == ("pytorch-predict", "1.0.0", "built-in")
+    assert (data["name"], data["version"], data["source"]) == ("pytorch-predict", "1.1.0", "built-in")
     gpu = next(q for q in data["questions"] if q["name"] == "gpu_count")
     assert gpu == {"name": "gpu_count", "type": "int", "help": "GPUs per replica", "default": 1, "choices": []}
 
@@ -52,9 +54,9 @@ def test_show_json(cli) -> None:
 def test_show_unknown(cli) -> None:
     result = cli("templates", "show", "nope")
     assert result.exit_code == ExitCode.INPUT
-    assert (
-        result.stderr
-        == "error: unknown template 'nope'; available: pytorch-predict\nhint: see `mlctl templates list`\n"
+    assert result.stderr == (
+        "error: unknown template 'nope'; available: pytorch-generate, pytorch-predict\n"
+        "hint: see `mlctl templates list`\n"
     )
 
 

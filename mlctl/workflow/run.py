@@ -27,7 +27,7 @@ from mlctl.models import RunPlan
 from mlctl.reporting import NullReporter, Reporter
 
 #: Modules the server process must be able to import (besides the service's own package).
-SERVER_MODULES = ("uvicorn", "starlette", "torch")
+SERVER_MODULES = ("mlctl_serve", "uvicorn", "torch")
 STOP_GRACE_S = 10.0
 
 
@@ -78,7 +78,7 @@ def plan_run(
             hint=f"install the service into that Python: cd {directory} && {interpreter} -m pip install -e '.[test]'",
         )
 
-    argv = [interpreter, "-m", "uvicorn", config.serving.app, "--host", host, "--port", str(port)]
+    argv = [interpreter, "-m", "mlctl_serve", config.serving.app, "--host", host, "--port", str(port), "--access-log"]
     if reload:
         argv += ["--reload", "--reload-dir", str(directory)]
     env_vars = serving_environment(config)

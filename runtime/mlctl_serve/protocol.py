@@ -3,6 +3,9 @@
 Every problem with a request becomes a ``ProtocolError`` with an HTTP status and a message that
 names the field, e.g. ``inputs[0].shape: expected [-1, 8], got [2, 7]``. Bad input never reaches
 the model and never produces a 500.
+
+Covers the inference API (``/infer``) and the generate extension (``/generate``, ``/generate_stream``)
+that Triton and KServe use for text generation.
 """
 
 from __future__ import annotations
@@ -14,14 +17,35 @@ from typing import Any, Protocol
 
 import orjson
 
-#: Python types accepted as elements of each datatype's data.
 _NUMERIC = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+#: The datatypes a TensorSpec may name (BYTES is not batched through torch).
+DATATYPES = (*sorted(_NUMERIC), "BOOL")
 
 
 class Spec(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def datatype(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor of the Open Inference Protocol. The first dimension is the batch: -1."""
+
     name: str
     datatype: str
     shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.datatype not in DATATYPES:
+            raise ValueError(f"tensor {self.name!r}: unknown datatype {self.datatype!r}; use one of {DATATYPES}")
+        if not self.shape or self.shape[0] != -1 or any(d < 1 for d in self.shape[1:]):
+            raise ValueError(f"tensor {self.name!r}: shape must be (-1, d1, d2, ...) with fixed d >= 1")
 
 
 class ProtocolError(Exception):
@@ -116,8 +140,14 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def parse_infer_request(body: bytes, inputs: Sequence[Spec], outputs: Sequence[Spec]) -> InferRequest:
-    """Check an infer request body against the model's input and output specs."""
+def parse_infer_request(
+    body: bytes, inputs: Sequence[Spec], outputs: Sequence[Spec], max_rows: int | None = None
+) -> InferRequest:
+    """Check an infer request body against the model's input and output specs.
+
+    Args:
+        max_rows: The most rows (first dimension) one request may carry: the server's max batch size.
+    """
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -162,6 +192,10 @@ def parse_infer_request(body: bytes, inputs: Sequence[Spec], outputs: Sequence[S
             want != -1 and got != want for want, got in zip(spec.shape, shape, strict=False)
         ):
             raise ProtocolError(400, f"{where}.shape: expected {_shape_text(spec.shape)}, got {_shape_text(shape)}")
+        if max_rows is not None and shape[0] > max_rows:
+            raise ProtocolError(
+                400, f"{where}.shape: {shape[0]} rows exceed this server's max batch size of {max_rows}"
+            )
         data = item.get("data")
         if not isinstance(data, list):
             raise ProtocolError(400, f"{where}.data: expected a list, got {_show(data)}")
@@ -176,6 +210,9 @@ def parse_infer_request(body: bytes, inputs: Sequence[Spec], outputs: Sequence[S
     missing = [n for n in specs if n not in parsed]
     if missing:
         raise ProtocolError(400, f"inputs: missing input {missing[0]!r}")
+    rows = {i.shape[0] for i in parsed.values()}
+    if len(rows) > 1:
+        raise ProtocolError(400, f"inputs: every input needs the same number of rows, got {sorted(rows)}")
 
     wanted: tuple[str, ...] = tuple(s.name for s in outputs)
     raw_outputs = payload.get("outputs")
@@ -226,3 +263,69 @@ def model_metadata(name: str, version: str, platform: str, inputs: Sequence[Spec
             "outputs": [tensor(s) for s in outputs],
         }
     )
+
+
+# --- generate extension ----------------------------------------------------------------------------
+
+MAX_STOPS = 4
+MAX_STOP_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    id: str | None
+    text: str
+    max_tokens: int
+    temperature: float
+    stop: tuple[str, ...]
+    seed: int | None
+
+
+def parse_generate_request(body: bytes, *, max_tokens_limit: int, default_max_tokens: int) -> GenerateRequest:
+    """Check a generate request: ``{"text_input": "...", "parameters": {"max_tokens": 32, ...}}``."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError(400, f"request body must be a JSON object, got {_show(payload)}")
+    unknown = sorted(set(payload) - {"id", "text_input", "parameters"})
+    if unknown:
+        raise ProtocolError(400, f"unknown field {unknown[0]!r}; expected id, text_input, parameters")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(400, f"id: expected a string, got {_show(request_id)}")
+    text = payload.get("text_input")
+    if not isinstance(text, str):
+        raise ProtocolError(400, f"text_input: expected a string, got {_show(text)}")
+    params = payload.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ProtocolError(400, f"parameters: expected an object, got {_show(params)}")
+    unknown = sorted(set(params) - {"max_tokens", "temperature", "stop", "seed"})
+    if unknown:
+        raise ProtocolError(400, f"parameters.{unknown[0]}: unknown; expected max_tokens, temperature, stop, seed")
+    max_tokens = params.get("max_tokens", default_max_tokens)
+    if not _is_int(max_tokens) or not 1 <= max_tokens <= max_tokens_limit:
+        raise ProtocolError(
+            400, f"parameters.max_tokens: expected an integer from 1 to {max_tokens_limit}, got {_show(max_tokens)}"
+        )
+    temperature = params.get("temperature", 1.0)
+    if type(temperature) not in (int, float) or not 0 <= temperature <= 5:
+        raise ProtocolError(400, f"parameters.temperature: expected a number from 0 to 5, got {_show(temperature)}")
+    stop = params.get("stop", [])
+    if isinstance(stop, str):
+        stop = [stop]
+    if (
+        not isinstance(stop, list)
+        or len(stop) > MAX_STOPS
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stop)
+    ):
+        raise ProtocolError(
+            400,
+            f"parameters.stop: expected a string or a list of at most {MAX_STOPS} non-empty strings "
+            f"of at most {MAX_STOP_LENGTH} characters",
+        )
+    seed = params.get("seed")
+    if seed is not None and not (_is_int(seed) and 0 <= seed < 2**63):
+        raise ProtocolError(400, f"parameters.seed: expected a non-negative integer, got {_show(seed)}")
+    return GenerateRequest(request_id, text, max_tokens, float(temperature), tuple(stop), seed)

@@ -1,0 +1,277 @@
+"""What every mlctl server shares: routing, health, metadata, metrics, loading and shutdown.
+
+The process answers ``/v2/health/live`` at once; the model loads and warms up in the background on
+the model thread, and ``/v2/health/ready`` turns 200 only after that. If loading fails the process
+exits (status 3) so the orchestrator restarts it and its log says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlctl_serve import __version__
+from mlctl_serve.http import Receive, Scope, Send, respond, respond_error
+from mlctl_serve.metrics import Metrics
+from mlctl_serve.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("mlctl_serve")
+_IMPORTED = time.monotonic()
+
+#: A model route: receives the request and returns the status it answered with (499: client gone).
+Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
+NOT_READY_HEADERS = ((b"retry-after", b"1"),)
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: tuple[str, ...]
+    handler: Handler
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: from /proc), so start-up time includes imports."""
+    try:
+        with open("/proc/self/stat") as stat:
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as uptime:
+            now = float(uptime.read().split()[0])
+        return max(0.0, now - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else the CPU."""
+    import torch
+
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"SERVING_DEVICE={preference} but CUDA is not available here")
+    return torch.device(preference)
+
+
+def exit_process() -> None:
+    """The default reaction to a model that cannot load: exit 3, after the log is flushed."""
+    logging.shutdown()
+    os._exit(3)
+
+
+class ServingApp:
+    """An ASGI application serving one model. Subclasses add the model's routes and loading."""
+
+    def __init__(self, settings: Settings, *, on_load_failure: Callable[[], None] = exit_process) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.on_load_failure = on_load_failure
+        self.ready = False
+        self.startup_seconds: float | None = None
+        self.device_type = "cpu"
+        #: The model thread: loading, compiling, warm-up and every model call happen here (CUDA graphs
+        #: and compiled code are bound to the thread that made them).
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._load_task: asyncio.Task[None] | None = None
+        self._routes: dict[str, tuple[str, Route]] = {
+            "/v2/health/live": ("/v2/health/live", Route(("GET",), self._live)),
+            "/v2/health/ready": ("/v2/health/ready", Route(("GET",), self._ready)),
+            "/v2": ("/v2", Route(("GET",), self._server_metadata)),
+            "/metrics": ("/metrics", Route(("GET",), self._prometheus)),
+        }
+        self._model_routes: dict[str, Route] = {
+            "": Route(("GET",), self._model_metadata),
+            "ready": Route(("GET",), self._model_ready),
+        }
+
+    # --- for subclasses -------------------------------------------------------------------------------
+
+    def add_model_route(self, action: str, methods: tuple[str, ...], handler: Handler) -> None:
+        self._model_routes[action] = Route(methods, handler)
+
+    def load(self) -> None:
+        """Load and warm up the model (runs on the model thread)."""
+        raise NotImplementedError
+
+    def metadata(self) -> bytes:
+        raise NotImplementedError
+
+    async def on_startup(self) -> None:
+        """Runs on the event loop when the server starts, before the model loads."""
+
+    async def on_shutdown(self) -> None:
+        """Runs after uvicorn has drained the connections."""
+
+    def not_ready(self) -> bool:
+        return not self.ready
+
+    # --- ASGI ------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        endpoint = "other"
+        try:
+            if path.startswith("/v2/models/"):
+                endpoint, status = await self._model_request(path, method, scope, receive, send)
+            else:
+                found = self._routes.get(path)
+                if found is None:
+                    status = 404
+                    await respond_error(send, 404, f"{method} {path}: not found")
+                else:
+                    endpoint, route = found
+                    status = await self._call(route, method, path, scope, receive, send)
+        except Exception:
+            log.exception("unexpected error on %s %s", method, path)
+            status = 500
+            await respond_error(send, 500, "internal server error")
+        self.metrics.observe(endpoint, status, time.perf_counter() - started)
+
+    async def _model_request(
+        self, path: str, method: str, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[str, int]:
+        parts = path[len("/v2/models/") :].split("/")
+        name, tail = parts[0], parts[1:]
+        version = None
+        if len(tail) >= 2 and tail[0] == "versions":
+            version, tail = tail[1], tail[2:]
+        action = "/".join(tail)
+        route = self._model_routes.get(action)
+        if route is None:
+            await respond_error(send, 404, f"{method} {path}: not found")
+            return "other", 404
+        endpoint = "/v2/models/{name}" + (f"/{action}" if action else "")
+        if name != self.settings.model_name or (version is not None and version != self.settings.model_version):
+            await respond_error(
+                send,
+                404,
+                f"model {name!r}{f' version {version!r}' if version else ''} not found; "
+                f"this server serves {self.settings.model_name!r} version {self.settings.model_version!r}",
+            )
+            return endpoint, 404
+        return endpoint, await self._call(route, method, path, scope, receive, send)
+
+    async def _call(self, route: Route, method: str, path: str, scope: Scope, receive: Receive, send: Send) -> int:
+        if method not in route.methods:
+            allow = ", ".join(route.methods).encode()
+            await respond_error(send, 405, f"{method} {path}: method not allowed", ((b"allow", allow),))
+            return 405
+        return await route.handler(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.on_startup()
+                    loop = asyncio.get_running_loop()
+                    self._load_task = loop.create_task(self._load_in_background())
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._load_task is not None:
+                    self._load_task.cancel()
+                await self.on_shutdown()
+                self.executor.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _load_in_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self._load_and_time)
+        except Exception:
+            log.exception("model %s failed to load; exiting", self.settings.model_name)
+            self.on_load_failure()
+
+    def _load_and_time(self) -> None:
+        started = time.monotonic()
+        self.load()
+        self.startup_seconds = process_age()
+        self.metrics.startup.set(self.startup_seconds)
+        self.metrics.ready.set(1)
+        self.ready = True
+        log.info(
+            "model %s ready on %s: %.2f s since process start (load and warm-up %.2f s)",
+            self.settings.model_name,
+            self.device_type,
+            self.startup_seconds,
+            time.monotonic() - started,
+        )
+
+    # --- shared routes -------------------------------------------------------------------------------
+
+    async def _live(self, scope: Scope, receive: Receive, send: Send) -> int:
+        await respond(send, 200, b'{"live":true}')
+        return 200
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if self.ready:
+            await respond(send, 200, b'{"ready":true}')
+            return 200
+        await respond(send, 503, b'{"ready":false}', headers=NOT_READY_HEADERS)
+        return 503
+
+    async def _server_metadata(self, scope: Scope, receive: Receive, send: Send) -> int:
+        import orjson
+
+        body = orjson.dumps({"name": "mlctl-serve", "version": __version__, "extensions": self.extensions()})
+        await respond(send, 200, body)
+        return 200
+
+    def extensions(self) -> list[str]:
+        return []
+
+    async def _model_metadata(self, scope: Scope, receive: Receive, send: Send) -> int:
+        await respond(send, 200, self.metadata())
+        return 200
+
+    async def _model_ready(self, scope: Scope, receive: Receive, send: Send) -> int:
+        name = self.settings.model_name.encode()
+        if self.ready:
+            await respond(send, 200, b'{"name":"' + name + b'","ready":true}')
+            return 200
+        await respond(send, 503, b'{"name":"' + name + b'","ready":false}', headers=NOT_READY_HEADERS)
+        return 503
+
+    async def _prometheus(self, scope: Scope, receive: Receive, send: Send) -> int:
+        await respond(send, 200, self.metrics.exposition(), self.metrics.content_type.encode())
+        return 200
+
+    async def refuse_not_ready(self, send: Send) -> int:
+        await respond_error(send, 503, f"model {self.settings.model_name!r} is not ready yet", NOT_READY_HEADERS)
+        return 503
+
+
+def warn_compile_fallback(exc: BaseException) -> None:
+    log.warning(
+        "torch.compile failed (%s: %s); serving the eager model",
+        type(exc).__name__,
+        str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+    )
+
+
+def compile_module(module: Any, mode: str) -> Any:
+    import torch
+
+    return torch.compile(module, mode=mode)
