@@ -59,17 +59,23 @@ def _quantity(value: Any) -> Any:
 Quantity = Annotated[str, BeforeValidator(_quantity)]
 
 
-def _batch_delay(value: Any) -> Any:
-    if value == "auto":
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"must be a number of milliseconds or 'auto', got {value!r}")
-    if not 0 <= value <= 10_000:
-        raise ValueError(f"must be from 0 to 10000 milliseconds, got {value}")
-    return float(value)
+def _auto_or_number(what: str, low: float, high: float, kind: type) -> Any:
+    """A validator for settings that take a number in [low, high] or "auto"."""
+
+    def check(value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
+            raise ValueError(f"must be {what} or 'auto', got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low:g} to {high:g}, got {value}")
+        return kind(value)
+
+    return BeforeValidator(check)
 
 
-BatchDelay = Annotated[float | Literal["auto"], BeforeValidator(_batch_delay)]
+BatchDelay = Annotated[float | Literal["auto"], _auto_or_number("a number of milliseconds", 0, 10_000, float)]
+Threads = Annotated[int | Literal["auto"], _auto_or_number("a number of threads", 1, 1024, int)]
 
 
 class _Section(BaseModel):
@@ -138,6 +144,8 @@ class ServingConfig(_Section):
     graceful_shutdown_s: float = Field(default=30.0, ge=0, le=3600)
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     warmup_batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    #: torch's intra-op threads, or "auto": the CPUs the container may use, less one for the server.
+    torch_threads: Threads = "auto"
     compile: CompileConfig = Field(default_factory=CompileConfig)
 
     @field_validator("app")
@@ -726,6 +734,7 @@ def serving_environment(config: ServiceConfig) -> dict[str, str]:
         "SERVING_WARMUP_BATCH_SIZES": ",".join(str(b) for b in serving.warmup_batch_sizes),
         "SERVING_COMPILE": "true" if serving.compile.enabled else "false",
         "SERVING_COMPILE_MODE": serving.compile.mode,
+        "SERVING_TORCH_THREADS": str(serving.torch_threads),
     }
     if config.model.source == "baked":
         env["SERVING_MODEL_PATH"] = config.model.path

@@ -33,7 +33,7 @@ class ExitCode(IntEnum):
     BUILD = 7
     #: A rollout failed (and was rolled back).
     DEPLOY = 8
-    #: The cluster or registry is unreachable, or refused the request.
+    #: The cluster, registry or service is unreachable, or refused the request.
     CLUSTER = 9
     #: Interrupted by the user (Ctrl-C).
     INTERRUPTED = 130
@@ -133,6 +133,12 @@ class DeployError(MlctlError):
 
 
 class ClusterError(MlctlError):
-    """The cluster or registry is unreachable or refused a request."""
+    """The cluster, registry or a service is unreachable or refused a request."""
 
     exit_code = ExitCode.CLUSTER
+
+
+class ThresholdError(MlctlError):
+    """A measurement crossed a limit the user set (``mlctl bench --max-error-rate``)."""
+
+    exit_code = ExitCode.FAILURE

@@ -16,7 +16,7 @@ from typing import IO, Annotated, NoReturn
 import typer
 
 from mlctl import __version__
-from mlctl.cli import config_cmd, doctor, new, run, templates
+from mlctl.cli import bench, config_cmd, doctor, new, run, templates
 from mlctl.cli.output import State, state_of
 from mlctl.errors import ExitCode, InputError, MlctlError
 
@@ -27,6 +27,7 @@ mlctl: the fixed road from a PyTorch model to a GPU service.
   mlctl new fraud-scorer      scaffold a service (model, OIP server, tests)
   cd fraud-scorer
   mlctl run                   serve it from source, with reload
+  mlctl bench URL             load-test a running service
   mlctl doctor                check this machine: Docker, cluster, Helm, GPUs
 
 Every command that returns data takes --json; there are no prompts without a
@@ -99,6 +100,7 @@ def root(
 
 app.command("new")(new.new_cmd)
 app.command("run")(run.run_cmd)
+app.command("bench")(bench.bench_cmd)
 app.command("doctor")(doctor.doctor_cmd)
 app.add_typer(templates.app, name="templates")
 app.add_typer(config_cmd.app, name="config")

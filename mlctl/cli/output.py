@@ -233,9 +233,11 @@ class _JsonReporter:
         self._event("warn", message)
 
 
-def print_table(console: Console, headers: list[str], rows: list[list[str]]) -> None:
+def print_table(console: Console, headers: list[str] | None, rows: list[list[str]]) -> None:
     """Aligned plain columns (like kubectl): no box lines, no wrapping, no trailing spaces."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
-    for i, row in enumerate([headers, *rows]):
+    table = [headers, *rows] if headers else rows
+    widths = [max(len(str(cell)) for cell in column) for column in zip(*table, strict=False)]
+    for i, row in enumerate(table):
         line = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-        console.print(f"[bold]{_escape(line)}[/]" if i == 0 else line, markup=i == 0, highlight=False)
+        bold = headers is not None and i == 0
+        console.print(f"[bold]{_escape(line)}[/]" if bold else line, markup=bold, highlight=False)

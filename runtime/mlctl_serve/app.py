@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mlctl_serve import __version__
 from mlctl_serve.http import Receive, Scope, Send, respond, respond_error
 from mlctl_serve.metrics import Metrics
-from mlctl_serve.settings import Settings
+from mlctl_serve.settings import Settings, resolve_torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -205,7 +205,12 @@ class ServingApp:
             self.on_load_failure()
 
     def _load_and_time(self) -> None:
+        import torch
+
         started = time.monotonic()
+        threads = resolve_torch_threads(self.settings.torch_threads)
+        torch.set_num_threads(threads)
+        log.info("torch uses %d intra-op thread(s) (SERVING_TORCH_THREADS=%s)", threads, self.settings.torch_threads)
         self.load()
         self.startup_seconds = process_age()
         self.metrics.startup.set(self.startup_seconds)

@@ -41,6 +41,9 @@ class Settings:
     warmup_batch_sizes: tuple[int, ...] = (1,)
     compile: bool = False
     compile_mode: str = "default"
+    #: torch's intra-op threads: a number, or "auto" (the CPUs this process may use, less one for the
+    #: event loop; a container's CPU limit counts, where torch alone would see every core of the host).
+    torch_threads: int | str = AUTO
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
@@ -92,8 +95,43 @@ class Settings:
             raise SettingsError(
                 f"SERVING_COMPILE_MODE must be default, reduce-overhead or max-autotune, got {self.compile_mode!r}"
             )
+        if self.torch_threads != AUTO and (isinstance(self.torch_threads, str) or self.torch_threads < 1):
+            raise SettingsError(f"SERVING_TORCH_THREADS must be auto or >= 1, got {self.torch_threads}")
         if not 1 <= self.port <= 65535:
             raise SettingsError(f"SERVING_PORT must be 1..65535, got {self.port}")
+
+
+def available_cpus() -> float:
+    """CPUs this process may use: its affinity, capped by a cgroup CPU limit (containers)."""
+    count: float = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for path, parse in (
+        ("/sys/fs/cgroup/cpu.max", lambda text: text.split()),
+        (
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+            lambda text: [text.strip(), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")],
+        ),
+    ):
+        try:
+            quota, period = parse(_read(path))
+            if quota not in ("max", "-1"):
+                count = min(count, int(quota) / int(period))
+                break
+        except (OSError, ValueError):
+            continue
+    return max(count, 1.0)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def resolve_torch_threads(setting: int | str) -> int:
+    if setting != AUTO:
+        return int(setting)
+    import math
+
+    return max(1, math.ceil(available_cpus()) - 1)
 
 
 def _parse(var: str, raw: str, default: Any) -> Any:
@@ -107,6 +145,8 @@ def _parse(var: str, raw: str, default: Any) -> Any:
             return int(text)
         if var == "SERVING_MAX_BATCH_DELAY_MS":
             return AUTO if text.lower() == AUTO else float(text)
+        if var == "SERVING_TORCH_THREADS":
+            return AUTO if text.lower() == AUTO else int(text)
         if isinstance(default, float):
             return float(text)
         if isinstance(default, tuple):

@@ -7,8 +7,8 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from apps import Letters, letters_app
 from mlctl_serve.testing import LiveServer
+from serving_apps import Letters, letters_app
 
 GENERATE = "/v2/models/letters/generate"
 STREAM = "/v2/models/letters/generate_stream"

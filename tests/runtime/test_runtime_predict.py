@@ -17,13 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from apps import Doubler, doubler_app
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlctl_serve.testing import LiveServer
 from prometheus_client.parser import text_string_to_metric_families
+from serving_apps import Doubler, doubler_app
 
-HERE = Path(__file__).resolve().parent
+#: tests/, where serving_apps lives, for servers started as processes.
+TESTS = Path(__file__).resolve().parent.parent
 INFER = "/v2/models/doubler/infer"
 
 
@@ -281,8 +282,8 @@ def test_compile_for_real() -> None:
 
     torch.manual_seed(0)
     net = Net().eval()
-    from apps import X, Y
     from mlctl_serve import Settings, create_predict_app
+    from serving_apps import X, Y
 
     app = create_predict_app(
         load=lambda p, d: net,
@@ -307,10 +308,13 @@ def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], i
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    variables = {**os.environ, "PYTHONPATH": str(HERE), "SERVING_PORT": str(port), **env}
+    variables = {**os.environ, "PYTHONPATH": str(TESTS), "SERVING_PORT": str(port), **env}
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlctl_serve", "apps:slow_app"], env=variables, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "mlctl_serve", "serving_apps:slow_app"],
+        env=variables,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while True:
@@ -390,8 +394,8 @@ def test_sigterm_under_load_lets_in_flight_requests_finish_and_exits_0(tmp_path:
 
 def test_bad_settings_stop_the_launcher_naming_the_variable() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mlctl_serve", "apps:slow_app"],
-        env={**os.environ, "PYTHONPATH": str(HERE), "SERVING_MAX_QUEUE": "lots"},
+        [sys.executable, "-m", "mlctl_serve", "serving_apps:slow_app"],
+        env={**os.environ, "PYTHONPATH": str(TESTS), "SERVING_MAX_QUEUE": "lots"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -419,3 +423,46 @@ def test_a_model_that_cannot_load_exits_3_with_the_reason(tmp_path: Path) -> Non
     assert done.returncode == 3
     assert "model model failed to load; exiting" in done.stderr
     assert "FileNotFoundError: weights not found at weights/model.pt" in done.stderr
+
+
+def test_integer_and_boolean_inputs_reach_the_model_as_their_dtypes() -> None:
+    import torch
+    from mlctl_serve import Settings, TensorSpec, create_predict_app
+
+    class Masked(torch.nn.Module):
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+            assert (ids.dtype, mask.dtype, half.dtype) == (torch.int64, torch.bool, torch.float16)
+            return (ids * mask).float() + half.float()
+
+    specs = [
+        TensorSpec("ids", "INT64", (-1, 3)),
+        TensorSpec("mask", "BOOL", (-1, 3)),
+        TensorSpec("half", "FP16", (-1, 3)),
+    ]
+    app = create_predict_app(
+        load=lambda p, d: Masked(),
+        inputs=specs,
+        outputs=[TensorSpec("y", "FP32", (-1, 3))],
+        settings=Settings(model_name="masked", device="cpu"),
+        on_load_failure=lambda: None,
+    )
+    with LiveServer(app) as server:
+        server.wait_ready()
+        answer = server.post_json(
+            "/v2/models/masked/infer",
+            {
+                "inputs": [
+                    {"name": "ids", "shape": [2, 3], "datatype": "INT64", "data": [[1, 2, 3], [4, 5, 2**40]]},
+                    {
+                        "name": "mask",
+                        "shape": [2, 3],
+                        "datatype": "BOOL",
+                        "data": [[True, False, True], [False, True, True]],
+                    },
+                    {"name": "half", "shape": [2, 3], "datatype": "FP16", "data": [0.5, 0, 0, 0, 0, 0.25]},
+                ]
+            },
+        )
+    assert answer.status == 200, answer.text
+    # 2**40 survives INT64 exactly; in the FP32 output the 0.25 is below float32 precision there.
+    assert answer.json()["outputs"][0]["data"] == [1.5, 0.0, 3.0, 0.0, 5.0, float(2**40)]

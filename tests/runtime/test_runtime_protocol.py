@@ -152,3 +152,16 @@ def test_bad_generate_requests_name_the_field(payload: object, message: str) -> 
         gen(payload)
     assert caught.value.status == 400
     assert caught.value.message.startswith(message), caught.value.message
+
+
+def test_mixed_nesting_and_integer_ranges() -> None:
+    with pytest.raises(ProtocolError, match=r"inputs\[0\]\.data: mixes lists and values at the same level"):
+        parse(body(inputs=[tensor(shape=[2, 8], data=[ROW, *ROW])]))
+    spec = TensorSpec("ids", "INT8", (-1, 2))
+    raw = orjson.dumps({"inputs": [{"name": "ids", "shape": [1, 2], "datatype": "INT8", "data": [1, 300]}]})
+    with pytest.raises(ProtocolError, match=r"inputs\[0\]\.data\[1\]: 300 is out of range for INT8"):
+        parse_infer_request(raw, [spec], [SPEC_OUT])
+    flags = TensorSpec("mask", "BOOL", (-1, 2))
+    raw = orjson.dumps({"inputs": [{"name": "mask", "shape": [1, 2], "datatype": "BOOL", "data": [True, 1]}]})
+    with pytest.raises(ProtocolError, match=r"inputs\[0\]\.data\[1\]: expected true or false, got 1"):
+        parse_infer_request(raw, [flags], [SPEC_OUT])

@@ -1,4 +1,4 @@
-"""Small models and apps for the runtime's tests (also served by subprocesses: ``apps:slow_app``)."""
+"""Small models and apps for the runtime's tests (also served by subprocesses: ``serving_apps:slow_app``)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def _slow_load(path: str, device: torch.device) -> Doubler:
     return Doubler(float(os.environ.get("TEST_MODEL_DELAY_S", "0.05")))
 
 
-#: For subprocess tests: ``python -m mlctl_serve apps:slow_app`` with SERVING_* in the environment.
+#: For subprocess tests: ``python -m mlctl_serve serving_apps:slow_app`` with SERVING_* in the environment.
 slow_app = create_predict_app(load=_slow_load, inputs=[X], outputs=[Y], model_name="slow")
 
 

@@ -1,0 +1,27 @@
+"""Peer: a plain FastAPI app, async handler, the model called inline (no batching)."""
+
+import torch
+from bench_model import load_from_env
+from fastapi import FastAPI, Request
+
+model = load_from_env()
+app = FastAPI()
+
+
+@app.get("/v2/health/ready")
+async def ready() -> dict:
+    return {"ready": True}
+
+
+@app.post("/v2/models/{name}/infer")
+async def infer(name: str, request: Request) -> dict:
+    tensor = (await request.json())["inputs"][0]
+    x = torch.tensor(tensor["data"], dtype=torch.float32).reshape(tensor["shape"])
+    with torch.inference_mode():
+        y = model(x)
+    return {
+        "model_name": name,
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": list(y.shape), "data": y.reshape(-1).tolist()}
+        ],
+    }
