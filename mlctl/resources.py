@@ -11,7 +11,7 @@ from typing import Literal
 
 from mlctl.errors import EnvironmentProblem
 
-DataKind = Literal["templates", "base_images", "charts"]
+DataKind = Literal["templates", "base_images", "charts", "runtime"]
 
 
 def data_dir(kind: DataKind) -> Path:
