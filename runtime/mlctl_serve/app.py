@@ -14,11 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlctl_serve import __version__
-from mlctl_serve.http import Receive, Scope, Send, respond, respond_error
+from mlctl_serve.http import ClientGone, PayloadTooLarge, Receive, Scope, Send, read_body, respond, respond_error
 from mlctl_serve.metrics import Metrics
+from mlctl_serve.protocol import ProtocolError
 from mlctl_serve.settings import Settings, resolve_torch_threads
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ _IMPORTED = time.monotonic()
 #: A model route: receives the request and returns the status it answered with (499: client gone).
 Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 NOT_READY_HEADERS = ((b"retry-after", b"1"),)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -262,6 +264,20 @@ class ServingApp:
     async def _prometheus(self, scope: Scope, receive: Receive, send: Send) -> int:
         await respond(send, 200, self.metrics.exposition(), self.metrics.content_type.encode())
         return 200
+
+    async def read_request(self, scope: Scope, receive: Receive, send: Send, parse: Callable[[bytes], T]) -> T | int:
+        """Read and ``parse`` the body; on a bad request, answer it and return the status instead."""
+        try:
+            return parse(await read_body(scope, receive, self.settings.max_payload_bytes))
+        except PayloadTooLarge as exc:
+            size = f"of {exc.size} bytes " if exc.size is not None else ""
+            await respond_error(send, 413, f"request body {size}exceeds the limit of {exc.limit} bytes")
+            return 413
+        except ProtocolError as exc:
+            await respond_error(send, exc.status, exc.message)
+            return exc.status
+        except ClientGone:
+            return 499
 
     async def refuse_not_ready(self, send: Send) -> int:
         await respond_error(send, 503, f"model {self.settings.model_name!r} is not ready yet", NOT_READY_HEADERS)

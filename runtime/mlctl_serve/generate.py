@@ -34,17 +34,14 @@ from mlctl_serve.app import (
     warn_compile_fallback,
 )
 from mlctl_serve.http import (
-    ClientGone,
-    PayloadTooLarge,
     Receive,
     Scope,
     Send,
-    read_body,
     respond,
     respond_error,
     watch_disconnect,
 )
-from mlctl_serve.protocol import GenerateRequest, ProtocolError, parse_generate_request
+from mlctl_serve.protocol import GenerateRequest, parse_generate_request
 from mlctl_serve.settings import Settings
 
 if TYPE_CHECKING:
@@ -147,20 +144,16 @@ class GenerateApp(ServingApp):
         settings = self.settings
         if not self.ready or self.slots is None:
             return await self.refuse_not_ready(send)
-        try:
-            body = await read_body(scope, receive, settings.max_payload_bytes)
-            request = parse_generate_request(
+        request = await self.read_request(
+            scope,
+            receive,
+            send,
+            lambda body: parse_generate_request(
                 body, max_tokens_limit=self.max_tokens_limit, default_max_tokens=self.default_max_tokens
-            )
-        except PayloadTooLarge as exc:
-            size = f"of {exc.size} bytes " if exc.size is not None else ""
-            await respond_error(send, 413, f"request body {size}exceeds the limit of {exc.limit} bytes")
-            return 413
-        except ProtocolError as exc:
-            await respond_error(send, exc.status, exc.message)
-            return exc.status
-        except ClientGone:
-            return 499
+            ),
+        )
+        if isinstance(request, int):
+            return request
         if self.slots.locked() and self.waiting >= settings.max_queue:
             self.metrics.rejected.labels("queue_full").inc()
             await respond_error(

@@ -23,16 +23,14 @@ from mlctl_serve.app import (
 from mlctl_serve.batching import Batcher, Job, QueueFull
 from mlctl_serve.http import (
     ClientGone,
-    PayloadTooLarge,
     Receive,
     Scope,
     Send,
-    read_body,
     respond,
     respond_error,
     watch_disconnect,
 )
-from mlctl_serve.protocol import InferRequest, ProtocolError, TensorSpec, infer_response, parse_infer_request
+from mlctl_serve.protocol import InferRequest, TensorSpec, infer_response, parse_infer_request
 from mlctl_serve.settings import Settings
 
 if TYPE_CHECKING:
@@ -191,18 +189,14 @@ class PredictApp(ServingApp):
         settings = self.settings
         if not self.ready or self.batcher is None:
             return await self.refuse_not_ready(send)
-        try:
-            body = await read_body(scope, receive, settings.max_payload_bytes)
-            request = parse_infer_request(body, self.inputs, self.outputs, settings.max_batch_size)
-        except PayloadTooLarge as exc:
-            size = f"of {exc.size} bytes " if exc.size is not None else ""
-            await respond_error(send, 413, f"request body {size}exceeds the limit of {exc.limit} bytes")
-            return 413
-        except ProtocolError as exc:
-            await respond_error(send, exc.status, exc.message)
-            return exc.status
-        except ClientGone:
-            return 499
+        request = await self.read_request(
+            scope,
+            receive,
+            send,
+            lambda body: parse_infer_request(body, self.inputs, self.outputs, settings.max_batch_size),
+        )
+        if isinstance(request, int):
+            return request
         rows = next(iter(request.inputs.values())).shape[0]
         try:
             future = self.batcher.submit(request, rows)

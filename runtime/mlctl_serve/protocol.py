@@ -172,6 +172,23 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _load_object(body: bytes, fields: tuple[str, ...]) -> tuple[dict[str, Any], str | None]:
+    """The request's JSON object, holding only ``fields``, and its optional string ``id``."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError(400, f"request body must be a JSON object, got {_show(payload)}")
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        raise ProtocolError(400, f"unknown field {unknown[0]!r}; expected {', '.join(fields)}")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(400, f"id: expected a string, got {_show(request_id)}")
+    return payload, request_id
+
+
 def parse_infer_request(
     body: bytes, inputs: Sequence[Spec], outputs: Sequence[Spec], max_rows: int | None = None
 ) -> InferRequest:
@@ -180,18 +197,7 @@ def parse_infer_request(
     Args:
         max_rows: The most rows (first dimension) one request may carry: the server's max batch size.
     """
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise ProtocolError(400, f"request body must be a JSON object, got {_show(payload)}")
-    unknown = sorted(set(payload) - {"id", "inputs", "outputs", "parameters"})
-    if unknown:
-        raise ProtocolError(400, f"unknown field {unknown[0]!r}; expected id, inputs, outputs, parameters")
-    request_id = payload.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError(400, f"id: expected a string, got {_show(request_id)}")
+    payload, request_id = _load_object(body, ("id", "inputs", "outputs", "parameters"))
     parameters = payload.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise ProtocolError(400, f"parameters: expected an object, got {_show(parameters)}")
@@ -315,18 +321,7 @@ class GenerateRequest:
 
 def parse_generate_request(body: bytes, *, max_tokens_limit: int, default_max_tokens: int) -> GenerateRequest:
     """Check a generate request: ``{"text_input": "...", "parameters": {"max_tokens": 32, ...}}``."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise ProtocolError(400, f"request body must be a JSON object, got {_show(payload)}")
-    unknown = sorted(set(payload) - {"id", "text_input", "parameters"})
-    if unknown:
-        raise ProtocolError(400, f"unknown field {unknown[0]!r}; expected id, text_input, parameters")
-    request_id = payload.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError(400, f"id: expected a string, got {_show(request_id)}")
+    payload, request_id = _load_object(body, ("id", "text_input", "parameters"))
     text = payload.get("text_input")
     if not isinstance(text, str):
         raise ProtocolError(400, f"text_input: expected a string, got {_show(text)}")
