@@ -107,6 +107,87 @@ class ConfigOverride:
 
 
 @dataclass(frozen=True)
+class ImageRef:
+    """An image in a repository, by tag and, once pushed or pulled, by digest."""
+
+    repository: str
+    tag: str
+    digest: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """``repository:tag@digest`` when the digest is known, else ``repository:tag``."""
+        return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """What ``mlctl build`` did with one layer of the ladder."""
+
+    layer: str
+    image: str
+    #: "reused" (found locally), "pulled" (found in the registry) or "built".
+    status: str
+    #: Why it was built (the inputs that changed), or where it was found.
+    reason: str
+    seconds: float
+    size: int
+    #: Builder steps, and how many of them came from the builder's cache (built layers only).
+    steps: int = 0
+    cached_steps: int = 0
+
+
+@dataclass(frozen=True)
+class PushResult:
+    image: str
+    digest: str | None
+    #: Layers by final status: "pushed", "exists" (already in the registry), "mounted" (from another repository).
+    layers: Mapping[str, int]
+    bytes_pushed: int
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``mlctl build`` made: the service image, with the layers under it and what was pushed."""
+
+    json_properties: ClassVar[tuple[str, ...]] = ("reference",)
+
+    service: str
+    image: ImageRef
+    tags: tuple[str, ...]
+    dirty: bool
+    layers: tuple[LayerResult, ...]
+    pushes: tuple[PushResult, ...]
+    labels: Mapping[str, str]
+
+    @property
+    def reference(self) -> str:
+        return self.image.reference
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """A line of ``mlctl images plan``."""
+
+    layer: str
+    image: str
+    #: "present", "in registry" or "build".
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LadderImage:
+    """A base layer image on this machine (``mlctl images list``)."""
+
+    layer: str
+    image: str
+    size: int
+    created: str
+    used_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """How ``mlctl run`` starts a service from source."""
 

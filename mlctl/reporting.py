@@ -21,6 +21,9 @@ class Reporter(Protocol):
     def warn(self, message: str) -> None:
         """Something the user should know about; the work goes on."""
 
+    def log(self, line: str) -> None:
+        """A line of output from a tool doing the work (a build step, a push); shown live, not kept."""
+
 
 class NullReporter:
     """Reports nothing: the default for library use."""
@@ -32,6 +35,9 @@ class NullReporter:
         pass
 
     def warn(self, message: str) -> None:
+        pass
+
+    def log(self, line: str) -> None:
         pass
 
 
@@ -49,3 +55,6 @@ class RecordingReporter:
 
     def warn(self, message: str) -> None:
         self.events.append(("warn", message))
+
+    def log(self, line: str) -> None:
+        self.events.append(("log", line))

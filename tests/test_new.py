@@ -38,7 +38,7 @@ name: fraud-scorer
 # Where this service came from; `mlctl update` uses it. Do not edit by hand.
 template:
   name: pytorch-predict
-  version: 1.1.0
+  version: 1.2.0
   answers:
     accelerator: "cuda"
     description: "A PyTorch model service"
@@ -133,7 +133,7 @@ def test_scaffolds_the_whole_tree(cli, isolated: Path) -> None:
 def test_output_names_the_next_commands(cli, isolated: Path) -> None:
     result = new(cli, "fraud-scorer", "--no-git")
     assert result.stdout == (
-        "Created fraud-scorer in ./fraud-scorer from pytorch-predict 1.1.0 (12 files).\n"
+        "Created fraud-scorer in ./fraud-scorer from pytorch-predict 1.2.0 (12 files).\n"
         "\n"
         "Next:\n"
         "  cd fraud-scorer\n"
@@ -141,7 +141,7 @@ def test_output_names_the_next_commands(cli, isolated: Path) -> None:
         "  python -m pytest\n"
         "  mlctl run\n"
     )
-    assert result.stderr == "• rendering pytorch-predict 1.1.0\n• writing 12 files\n"
+    assert result.stderr == "• rendering pytorch-predict 1.2.0\n• writing 12 files\n"
 
 
 def test_git_repository_with_one_clean_commit(cli, isolated: Path) -> None:
@@ -149,7 +149,7 @@ def test_git_repository_with_one_clean_commit(cli, isolated: Path) -> None:
     data = json.loads(result.stdout)
     root = isolated / "fraud-scorer"
     log = subprocess.run(["git", "log", "--format=%H %an %s"], cwd=root, capture_output=True, text=True).stdout
-    assert log == f"{data['git_commit']} Test User Scaffold fraud-scorer from pytorch-predict 1.1.0\n"
+    assert log == f"{data['git_commit']} Test User Scaffold fraud-scorer from pytorch-predict 1.2.0\n"
     status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
     assert status == ""
     branch = subprocess.run(["git", "branch", "--show-current"], cwd=root, capture_output=True, text=True).stdout
@@ -173,7 +173,7 @@ def test_answers_are_recorded_for_updates(cli, isolated: Path) -> None:
 
     config = load_service_config(isolated / "fraud-scorer").config
     assert config.template is not None
-    assert (config.template.name, config.template.version) == ("pytorch-predict", "1.1.0")
+    assert (config.template.name, config.template.version) == ("pytorch-predict", "1.2.0")
     assert config.template.answers["accelerator"] == "cpu"
     assert config.template.answers["max_batch_size"] == 64
     assert config.template.answers["gpu_count"] == 1  # not asked for cpu; default recorded
@@ -194,7 +194,7 @@ def test_dry_run_lists_files_and_writes_nothing(cli, isolated: Path) -> None:
     result = new(cli, "fraud-scorer", "--dry-run")
     assert result.exit_code == 0
     assert result.stdout.startswith(
-        "Would create fraud-scorer in ./fraud-scorer from pytorch-predict 1.1.0 (dry run, nothing written):\n"
+        "Would create fraud-scorer in ./fraud-scorer from pytorch-predict 1.2.0 (dry run, nothing written):\n"
     )
     listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert sorted(listed) == EXPECTED_FILES
@@ -336,7 +336,7 @@ def test_python_twin_needs_no_typer(isolated: Path) -> None:
         "print(r.template_version, len(r.files), 'typer' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout == "1.1.0 12 False\n"
+    assert done.stdout == "1.2.0 12 False\n"
 
 
 def test_prompts_in_a_terminal_with_defaults_and_retries(isolated: Path) -> None:

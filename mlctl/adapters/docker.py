@@ -1,11 +1,21 @@
-"""The only module that imports the Docker SDK (docker-py)."""
+"""The only module that imports the Docker SDK (docker-py).
+
+``ImageBuilder`` is the narrow interface the image core uses: inspect, build (streamed), pull, tag,
+push (streamed), look up a remote image, list and remove. docker-py drives the classic builder,
+which is present on every engine; mlctl's own content tags make its cache-by-tag all that is needed.
+"""
 
 from __future__ import annotations
 
+import io
 import os
-from dataclasses import dataclass
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from mlctl.errors import EnvironmentProblem
+from mlctl.errors import BuildError, ClusterError, EnvironmentProblem
 
 
 @dataclass(frozen=True)
@@ -15,30 +25,42 @@ class EngineInfo:
     host: str
 
 
-def engine_info(timeout: float = 3.0) -> EngineInfo:
-    """Ping the Docker engine named by DOCKER_HOST (or the default socket).
+@dataclass(frozen=True)
+class LocalImage:
+    id: str
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+    #: The uncompressed digests of the image's layers (RootFS.Layers), bottom first.
+    diff_ids: tuple[str, ...]
+    #: The parts of the image config that change what runs: Env, Entrypoint, Cmd, User, WorkingDir.
+    config: dict[str, Any]
+    size: int
+    created: str
+    repo_digests: tuple[str, ...]
 
-    Raises:
-        EnvironmentProblem: the SDK is missing or no engine answers.
-    """
-    try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError:
-        raise EnvironmentProblem("the Docker SDK is not installed", hint="pip install docker") from None
-    try:
-        client = docker.from_env(timeout=int(max(timeout, 1)))
-        try:
-            version = client.version()
-            return EngineInfo(
-                version=str(version.get("Version", "?")),
-                api_version=str(version.get("ApiVersion", "?")),
-                host=_host(),
-            )
-        finally:
-            client.close()
-    except DockerException as exc:
-        raise EnvironmentProblem(f"no Docker engine answers at {_host()}: {_reason(str(exc))}") from None
+
+@dataclass
+class BuildLog:
+    """What a build printed, for progress and for explaining a failure."""
+
+    step: str = ""
+    step_index: int = 0
+    step_count: int = 0
+    cached_steps: int = 0
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+
+
+@dataclass(frozen=True)
+class PushReport:
+    digest: str | None
+    #: Final status of each layer: "Pushed", "Layer already exists", "Mounted from ...".
+    layers: dict[str, str]
+    #: Bytes uploaded for the layers that were pushed (as the engine reports its progress).
+    bytes_pushed: int
+
+
+LineHandler = Callable[[str, BuildLog], None]
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _host() -> str:
@@ -56,3 +78,280 @@ def _reason(text: str) -> str:
     if "timed out" in text.lower():
         return "timed out"
     return text.split(": (")[0].strip() or "unknown error"
+
+
+def _sdk() -> Any:
+    try:
+        import docker
+    except ImportError:
+        raise EnvironmentProblem("the Docker SDK is not installed", hint="pip install docker") from None
+    return docker
+
+
+def engine_info(timeout: float = 3.0) -> EngineInfo:
+    """Ping the Docker engine named by DOCKER_HOST (or the default socket).
+
+    Raises:
+        EnvironmentProblem: the SDK is missing or no engine answers.
+    """
+    docker = _sdk()
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=int(max(timeout, 1)))
+        try:
+            version = client.version()
+            return EngineInfo(
+                version=str(version.get("Version", "?")),
+                api_version=str(version.get("ApiVersion", "?")),
+                host=_host(),
+            )
+        finally:
+            client.close()
+    except DockerException as exc:
+        raise EnvironmentProblem(f"no Docker engine answers at {_host()}: {_reason(str(exc))}") from None
+
+
+class ImageBuilder:
+    """The Docker engine, as far as building and shipping images goes."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, timeout: float = 600.0) -> ImageBuilder:
+        docker = _sdk()
+        from docker.errors import DockerException
+
+        try:
+            client = docker.from_env(timeout=int(timeout))
+            client.ping()
+        except DockerException as exc:
+            raise EnvironmentProblem(
+                f"no Docker engine answers at {_host()}: {_reason(str(exc))}",
+                hint="start the Docker engine (sudo systemctl start docker), then retry; `mlctl doctor` checks it",
+            ) from None
+        return cls(client)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def operating_system(self) -> str:
+        return str(self.client.info().get("OperatingSystem", ""))
+
+    # --- local images ---------------------------------------------------------------------------------
+
+    def inspect(self, ref: str) -> LocalImage | None:
+        from docker.errors import ImageNotFound
+
+        try:
+            data = self.client.api.inspect_image(ref)
+        except ImageNotFound:
+            return None
+        return _local_image(data)
+
+    def list_images(self, label: str) -> list[LocalImage]:
+        """Local images carrying ``label`` (``key`` or ``key=value``)."""
+        return [
+            _local_image(self.client.api.inspect_image(i["Id"]))
+            for i in self.client.api.images(filters={"label": label})
+        ]
+
+    def tag(self, image: str, repository: str, tag: str) -> None:
+        self.client.api.tag(image, repository, tag)
+
+    def remove(self, ref: str) -> None:
+        from docker.errors import APIError
+
+        try:
+            self.client.api.remove_image(ref, noprune=False)
+        except APIError as exc:
+            raise BuildError(f"cannot remove {ref}: {exc.explanation or exc}") from None
+
+    def containers_using(self, image_id: str) -> list[str]:
+        return [c["Names"][0].lstrip("/") for c in self.client.api.containers(all=True, filters={"ancestor": image_id})]
+
+    # --- building -------------------------------------------------------------------------------------
+
+    def build(
+        self,
+        context: bytes,
+        *,
+        tag: str,
+        buildargs: dict[str, str],
+        nocache: bool = False,
+        platform: str | None = None,
+        on_line: LineHandler | None = None,
+    ) -> tuple[str, BuildLog]:
+        """Build from a tar ``context`` (with its Dockerfile) and tag it; returns the image ID.
+
+        The build runs with the host's network so that RUN steps reach the wheelhouse mlctl serves on
+        127.0.0.1; nothing else in the Dockerfiles uses the network.
+
+        Raises:
+            BuildError: naming the failing step and its last log lines.
+        """
+        from docker.errors import APIError
+
+        log = BuildLog()
+        image_id = None
+        try:
+            stream = self.client.api.build(
+                fileobj=io.BytesIO(context),
+                custom_context=True,
+                tag=tag,
+                buildargs=buildargs,
+                nocache=nocache,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                network_mode="host",
+                platform=platform,
+                decode=True,
+            )
+            for event in stream:
+                if "error" in event:
+                    detail = _ANSI.sub("", str(event.get("error", ""))).strip()
+                    code = re.search(r"returned a non-zero code: (\d+)", detail)
+                    what = (
+                        f"exited with status {code.group(1)}"
+                        if code
+                        else detail.splitlines()[-1]
+                        if detail
+                        else "failed"
+                    )
+                    lines = [line for line in log.lines if not line.startswith(("---> ", "Removing intermediate"))]
+                    raise BuildError(
+                        f"{tag}: {log.step or 'the build'} {what}",
+                        hint=("its last lines:\n    " + "\n    ".join(lines[-10:])) if lines else None,
+                    )
+                if "aux" in event and "ID" in event["aux"]:
+                    image_id = event["aux"]["ID"]
+                text = event.get("stream")
+                if not text:
+                    continue
+                text = _ANSI.sub("", text)
+                for line in text.rstrip("\n").splitlines():
+                    step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
+                    if step:
+                        log.step_index, log.step_count = int(step.group(1)), int(step.group(2))
+                        log.step = f"step {step.group(1)}/{step.group(2)} ({step.group(3)[:80]})"
+                    elif line.strip() == "---> Using cache":
+                        log.cached_steps += 1
+                    if line.strip():
+                        log.lines.append(line)
+                        if on_line:
+                            on_line(line, log)
+        except APIError as exc:
+            raise BuildError(f"the engine refused the build: {exc.explanation or exc}") from None
+        if image_id is None:
+            found = self.inspect(tag)
+            if found is None:
+                raise BuildError(f"the build of {tag} ended without an image")
+            image_id = found.id
+        return image_id, log
+
+    # --- registries -----------------------------------------------------------------------------------
+
+    def pull(self, ref: str) -> None:
+        from docker.errors import APIError
+
+        repository, tag = split_ref(ref)
+        try:
+            for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise ClusterError(f"cannot pull {ref}: {event['error']}")
+        except APIError as exc:
+            raise ClusterError(f"cannot pull {ref}: {exc.explanation or exc}") from None
+
+    def remote_exists(self, ref: str) -> bool:
+        """Does the registry have ``ref``? (The engine asks it, with the engine's credentials.)"""
+        from docker.errors import APIError, NotFound
+
+        try:
+            self.client.images.get_registry_data(ref)
+            return True
+        except NotFound:
+            return False
+        except APIError as exc:
+            if exc.status_code in (401, 403, 404) or "manifest unknown" in str(exc).lower():
+                return False
+            raise ClusterError(f"cannot ask the registry about {ref}: {exc.explanation or exc}") from None
+
+    def push(self, ref: str, on_status: Callable[[str], None] | None = None) -> PushReport:
+        """Push ``ref`` with the credentials of the Docker config (``docker login``)."""
+        from docker.errors import APIError
+
+        repository, tag = split_ref(ref)
+        statuses: dict[str, str] = {}
+        progress: dict[str, int] = {}
+        digest = None
+        try:
+            for event in self.client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    message = str(event["error"])
+                    hint = "log in with `docker login " + repository.split("/")[0] + "`" if "auth" in message else None
+                    raise ClusterError(f"push of {ref} failed: {message}", hint=hint)
+                if "aux" in event and "Digest" in event["aux"]:
+                    digest = event["aux"]["Digest"]
+                layer, status = event.get("id"), event.get("status", "")
+                if layer and status:
+                    detail = event.get("progressDetail") or {}
+                    if status == "Pushing" and detail.get("total"):
+                        progress[layer] = max(progress.get(layer, 0), int(detail["total"]))
+                    if status in ("Pushed", "Layer already exists") or status.startswith("Mounted from"):
+                        statuses[layer] = status
+                        if on_status:
+                            on_status(f"{layer}: {status}")
+        except APIError as exc:
+            raise ClusterError(f"push of {ref} failed: {exc.explanation or exc}") from None
+        pushed = sum(progress.get(layer, 0) for layer, status in statuses.items() if status == "Pushed")
+        return PushReport(digest, statuses, pushed)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """``registry:5000/repo:tag`` -> (``registry:5000/repo``, ``tag``)."""
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+def _local_image(data: dict[str, Any]) -> LocalImage:
+    config = data.get("Config") or {}
+    return LocalImage(
+        id=str(data["Id"]),
+        tags=tuple(data.get("RepoTags") or ()),
+        labels=dict(config.get("Labels") or {}),
+        diff_ids=tuple((data.get("RootFS") or {}).get("Layers") or ()),
+        config={k: config.get(k) for k in ("Env", "Entrypoint", "Cmd", "User", "WorkingDir")},
+        size=int(data.get("Size") or 0),
+        created=str(data.get("Created", "")),
+        repo_digests=tuple(data.get("RepoDigests") or ()),
+    )
+
+
+def build_context(files: Iterable[tuple[str, bytes, int]]) -> bytes:
+    """A tar build context from ``(path, content, mode)``; fixed owner and times, so equal inputs give
+    equal bytes (the builder's COPY cache keys on content and metadata)."""
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path, content, mode in files:
+            info = tarfile.TarInfo(path)
+            info.size = len(content)
+            info.mode = mode
+            info.mtime = 0
+            info.uid = info.gid = 0
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def dockerignore_filter(root: str, patterns: list[str]) -> Callable[[str], bool]:
+    """A predicate: is this path (relative to ``root``) excluded by .dockerignore ``patterns``?
+    Uses docker-py's implementation of Docker's own matching rules."""
+    from docker.utils.build import PatternMatcher
+
+    matcher = PatternMatcher(patterns)
+    return lambda path: bool(matcher.matches(path))

@@ -65,3 +65,66 @@ def init_and_commit(path: Path, message: str) -> Commit:
             f"git failed in the new service: {detail}",
             hint="fix git (see the message) or pass --no-git",
         ) from None
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """Where a service's files stand in git, for image tags and labels."""
+
+    #: Full commit SHA of HEAD (None outside a git repository or before the first commit).
+    commit: str | None
+    #: The git tree object of the service directory at HEAD.
+    tree: str | None
+    #: Uncommitted changes (tracked or untracked, not ignored) under the service directory.
+    dirty: bool
+    #: A hash of the service's files as they are on disk (tracked and untracked, not ignored).
+    content_hash: str
+    #: The `origin` remote, without credentials, if there is one.
+    remote: str | None
+
+
+def source_state(directory: Path) -> SourceState:
+    """Read HEAD, the service's tree and the working-tree state of ``directory``."""
+    git = _git()
+    try:
+        repo = git.Repo(directory, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return SourceState(None, None, True, _hash_files(directory, _walk(directory)), None)
+    root = Path(repo.working_tree_dir or directory).resolve()
+    relative = directory.resolve().relative_to(root).as_posix()
+    scope = "." if relative == "." else relative
+    listed = repo.git.ls_files("-co", "--exclude-standard", "--", scope).splitlines()
+    files = sorted(root / name for name in listed if (root / name).is_file())
+    content = _hash_files(root, files)
+    try:
+        head = repo.head.commit
+    except ValueError:  # no commit yet
+        return SourceState(None, None, True, content, _remote(repo))
+    tree = head.tree if relative == "." else head.tree / relative
+    dirty = bool(repo.git.status("--porcelain", "--", scope).strip())
+    return SourceState(head.hexsha, tree.hexsha, dirty, content, _remote(repo))
+
+
+def _walk(directory: Path) -> list[Path]:
+    skip = {".git", "__pycache__", ".venv", ".pytest_cache"}
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not skip & set(p.relative_to(directory).parts))
+
+
+def _hash_files(root: Path, files: list[Path]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _remote(repo: object) -> str | None:
+    import re
+
+    try:
+        url = str(repo.remotes.origin.url)  # type: ignore[attr-defined]
+    except (AttributeError, IndexError):
+        return None
+    return re.sub(r"//[^@/]+@", "//", url)  # never put a token into a label

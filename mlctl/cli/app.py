@@ -16,7 +16,7 @@ from typing import IO, Annotated, NoReturn
 import typer
 
 from mlctl import __version__
-from mlctl.cli import bench, config_cmd, doctor, new, run, templates
+from mlctl.cli import bench, build, config_cmd, doctor, images, new, run, templates
 from mlctl.cli.output import State, state_of
 from mlctl.errors import ExitCode, InputError, MlctlError
 
@@ -27,6 +27,7 @@ mlctl: the fixed road from a PyTorch model to a GPU service.
   mlctl new fraud-scorer      scaffold a service (model, OIP server, tests)
   cd fraud-scorer
   mlctl run                   serve it from source, with reload
+  mlctl build --push          build and push the layered image (CUDA -> Python -> torch -> service)
   mlctl bench URL             load-test a running service
   mlctl doctor                check this machine: Docker, cluster, Helm, GPUs
 
@@ -100,10 +101,12 @@ def root(
 
 app.command("new")(new.new_cmd)
 app.command("run")(run.run_cmd)
+app.command("build")(build.build_cmd)
 app.command("bench")(bench.bench_cmd)
 app.command("doctor")(doctor.doctor_cmd)
 app.add_typer(templates.app, name="templates")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(images.app, name="images")
 
 
 def run_cli(args: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:

@@ -24,7 +24,6 @@ from mlctl.errors import ConfigError, MlctlError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlctl.reporting import Reporter
 
 #: Variables that mean "running in CI": no prompts, plain output.
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD")
@@ -120,7 +119,7 @@ class Output:
         else:
             render(self.console)
 
-    def reporter(self) -> Reporter:
+    def reporter(self) -> _ConsoleReporter | _JsonReporter:
         if self.json:
             return _JsonReporter(self.stderr)
         return _ConsoleReporter(self.err_console)
@@ -200,17 +199,52 @@ def _make_console(stream: IO[str]) -> Console:
 
 
 class _ConsoleReporter:
+    """Steps as lines; tool output (``log``) as a live pane of its last lines in a terminal, and as its
+    ``Step n/m`` lines only in logs (a CI log gets the progress, not every line pip prints)."""
+
+    PANE_LINES = 8
+
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._live: Any = None
+        self._pane: list[str] = []
+
+    def _close_pane(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self._pane = []
 
     def step(self, message: str) -> None:
+        self._close_pane()
         self.console.print(f"[cyan]•[/] {_escape(message)}", highlight=False)
 
+    def log(self, line: str) -> None:
+        if not self.console.is_terminal:
+            if " Step " in f" {line}" or line.startswith("[push]"):
+                self.console.print(f"  {line}", markup=False, highlight=False)
+            return
+        from rich.live import Live
+        from rich.text import Text
+
+        self._pane = [*self._pane[-(self.PANE_LINES - 1) :], line[: self.console.width - 4]]
+        text = Text("\n".join(f"  {entry}" for entry in self._pane), style="dim")
+        if self._live is None:
+            self._live = Live(text, console=self.console, refresh_per_second=8, transient=True)
+            self._live.start()
+        else:
+            self._live.update(text)
+
     def info(self, message: str) -> None:
+        self._close_pane()
         self.console.print(f"  {_escape(message)}", highlight=False)
 
     def warn(self, message: str) -> None:
+        self._close_pane()
         self.console.print(f"[yellow]warning:[/] {_escape(message)}", highlight=False)
+
+    def close(self) -> None:
+        self._close_pane()
 
 
 class _JsonReporter:
@@ -231,6 +265,12 @@ class _JsonReporter:
 
     def warn(self, message: str) -> None:
         self._event("warn", message)
+
+    def log(self, line: str) -> None:
+        self._event("log", line)
+
+    def close(self) -> None:
+        pass
 
 
 def print_table(console: Console, headers: list[str] | None, rows: list[list[str]]) -> None:

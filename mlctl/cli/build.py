@@ -1,0 +1,113 @@
+"""``mlctl build``: build (and push) the service image and the layers under it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mlctl.cli.output import JsonOption, print_table, state_of
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mlctl.models import BuildResult
+
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", "-e", envvar="MLCTL_ENV", metavar="ENV", help="Apply the overrides of environments.ENV."),
+]
+RootOption = Annotated[
+    str | None,
+    typer.Option(
+        "--root", metavar="IMAGE", help="Start from this local root image instead of the matrix's (air-gapped)."
+    ),
+]
+WheelhouseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--wheelhouse", metavar="DIR", help="Install Python packages from this directory of wheels (offline)."
+    ),
+]
+PlatformOption = Annotated[str, typer.Option("--platform", help="Platform to build for: linux/amd64 or linux/arm64.")]
+
+
+def build_cmd(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    push: Annotated[bool, typer.Option("--push", help="Push the layers and the image to image.registry.")] = False,
+    root: RootOption = None,
+    wheelhouse: WheelhouseOption = None,
+    platform: PlatformOption = "linux/amd64",
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Rebuild every layer without the builder's cache.")
+    ] = False,
+    rebuild: Annotated[
+        list[str] | None,
+        typer.Option("--rebuild", metavar="LAYER", help="Rebuild this layer (python, torch, service). Repeatable."),
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Also tag the image TAG. Repeatable.")] = None,
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="Push even with uncommitted changes (the tag says -dirty-).")
+    ] = False,
+    allow_secrets: Annotated[
+        bool, typer.Option("--allow-secrets", help="Let files that look like secrets (.env, *.pem, id_*) in.")
+    ] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Build the layered image: root -> python -> torch -> service (reusing unchanged layers).
+
+    Tags come from git: <tree>-g<commit>, plus -dirty-<hash> for uncommitted changes.
+    Python packages are resolved on this machine and installed offline in the image.
+    """
+    from mlctl.images.core import build_images
+
+    out = state_of(ctx).output(json_)
+    reporter = out.reporter()
+    try:
+        result = build_images(
+            env=env,
+            root=root,
+            wheelhouse=wheelhouse,
+            push=push,
+            platform=platform,
+            no_cache=no_cache,
+            rebuild=rebuild or (),
+            tags=tag or (),
+            allow_dirty=allow_dirty,
+            allow_secrets=allow_secrets,
+            reporter=reporter,
+        )
+    finally:
+        reporter.close()
+    out.result(result, lambda console: render_build(console, result))
+
+
+def render_build(console: Console, result: BuildResult) -> None:
+    verb = "Pushed" if result.pushes else "Built"
+    console.print(f"[green]{verb}[/] {result.service}: {result.reference}", highlight=False)
+    rows = []
+    for layer in result.layers:
+        detail = layer.reason
+        if layer.status == "built" and layer.steps:
+            detail += f"; {layer.cached_steps}/{layer.steps} steps cached"
+        rows.append([layer.layer, layer.image, layer.status, f"{layer.seconds:.1f} s", _size(layer.size), detail])
+    print_table(console, ["LAYER", "IMAGE", "STATUS", "TIME", "SIZE", "WHY"], rows)
+    for push in result.pushes:
+        counts = push.layers
+        console.print(
+            f"pushed {push.image}: {counts['pushed']} layers uploaded ({_size(push.bytes_pushed)}), "
+            f"{counts['exists']} already there, {counts['mounted']} mounted",
+            markup=False,
+        )
+    if result.dirty:
+        console.print("[yellow]note:[/] built from uncommitted changes (the tag says -dirty-)")
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000  # type: ignore[assignment]
+    return f"{size} B"

@@ -1,0 +1,103 @@
+"""``mlctl images``: the compatibility matrix and the base layers on this machine."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlctl.cli.build import EnvOption, PlatformOption, RootOption, WheelhouseOption, _size
+from mlctl.cli.output import JsonOption, print_table, state_of
+
+app = typer.Typer(help="The image layer ladder: compatibility matrix, plan, local layers, prune.", no_args_is_help=True)
+
+
+@app.command("matrix")
+def matrix_cmd(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Print the supported CUDA, torch and Python combinations."""
+    from mlctl.images.matrix import load_matrix
+
+    out = state_of(ctx).output(json_)
+    matrix = load_matrix()
+
+    def render(console: object) -> None:
+        rows = [
+            [minor, ", ".join(r.patches), ", ".join(["cpu", *r.cuda]), ", ".join(r.python)]
+            for minor, r in matrix.torch.items()
+        ]
+        print_table(console, ["TORCH", "RELEASES", "BUILDS", "PYTHON"], rows)  # type: ignore[arg-type]
+        console.print()  # type: ignore[attr-defined]
+        cuda = [
+            [version, entry.root, f">= {entry.min_driver}", matrix.indexes[version]]
+            for version, entry in matrix.cuda.items()
+        ]
+        cuda.append(["cpu", matrix.cpu.root, "-", matrix.indexes["cpu"]])
+        print_table(console, ["CUDA", "ROOT IMAGE", "DRIVER", "WHEEL INDEX"], cuda)  # type: ignore[arg-type]
+
+    out.result(matrix, render)
+
+
+@app.command("plan")
+def plan_cmd(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    root: RootOption = None,
+    wheelhouse: WheelhouseOption = None,
+    platform: PlatformOption = "linux/amd64",
+    registry: Annotated[
+        bool, typer.Option("--registry", help="Also look for missing layers in image.registry.")
+    ] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Show what `mlctl build` would build, and which input changed for each layer it would rebuild."""
+    from mlctl.images.core import plan_images
+
+    out = state_of(ctx).output(json_)
+    entries = plan_images(
+        env=env, root=root, wheelhouse=wheelhouse, platform=platform, registry=registry, reporter=out.reporter()
+    )
+    out.result(
+        entries,
+        lambda console: print_table(
+            console, ["LAYER", "IMAGE", "STATUS", "WHY"], [[e.layer, e.image, e.status, e.reason] for e in entries]
+        ),
+    )
+
+
+@app.command("list")
+def list_cmd(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """List the base layer images on this machine, their sizes and the services using them."""
+    from mlctl.images.core import list_ladder_images
+
+    out = state_of(ctx).output(json_)
+    images = list_ladder_images()
+    out.result(
+        images,
+        lambda console: print_table(
+            console,
+            ["LAYER", "IMAGE", "SIZE", "USED BY"],
+            [[i.layer, i.image, _size(i.size), ", ".join(i.used_by) or "-"] for i in images],
+        ),
+    )
+
+
+@app.command("prune")
+def prune_cmd(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Remove the base layer images that no service image on this machine uses."""
+    from mlctl.images.core import prune_ladder_images
+
+    out = state_of(ctx).output(json_)
+    removed = prune_ladder_images(dry_run=dry_run)
+
+    def render(console: object) -> None:
+        verb = "would remove" if dry_run else "removed"
+        if not removed:
+            console.print("nothing to prune: every base layer is in use")  # type: ignore[attr-defined]
+        for image in removed:
+            console.print(f"{verb} {image.image} ({_size(image.size)})", markup=False)  # type: ignore[attr-defined]
+
+    out.result(removed, render)

@@ -1,0 +1,250 @@
+"""The image machinery without an engine: the matrix, every row's rendered layers, wheels, contexts, tags."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from mlctl.adapters.git import source_state
+from mlctl.errors import InputError
+from mlctl.images import wheels
+from mlctl.images.context import collect, looks_secret
+from mlctl.images.core import _git_tag, render_row
+from mlctl.images.matrix import load_matrix, resolve, rows
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
+
+
+# --- the matrix -----------------------------------------------------------------------------------------
+
+
+def test_the_matrix_covers_what_the_issue_asks() -> None:
+    matrix = load_matrix()
+    assert {"12.4", "12.6", "12.8", "13.0"} <= set(matrix.cuda)
+    assert {"3.10", "3.11", "3.12"} <= set(matrix.python)
+    assert min(matrix.releases(), key=lambda v: tuple(map(int, v.split(".")))).startswith("2.5")
+    # Driver floors: CUDA 12.x needs >= 525, 13.x >= 580.
+    for version, entry in matrix.cuda.items():
+        floor = int(entry.min_driver.split(".")[0])
+        assert floor >= (580 if version.startswith("13.") else 525), version
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "hint"),
+    [
+        (
+            ("3.9", "2.13.0", "cuda", None),
+            "runtime.python 3.9 is not supported; choose one of 3.10, 3.11, 3.12",
+            "nearest: 3.10",
+        ),
+        (("3.11", "2.4.1", "cuda", None), "runtime.torch 2.4.1 is not in the compatibility matrix", "nearest: 2.5.0"),
+        (("3.11", "2.13.5", "cpu", None), "runtime.torch 2.13.5 is not in the compatibility matrix", "nearest: 2.13.0"),
+        (
+            ("3.11", "2.13.0", "cuda", "12.8"),
+            "torch 2.13.0 has no CUDA 12.8 build; it ships CUDA 12.6, 13.0",
+            "use runtime.cuda 12.6, or torch 2.11.0 (the newest with CUDA 12.8)",
+        ),
+        (
+            ("3.11", "2.13.0", "cuda", "11.8"),
+            "runtime.cuda 11.8 is not supported; choose one of 12.4, 12.6, 12.8, 13.0, 13.2",
+            "nearest: 12.4",
+        ),
+    ],
+)
+def test_unsupported_combinations_name_the_nearest_choices(args: tuple, message: str, hint: str) -> None:
+    with pytest.raises(InputError) as caught:
+        resolve(*args)
+    assert caught.value.message == message
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith(hint), caught.value.hint
+
+
+def test_cuda_defaults_to_the_newest_build_of_the_torch_release() -> None:
+    assert resolve("3.11", "2.13.0", "cuda", None).flavor == "13.0"
+    assert resolve("3.11", "2.14.1", "cuda", None).flavor == "13.2"
+    cpu = resolve("3.12", "2.13.0", "cpu", None)
+    assert (cpu.flavor, cpu.root, cpu.min_driver) == ("cpu", "python:3.12-slim-bookworm", None)
+
+
+@pytest.mark.parametrize("row", rows(), ids=lambda r: f"torch{r.torch}-py{r.python}-{r.flavor}")
+def test_every_matrix_row_renders_its_ladder(row) -> None:  # type: ignore[no-untyped-def]
+    """The CUDA roots cannot be pulled here: render each row and check FROM, index and labels."""
+    rendered = render_row(row)
+    python, torch = rendered["python"], rendered["torch"]
+    assert python["dockerfile"].splitlines()[2:4] == ["ARG BASE", "FROM ${BASE}"]
+    assert python["buildargs"] == {"BASE": row.root, "PYTHON_VERSION": row.python}
+    assert torch["buildargs"]["BASE"].startswith("mlctl/python:")
+    assert torch["buildargs"]["TORCH_REQUIREMENT"] == f"torch=={row.torch}"
+    labels = torch["labels"]
+    assert labels["mlctl.torch"] == row.torch
+    assert labels["mlctl.python"] == row.python
+    if row.flavor == "cpu":
+        assert row.root == f"python:{row.python}-slim-bookworm"
+        assert labels["mlctl.wheel-index"] == "https://download.pytorch.org/whl/cpu"
+        assert "mlctl.cuda" not in labels
+    else:
+        assert row.root.startswith(f"nvidia/cuda:{row.flavor}.")
+        assert "-runtime-ubuntu" in row.root
+        assert labels["mlctl.wheel-index"] == f"https://download.pytorch.org/whl/cu{row.flavor.replace('.', '')}"
+        assert labels["mlctl.cuda"] == row.flavor
+        assert labels["mlctl.min-driver"] == load_matrix().cuda[row.flavor].min_driver
+    assert f'mlctl.torch="{row.torch}"' in torch["dockerfile"]
+    assert '--find-links "http://127.0.0.1:47981/"' in torch["dockerfile"]
+
+
+def test_images_matrix_command(cli) -> None:
+    result = cli("images", "matrix")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0].split() == ["TORCH", "RELEASES", "BUILDS", "PYTHON"]
+    assert "2.13   2.13.0          cpu, 12.6, 13.0" in result.stdout
+    assert "13.0  nvidia/cuda:13.0.2-runtime-ubuntu22.04  >= 580.65.06" in result.stdout
+    data = json.loads(cli("images", "matrix", "--json").stdout)
+    assert data["torch"]["2.13"]["cuda"] == ["12.6", "13.0"]
+
+
+# --- wheels ---------------------------------------------------------------------------------------------
+
+
+def test_the_runtime_wheel_is_reproducible_and_installable(tmp_path: Path) -> None:
+    first = wheels.runtime_wheel(tmp_path / "a")
+    second = wheels.runtime_wheel(tmp_path / "b")
+    assert first.name == second.name == "mlctl_serve-0.1.0-py3-none-any.whl"
+    assert first.read_bytes() == second.read_bytes()
+    names = zipfile.ZipFile(first).namelist()
+    assert "mlctl_serve/predict.py" in names
+    assert "mlctl_serve-0.1.0.dist-info/RECORD" in names
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"), str(first)],
+        check=True,
+        capture_output=True,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import mlctl_serve; print(mlctl_serve.__file__)"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.startswith(str(tmp_path / "site"))
+
+
+def test_service_requirements_leave_torch_to_its_layer(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "1"\ndependencies = ["torch>=2.5", "mlctl-serve>=0.1,<0.2", "numpy"]\n'
+    )
+    assert wheels.service_requirements(tmp_path) == ["mlctl-serve>=0.1,<0.2", "numpy"]
+
+
+def test_a_wheelhouse_must_hold_wheels(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"holds no \.whl files"):
+        wheels.given_wheelhouse(tmp_path)
+    with pytest.raises(InputError, match="no such directory"):
+        wheels.given_wheelhouse(tmp_path / "nope")
+
+
+# --- what goes into the image ----------------------------------------------------------------------------
+
+
+def test_collect_honours_dockerignore_and_keeps_weights_apart(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "svc"
+    tmp_path.mkdir()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "server.py").write_text("app = 1\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text("")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "model.pt").write_bytes(b"\x00" * 10)
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("")
+    (tmp_path / ".dockerignore").write_text("tests/\n*.log\n")
+    (tmp_path / "run.log").write_text("")
+    files = collect(tmp_path, "weights/model.pt", allow_secrets=False)
+    assert [f.path for f in files.code] == [".dockerignore", "pkg/server.py"]
+    assert [(f.path, len(f.content)) for f in files.weights] == [("model.pt", 10)]
+    assert files.weights_dir == "/srv/weights"
+
+
+def test_missing_weights_say_how_to_make_them(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"the weights weights/model\.pt do not exist"):
+        collect(tmp_path, "weights/model.pt", allow_secrets=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "secret"),
+    [
+        (".env", True),
+        (".env.prod", True),
+        ("certs/tls.pem", True),
+        ("id_ed25519", True),
+        ("gcp/credentials.json", True),
+        ("deploy/my-service-account-key.json", True),
+        ("pkg/server.py", False),
+        ("environment.md", False),
+    ],
+)
+def test_what_looks_like_a_secret(path: str, secret: bool) -> None:
+    assert looks_secret(path) is secret
+
+
+# --- tags from git ---------------------------------------------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_tags_come_from_the_tree_and_the_commit(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    service = repo / "services" / "svc"
+    service.mkdir(parents=True)
+    (service / "a.py").write_text("a = 1\n")
+    (repo / "other.txt").write_text("elsewhere\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "remote", "add", "origin", "https://user:token@example.com/acme/repo.git")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "one")
+    state = source_state(service)
+    assert state.commit == git(repo, "rev-parse", "HEAD")
+    assert state.tree == git(repo, "rev-parse", "HEAD:services/svc")
+    assert state.remote == "https://example.com/acme/repo.git"  # no credentials in labels
+    assert _git_tag(state) == f"{state.tree[:12]}-g{state.commit[:7]}"
+    assert state.dirty is False
+
+    (repo / "other.txt").write_text("changed elsewhere\n")
+    assert source_state(service).dirty is False  # only the service's own files count
+
+    (service / "a.py").write_text("a = 2\n")
+    first = _git_tag(source_state(service))
+    (service / "a.py").write_text("a = 3\n")
+    second = _git_tag(source_state(service))
+    assert first.startswith(f"{state.tree[:12]}-g{state.commit[:7]}-dirty-")
+    assert first != second
+
+    (service / "new.py").write_text("")
+    assert source_state(service).dirty is True
+
+
+def test_outside_git_the_tag_is_a_content_hash(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("x")
+    state = source_state(tmp_path)
+    assert (state.commit, state.dirty) == (None, True)
+    assert _git_tag(state) == f"untracked-{state.content_hash[:12]}"
+
+
+def test_build_flags_are_checked_before_any_work(cli, service: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(service)
+    result = cli("build", "--rebuild", "everything")
+    assert (result.exit_code, result.stderr.splitlines()[0]) == (
+        4,
+        "error: --rebuild everything: layers are python, torch, service",
+    )
+    result = cli("build", "--push")
+    assert result.exit_code == 4
+    assert result.stderr.splitlines()[0] == "error: --push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)"
