@@ -14,8 +14,9 @@ import datetime
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,14 +77,26 @@ class Layer:
 @dataclass
 class _Ladder:
     loaded: LoadedConfig
-    resolved: Resolved
-    root: str
     layers: list[Layer]
-    houses: dict[str, wheels.Wheelhouse]
+    #: Every wheel the builds may install (torch's and the service's), served together.
+    wheels: wheels.Wheelhouse
     tags: tuple[str, ...]
     dirty: bool
-    service_files: ServiceFiles
-    labels: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def _engine(builder: ImageBuilder | None, timeout: float = 600.0) -> Iterator[ImageBuilder]:
+    """The given engine, or a connection of our own that is closed afterwards."""
+    if builder is not None:
+        yield builder
+        return
+    from mlctl.adapters.docker import ImageBuilder
+
+    own = ImageBuilder.connect(timeout=timeout)
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 # --- public functions ------------------------------------------------------------------------------
@@ -124,8 +137,6 @@ def build_images(
         ConfigError/InputError: bad config, matrix combination or flags. ConflictError: a dirty push.
         EnvironmentProblem: no Docker engine. BuildError: a build failed. ClusterError: a registry failed.
     """
-    from mlctl.adapters.docker import ImageBuilder
-
     reporter = reporter or NullReporter()
     if platform not in wheels.PLATFORMS:
         raise InputError(f"--platform {platform}: mlctl builds for {', '.join(wheels.PLATFORMS)}")
@@ -138,9 +149,7 @@ def build_images(
             "--push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)",
             hint="or set MLCTL_CONFIG__IMAGE__REGISTRY for this run",
         )
-    own = builder is None
-    builder = builder or ImageBuilder.connect()
-    try:
+    with _engine(builder) as builder:
         _check_engine(builder)
         ladder = _plan(
             loaded,
@@ -175,9 +184,6 @@ def build_images(
             pushes=tuple(pushes),
             labels=dict(found.labels) if found else {},
         )
-    finally:
-        if own:
-            builder.close()
 
 
 def plan_images(
@@ -192,13 +198,9 @@ def plan_images(
     builder: ImageBuilder | None = None,
 ) -> list[PlanEntry]:
     """What ``mlctl build`` would do, layer by layer, and which input changed for each rebuild."""
-    from mlctl.adapters.docker import ImageBuilder
-
     reporter = reporter or NullReporter()
     loaded = load_service_config(project_dir, env=env)
-    own = builder is None
-    builder = builder or ImageBuilder.connect()
-    try:
+    with _engine(builder) as builder:
         ladder = _plan(
             loaded,
             builder,
@@ -213,31 +215,17 @@ def plan_images(
         if registry and loaded.config.image.registry:
             _look_in_registry(ladder, builder, set(), reporter, pull=False)
         return [PlanEntry(layer.name, layer.image, _plan_status(layer.status), layer.reason) for layer in ladder.layers]
-    finally:
-        if own:
-            builder.close()
 
 
 def list_ladder_images(builder: ImageBuilder | None = None) -> list[LadderImage]:
     """The base layer images on this machine, and which service images stand on them."""
-    from mlctl.adapters.docker import ImageBuilder
-
-    own = builder is None
-    builder = builder or ImageBuilder.connect(timeout=30)
-    try:
-        return _ladder_images(builder)
-    finally:
-        if own:
-            builder.close()
+    with _engine(builder, timeout=30) as engine:
+        return _ladder_images(engine)
 
 
 def prune_ladder_images(*, dry_run: bool = False, builder: ImageBuilder | None = None) -> list[LadderImage]:
     """Remove the base layer images no local service image uses; returns them."""
-    from mlctl.adapters.docker import ImageBuilder
-
-    own = builder is None
-    builder = builder or ImageBuilder.connect(timeout=120)
-    try:
+    with _engine(builder, timeout=120) as builder:
         unused = [image for image in _ladder_images(builder) if not image.used_by]
         # A torch layer stands on a python layer: remove children first.
         unused.sort(key=lambda image: LAYERS.index(image.layer), reverse=True)
@@ -245,9 +233,6 @@ def prune_ladder_images(*, dry_run: bool = False, builder: ImageBuilder | None =
             for image in unused:
                 builder.remove(image.image)
         return unused
-    finally:
-        if own:
-            builder.close()
 
 
 def base_layers(resolved: Resolved, root_ref: str, root_identity: str, wheels_digest: str) -> tuple[Layer, Layer]:
@@ -398,16 +383,7 @@ def _plan(
     all_tags = (tag, *(t for t in tags if t != tag))
     for extra in all_tags[1:]:
         _check_tag(extra)
-    return _Ladder(
-        loaded,
-        resolved,
-        root_ref,
-        [python, torch, service],
-        {"torch": torch_house, "service": service_house},
-        all_tags,
-        state.dirty,
-        files,
-    )
+    return _Ladder(loaded, [python, torch, service], _merge(torch_house, service_house), all_tags, state.dirty)
 
 
 def _download_requirements(service_dir: Path) -> list[str]:
@@ -632,7 +608,7 @@ def _build(
 ) -> list[LayerResult]:
     results = []
     needs = [layer for layer in ladder.layers if layer.status == "build" or layer.name in forced]
-    serving = wheels.serve(_merge(ladder.houses["torch"], ladder.houses["service"])) if needs else None
+    serving = wheels.serve(ladder.wheels) if needs else None
     url = serving.__enter__() if serving else ""
     try:
         for layer in ladder.layers:
