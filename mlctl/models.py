@@ -188,6 +188,78 @@ class LadderImage:
 
 
 @dataclass(frozen=True)
+class RenderedRelease:
+    """The chart rendered for a service: values and manifests (template file -> YAML)."""
+
+    release: str
+    namespace: str
+    chart_version: str
+    values: Mapping[str, Any]
+    manifests: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PodState:
+    name: str
+    phase: str
+    ready: bool
+    restarts: int
+    node: str | None
+    gpus: int
+    #: What the pod is doing in words: "ready", "waiting for a node", "pulling the image", ...
+    state: str
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """What ``mlctl deploy`` did."""
+
+    release: str
+    namespace: str
+    #: "deployed", "unchanged" (nothing to change: no new revision) or "dry-run".
+    status: str
+    revision: int | None
+    image: str
+    ready: int
+    desired: int
+    seconds: float
+    warnings: tuple[str, ...] = ()
+    pods: tuple[PodState, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReleaseRevision:
+    revision: int
+    status: str
+    updated: str
+    chart: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ReleaseStatus:
+    """``mlctl status``: the release and its pods."""
+
+    release: str
+    namespace: str
+    revision: int
+    status: str
+    updated: str
+    image: str
+    ready: int
+    desired: int
+    pods: tuple[PodState, ...]
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    resource: str
+    #: "added", "removed" or "changed".
+    change: str
+    diff: str
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """How ``mlctl run`` starts a service from source."""
 

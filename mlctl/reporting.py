@@ -24,6 +24,9 @@ class Reporter(Protocol):
     def log(self, line: str) -> None:
         """A line of output from a tool doing the work (a build step, a push); shown live, not kept."""
 
+    def status(self, line: str) -> None:
+        """The current state of something long (a rollout): replaces the previous status line."""
+
 
 class NullReporter:
     """Reports nothing: the default for library use."""
@@ -38,6 +41,9 @@ class NullReporter:
         pass
 
     def log(self, line: str) -> None:
+        pass
+
+    def status(self, line: str) -> None:
         pass
 
 
@@ -58,3 +64,6 @@ class RecordingReporter:
 
     def log(self, line: str) -> None:
         self.events.append(("log", line))
+
+    def status(self, line: str) -> None:
+        self.events.append(("status", line))

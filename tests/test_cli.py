@@ -168,3 +168,16 @@ def test_colour_in_a_terminal_and_none_with_no_color() -> None:
     plain = _in_a_terminal("templates", "list", env={**base, "TERM": "xterm-256color", "NO_COLOR": "1"})
     assert "\x1b[" not in plain
     assert "pytorch-predict" in plain
+
+
+def test_the_lazy_command_list_matches_each_command() -> None:
+    """--help lists commands without loading them; what it says must be what each command says."""
+    import typer
+
+    from mlctl.cli.app import COMMANDS, load_command
+
+    for name, (_, _, short) in COMMANDS.items():
+        command = load_command(name)
+        assert isinstance(command, typer.core.TyperGroup | typer.core.TyperCommand)
+        first_line = (command.help or "").strip().splitlines()[0]
+        assert first_line == short, name

@@ -1,12 +1,21 @@
-"""The only module that imports the Helm engine (helm-python-sdk)."""
+"""The only module that imports the Helm engine (helm-python-sdk: Helm v4's Go SDK, in-process).
+
+``HelmEngine`` is the narrow interface deploys use: install, upgrade, rollback, uninstall, history,
+status and the live manifest of a release. Releases are ordinary Helm releases (Secrets in the
+release's namespace), so ``helm list`` and ``helm rollback`` work for the platform team too.
+"""
 
 from __future__ import annotations
 
-from mlctl.errors import EnvironmentProblem
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlctl.errors import ClusterError, EnvironmentProblem, InputError, MlctlError
 
 
-def engine_version() -> str:
-    """The Helm SDK version inside helm-python-sdk, e.g. ``v4.2.3 (helm-python-sdk 0.2.2)``."""
+def _helm() -> Any:
     try:
         import helm_python
     except ImportError:
@@ -16,4 +25,181 @@ def engine_version() -> str:
         ) from None
     except OSError as exc:  # the shared library failed to load
         raise EnvironmentProblem(f"the Helm engine failed to load: {exc}") from None
-    return f"{helm_python.helm_sdk_version()} (helm-python-sdk {helm_python.__version__})"
+    return helm_python
+
+
+def engine_version() -> str:
+    """The Helm SDK version inside helm-python-sdk, e.g. ``v4.2.3 (helm-python-sdk 0.2.2)``."""
+    helm = _helm()
+    return f"{helm.helm_sdk_version()} (helm-python-sdk {helm.__version__})"
+
+
+class ValuesError(InputError):
+    """Chart values the chart refuses; ``problems`` lists every one."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message, hint="the values come from mlctl.yaml and --values/--set; `mlctl render` shows them")
+        self.problems = problems
+
+    def lines(self) -> list[str]:
+        return [self.message, *(f"  {p}" for p in self.problems)]
+
+
+def values_error(exc: Exception) -> MlctlError:
+    """Helm's schema and template failures as one error listing every problem."""
+    text = str(exc)
+    schema = re.findall(r"^- at '([^']*)': (.+)$", text, re.M)
+    if schema:
+        problems = [f"{path.strip('/').replace('/', '.') or '(top level)'}: {why}" for path, why in schema]
+        return ValuesError(f"the chart values fail its schema ({_count(problems)})", problems)
+    listed = re.findall(r"^\s+- (.+)$", text.split("values are invalid:", 1)[-1], re.M)
+    if "values are invalid:" in text and listed:
+        return ValuesError(f"the chart values are invalid ({_count(listed)})", listed)
+    return ValuesError("the chart failed to render", [text.strip().splitlines()[-1]])
+
+
+def _count(problems: list[str]) -> str:
+    return f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+
+
+def load_chart(path: Path) -> Any:
+    return _helm().Chart.load(str(path))
+
+
+def render_chart(path: Path, values: dict[str, Any], *, release: str, namespace: str) -> tuple[str, dict[str, str]]:
+    """Render a chart offline: its version and template path -> manifest. Values problems raise ValuesError."""
+    helm = _helm()
+    chart = load_chart(path)
+    try:
+        return chart.version, chart.render(values, name=release, namespace=namespace, is_install=True)
+    except (helm.HelmValuesError, helm.HelmRenderError) as exc:
+        raise values_error(exc) from None
+    finally:
+        chart.close()
+
+
+def parse_set(item: str) -> dict[str, Any]:
+    """Helm's ``--set`` syntax (``a.b=1,c[0]=x``) as a values mapping."""
+    helm = _helm()
+    try:
+        parsed: dict[str, Any] = helm.parse_set_string(item)
+    except helm.HelmError as exc:
+        raise InputError(f"--set {item}: {str(exc).strip().splitlines()[-1]}") from None
+    return parsed
+
+
+def lint(path: Path, values: dict[str, Any], kube_version: str | None = None) -> dict[str, Any]:
+    report: dict[str, Any] = _helm().lint(str(path), values, strict=True, kube_version=kube_version)
+    return report
+
+
+@dataclass(frozen=True)
+class Revision:
+    revision: int
+    status: str
+    updated: str
+    chart: str
+    app_version: str
+    description: str
+
+
+class HelmEngine:
+    """Helm actions on one cluster (kubeconfig and context) and namespace."""
+
+    def __init__(self, *, namespace: str, kubeconfig: str | None = None, context: str | None = None) -> None:
+        helm = _helm()
+        self.namespace = namespace
+        self._helm = helm
+        self._config = helm.Config(kubeconfig_path=kubeconfig, kube_context=context, namespace=namespace)
+
+    def close(self) -> None:
+        self._config.close()
+
+    def _call(self, action: str, release: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except self._helm.HelmKubeError as exc:
+            raise ClusterError(f"helm {action} {release}: {_cluster_reason(str(exc))}") from None
+        except (self._helm.HelmValuesError, self._helm.HelmRenderError) as exc:
+            raise values_error(exc) from None
+        except self._helm.HelmReleaseError as exc:
+            message = str(exc).strip()
+            if "forbidden" in message.lower():
+                raise ClusterError(f"helm {action} {release}: {_forbidden(message)}") from None
+            raise MlctlError(f"helm {action} {release} failed: {message.splitlines()[-1]}") from None
+        except self._helm.HelmError as exc:
+            raise MlctlError(f"helm {action} {release} failed: {str(exc).strip().splitlines()[-1]}") from None
+
+    def history(self, release: str) -> list[Revision]:
+        """The release's revisions, oldest first; empty when there is no such release."""
+        try:
+            entries = self._config.history(release)
+        except self._helm.HelmNotFoundError:
+            return []
+        except self._helm.HelmKubeError as exc:
+            raise ClusterError(f"helm history {release}: {_cluster_reason(str(exc))}") from None
+        except self._helm.HelmError as exc:
+            if "not found" in str(exc).lower():
+                return []
+            raise MlctlError(f"helm history {release} failed: {exc}") from None
+        return [_revision(entry) for entry in entries]
+
+    def manifest(self, release: str, revision: int | None = None) -> str:
+        status = self._call("get manifest", release, self._config.get_all, release, revision=revision)
+        return str(status.get("manifest", ""))
+
+    def install(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int) -> int:
+        result = self._call(
+            "install",
+            release,
+            self._config.install,
+            chart,
+            release,
+            values,
+            timeout=timeout,
+            description="mlctl deploy",
+        )
+        return int(result.get("version", 1))
+
+    def upgrade(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int) -> int:
+        result = self._call(
+            "upgrade",
+            release,
+            self._config.upgrade,
+            chart,
+            release,
+            values,
+            timeout=timeout,
+            description="mlctl deploy",
+        )
+        return int(result.get("version", 0))
+
+    def rollback(self, release: str, revision: int | None, *, timeout: int) -> None:
+        self._call("rollback", release, self._config.rollback, release, version=revision, timeout=timeout)
+
+    def uninstall(self, release: str, *, timeout: int) -> None:
+        self._call("uninstall", release, self._config.uninstall, release, timeout=timeout, wait="watcher")
+
+
+def _revision(entry: dict[str, Any]) -> Revision:
+    info = entry.get("info") or {}
+    chart = entry.get("chart") or {}
+    metadata = chart.get("metadata") or {}
+    return Revision(
+        revision=int(entry.get("version", 0)),
+        status=str(info.get("status", "")),
+        updated=str(info.get("last_deployed") or info.get("first_deployed") or ""),
+        chart=f"{metadata.get('name', '')}-{metadata.get('version', '')}",
+        app_version=str(metadata.get("appVersion", "")),
+        description=str(info.get("description", "")),
+    )
+
+
+def _cluster_reason(text: str) -> str:
+    reason = text.strip().splitlines()[-1]
+    return reason.replace("cluster reachability check failed: ", "")
+
+
+def _forbidden(text: str) -> str:
+    found = re.search(r'(\S+ "[^"]*" is forbidden: .*?)(?:$|\n)', text)
+    return found.group(1) if found else text.strip().splitlines()[-1]

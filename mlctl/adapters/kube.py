@@ -1,9 +1,15 @@
-"""The only module that imports the official Kubernetes client."""
+"""The only module that imports the official Kubernetes client.
+
+``Cluster`` is the narrow interface deploys use: reachability, namespaces, nodes, the rollout's
+Deployment, ReplicaSets, pods, events and logs. Objects come back as plain dicts (the API's own JSON
+shape), so the core reads them without the client's model classes.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +23,202 @@ class ClusterInfo:
     version: str | None
 
 
+def _kubeconfig_path() -> str:
+    # Read KUBECONFIG now: the client library reads it once, at import.
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+def _in_cluster(context: str | None) -> bool:
+    return context is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG")
+
+
+class Cluster:
+    """A Kubernetes API server, reached as kubectl would reach it."""
+
+    def __init__(self, api: Any, *, context: str, server: str, namespace: str, kubeconfig: str | None) -> None:
+        self._api = api
+        self.context = context
+        self.server = server
+        #: The namespace of the context (or of the pod, in-cluster).
+        self.namespace = namespace
+        #: The kubeconfig file used (None in-cluster), for Helm to use the same.
+        self.kubeconfig = kubeconfig
+        #: Seconds to wait for an answer to one request.
+        self.timeout = 10.0
+
+    @classmethod
+    def connect(cls, context: str | None = None, *, timeout: float = 10.0) -> Cluster:
+        """Load the kube context (or the in-cluster service account) without contacting the server.
+
+        Raises:
+            EnvironmentProblem: no usable kubeconfig or no such context.
+        """
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        configuration = client.Configuration()
+        if _in_cluster(context):
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except ConfigException as exc:
+                raise EnvironmentProblem(f"in-cluster config failed: {exc}") from None
+            namespace_file = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+            namespace = "default"
+            if os.path.exists(namespace_file):
+                with open(namespace_file) as f:
+                    namespace = f.read().strip()
+            name, path = "in-cluster", None
+        else:
+            path = _kubeconfig_path()
+            try:
+                contexts, active = config.list_kube_config_contexts(config_file=path)
+                if context is not None and context not in [c["name"] for c in contexts]:
+                    known = ", ".join(c["name"] for c in contexts) or "none"
+                    raise EnvironmentProblem(f"no kube context {context!r} in {path}; contexts: {known}")
+                chosen = next(c for c in contexts if c["name"] == (context or active["name"]))
+                config.load_kube_config(config_file=path, context=chosen["name"], client_configuration=configuration)
+            except (ConfigException, TypeError, StopIteration) as exc:
+                raise EnvironmentProblem(
+                    f"no usable kubeconfig: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                    hint="set KUBECONFIG or create ~/.kube/config (your platform team has one for you)",
+                ) from None
+            name = chosen["name"]
+            namespace = chosen.get("context", {}).get("namespace") or "default"
+        configuration.retries = 0
+        cluster = cls(
+            client.ApiClient(configuration),
+            context=name,
+            server=configuration.host,
+            namespace=namespace,
+            kubeconfig=path,
+        )
+        cluster.timeout = timeout
+        return cluster
+
+    def close(self) -> None:
+        self._api.close()
+
+    # --- requests --------------------------------------------------------------------------------------
+
+    def _get(self, path: str, query: dict[str, str] | None = None) -> Any:
+        return json.loads(self._raw("GET", path, query))
+
+    def _raw(self, method: str, path: str, query: dict[str, str] | None = None) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            method_, url, headers, body, post = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list((query or {}).items()),
+                header_params={"Accept": "application/json, */*"},
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(
+                method_, url, header_params=headers, body=body, post_params=post, _request_timeout=self.timeout
+            )
+            response.read()
+        except ApiException as exc:
+            raise self._api_error(exc.status, exc.reason, exc.body, method, path) from None
+        except Exception as exc:  # urllib3 raises several unrelated types for network failures
+            if type(exc).__module__.startswith(("urllib3", "socket", "ssl")) or isinstance(exc, OSError):
+                reason = str(getattr(exc, "reason", exc)).split(": ")[-1]
+                raise ClusterError(
+                    f"cannot reach the API server at {self.server} (context {self.context}): {reason}",
+                    hint="check the VPN/network, or pick another context with --context",
+                ) from None
+            raise
+        text = (response.data or b"").decode("utf-8", errors="replace")
+        if not 200 <= response.status < 300:
+            raise self._api_error(response.status, response.reason, text, method, path)
+        return text
+
+    def _api_error(
+        self, status: int, reason: str | None, body: str | bytes | None, method: str, path: str
+    ) -> ClusterError:
+        try:
+            data = json.loads(body or "{}")
+        except ValueError:
+            data = {}
+        message = (data.get("message") if isinstance(data, dict) else None) or reason or ""
+        if status == 403:
+            return ClusterError(
+                f"forbidden: {message}",
+                hint="ask the cluster's admins for that permission (or use a context that has it)",
+            )
+        if status == 401:
+            return ClusterError(
+                f"the cluster at {self.server} refused our credentials: {message}",
+                hint="log in again (your token may have expired)",
+            )
+        if status == 404:
+            return ClusterError(f"not found: {message or path}")
+        return ClusterError(f"the API server at {self.server} answered {status} to {method} {path}: {message}")
+
+    # --- what deploys read -----------------------------------------------------------------------------
+
+    def info(self) -> ClusterInfo:
+        """Ask the server for its version: the reachability check."""
+        version = self._get("/version").get("gitVersion")
+        return ClusterInfo(self.context, self.server, str(version) if version else None)
+
+    def namespace_exists(self, namespace: str) -> bool:
+        try:
+            self._get(f"/api/v1/namespaces/{namespace}")
+        except ClusterError as exc:
+            if exc.message.startswith("not found"):
+                return False
+            raise
+        return True
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._get("/api/v1/nodes").get("items", []))
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"))
+        except ClusterError as exc:
+            if exc.message.startswith("not found"):
+                return None
+            raise
+
+    def replica_sets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return list(
+            self._get(f"/apis/apps/v1/namespaces/{namespace}/replicasets", {"labelSelector": selector}).get("items", [])
+        )
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return list(self._get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector}).get("items", []))
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Events about the object called ``name`` (core/v1 Events, as kubectl describe shows them)."""
+        items = self._get(f"/api/v1/namespaces/{namespace}/events", {"fieldSelector": f"involvedObject.name={name}"})
+        return list(items.get("items", []))
+
+    def pod_log(
+        self, namespace: str, pod: str, *, container: str | None = None, previous: bool = False, tail: int | None = None
+    ) -> str:
+        query = {"previous": "true" if previous else "false"}
+        if container:
+            query["container"] = container
+        if tail is not None:
+            query["tailLines"] = str(tail)
+        return self._raw("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log", query)
+
+    def follow_log(
+        self, namespace: str, pod: str, *, container: str | None = None, tail: int | None = None
+    ) -> Iterator[str]:
+        """Lines of a container's log as they come (``kubectl logs -f``)."""
+        from kubernetes import client, watch
+
+        api = client.CoreV1Api(self._api)
+        kwargs: dict[str, Any] = {"container": container} if container else {}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
+        stream = watch.Watch().stream(api.read_namespaced_pod_log, pod, namespace, **kwargs)
+        yield from stream
+
+
 def cluster_info(context: str | None = None, timeout: float = 3.0) -> ClusterInfo:
     """Load the kube context (or in-cluster config) and ask the API server for its version.
 
@@ -24,43 +226,8 @@ def cluster_info(context: str | None = None, timeout: float = 3.0) -> ClusterInf
         EnvironmentProblem: no kubeconfig or no such context.
         ClusterError: the API server is unreachable or refuses us.
     """
-    import urllib3
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config.config_exception import ConfigException
-
-    configuration = client.Configuration()
-    if context is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG"):
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-            name = "in-cluster"
-        except ConfigException as exc:
-            raise EnvironmentProblem(f"in-cluster config failed: {exc}") from None
-    else:
-        # Read KUBECONFIG now: the client library reads it once, at import.
-        path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-        try:
-            _, active = config.list_kube_config_contexts(config_file=path)
-            name = context or active["name"]
-            config.load_kube_config(config_file=path, context=name, client_configuration=configuration)
-        except (ConfigException, TypeError) as exc:
-            raise EnvironmentProblem(
-                f"no usable kubeconfig: {str(exc).splitlines()[0]}",
-                hint="set KUBECONFIG or create ~/.kube/config (your platform team has one for you)",
-            ) from None
-    configuration.retries = 0
-    api = client.ApiClient(configuration)
+    cluster = Cluster.connect(context, timeout=timeout)
     try:
-        # Raw JSON: servers differ in which optional version fields they fill in.
-        response: Any = client.VersionApi(api).get_code(_request_timeout=timeout, _preload_content=False)
-        version = json.loads(response.data).get("gitVersion")
-        return ClusterInfo(name, configuration.host, str(version) if version else None)
-    except ApiException as exc:
-        raise ClusterError(f"the API server at {configuration.host} answered {exc.status} {exc.reason}") from None
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        reason = str(getattr(exc, "reason", exc)).split(": ")[-1]
-        raise ClusterError(f"cannot reach the API server at {configuration.host}: {reason}") from None
-    except ValueError as exc:
-        raise ClusterError(f"the API server at {configuration.host} sent an unreadable version: {exc}") from None
+        return cluster.info()
     finally:
-        api.close()
+        cluster.close()

@@ -3,22 +3,31 @@
 Importing this module must stay cheap: it loads typer and mlctl's own light modules only.
 torch, docker, kubernetes, helm_python and git load inside the commands that use them
 (a test holds us to it, and ``benchmarks/cli_startup.py`` measures it).
+
+Commands load lazily: typer turns a function into a click command by reading its signature, which
+costs about half a millisecond per command; ``mlctl --help`` and ``mlctl run`` build only what they
+show or run. The one-line help of each command is listed below so that ``--help`` needs none of them
+(a test checks it matches each command's docstring).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Annotated, NoReturn
+from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from mlctl import __version__
-from mlctl.cli import bench, build, config_cmd, doctor, images, new, run, templates
 from mlctl.cli.output import State, state_of
 from mlctl.errors import ExitCode, InputError, MlctlError
+
+if TYPE_CHECKING:
+    from typer._click.core import Command, Context
+    from typer._click.formatting import HelpFormatter
 
 HELP = """\
 mlctl: the fixed road from a PyTorch model to a GPU service.
@@ -28,6 +37,7 @@ mlctl: the fixed road from a PyTorch model to a GPU service.
   cd fraud-scorer
   mlctl run                   serve it from source, with reload
   mlctl build --push          build and push the layered image (CUDA -> Python -> torch -> service)
+  mlctl deploy --env staging  install it on Kubernetes, follow the rollout, explain failures
   mlctl bench URL             load-test a running service
   mlctl doctor                check this machine: Docker, cluster, Helm, GPUs
 
@@ -39,9 +49,105 @@ Exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 input, 5 conflict, 6 environme
 7 build, 8 deploy, 9 cluster, 130 interrupted.
 """
 
+#: name -> (module, attribute, one-line help), in the order --help lists them.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "new": ("mlctl.cli.new", "new_cmd", "Scaffold a new model service from a template."),
+    "run": ("mlctl.cli.run", "run_cmd", "Serve the service from source on this machine (CPU or GPU), with reload."),
+    "build": (
+        "mlctl.cli.build",
+        "build_cmd",
+        "Build the layered image: root -> python -> torch -> service (reusing unchanged layers).",
+    ),
+    "deploy": (
+        "mlctl.cli.deploy",
+        "deploy_cmd",
+        "Install or upgrade the service on Kubernetes and follow the rollout; explain and roll back on failure.",
+    ),
+    "render": (
+        "mlctl.cli.deploy",
+        "render_cmd",
+        "Print the Kubernetes manifests a deploy would apply (offline: no cluster needed).",
+    ),
+    "diff": (
+        "mlctl.cli.deploy",
+        "diff_cmd",
+        "Show what a deploy would change against the live release, resource by resource.",
+    ),
+    "status": (
+        "mlctl.cli.deploy",
+        "status_cmd",
+        "Show the release: revision, image, ready replicas, and each pod with its node and GPUs.",
+    ),
+    "logs": (
+        "mlctl.cli.deploy",
+        "logs_cmd",
+        "Print the server's log: every pod of the release, each line prefixed with its pod.",
+    ),
+    "history": ("mlctl.cli.deploy", "history_cmd", "List the release's revisions (Helm history)."),
+    "rollback": (
+        "mlctl.cli.deploy",
+        "rollback_cmd",
+        "Roll the release back to an earlier revision (as a new revision) and follow the rollout.",
+    ),
+    "delete": (
+        "mlctl.cli.deploy",
+        "delete_cmd",
+        "Delete the release and everything it created (asks first, unless --yes).",
+    ),
+    "bench": (
+        "mlctl.cli.bench",
+        "bench_cmd",
+        "Load-test a running service: throughput, p50/p90/p99 latency, errors by status, batch sizes.",
+    ),
+    "doctor": (
+        "mlctl.cli.doctor",
+        "doctor_cmd",
+        "Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails.",
+    ),
+    "templates": ("mlctl.cli.templates", "app", "List and describe the templates `mlctl new` can start from."),
+    "config": ("mlctl.cli.config_cmd", "app", "Check and show the service's mlctl.yaml."),
+    "images": ("mlctl.cli.images", "app", "The image layer ladder: compatibility matrix, plan, local layers, prune."),
+}
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The root group: builds a command only when it is run (or its own help is asked for)."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, _shorten(help_, limit)) for name, (_, _, help_) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 10)].rstrip() + "..."
+
+
+def load_command(name: str) -> Command:
+    module, attribute, _ = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    if not isinstance(target, typer.Typer):
+        single = typer.Typer(rich_markup_mode=None, add_completion=False)
+        single.command(name)(target)
+        target = single
+    command = typer.main.get_command(target)
+    command.name = name
+    return command
+
+
 app = typer.Typer(
     name="mlctl",
     help=HELP,
+    cls=LazyGroup,
     no_args_is_help=True,
     # Plain click help: rich's help renderer costs ~60 ms of start-up (see benchmarks/cli_startup.py).
     rich_markup_mode=None,
@@ -97,16 +203,6 @@ def root(
         if not project_dir.is_dir():
             raise InputError(f"-C {project_dir}: no such directory")
         os.chdir(project_dir)
-
-
-app.command("new")(new.new_cmd)
-app.command("run")(run.run_cmd)
-app.command("build")(build.build_cmd)
-app.command("bench")(bench.bench_cmd)
-app.command("doctor")(doctor.doctor_cmd)
-app.add_typer(templates.app, name="templates")
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(images.app, name="images")
 
 
 def run_cli(args: Sequence[str] | None = None, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> int:

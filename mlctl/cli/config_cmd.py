@@ -11,7 +11,7 @@ from mlctl.cli.output import JsonOption, Output, state_of
 if TYPE_CHECKING:
     from mlctl.config import LoadedConfig
 
-app = typer.Typer(help="Check and show the service's mlctl.yaml.", no_args_is_help=True)
+app = typer.Typer(help="Check and show the service's mlctl.yaml.", no_args_is_help=True, rich_markup_mode=None)
 
 EnvOption = Annotated[
     str | None,

@@ -9,7 +9,11 @@ import typer
 from mlctl.cli.build import EnvOption, PlatformOption, RootOption, WheelhouseOption, _size
 from mlctl.cli.output import JsonOption, print_table, state_of
 
-app = typer.Typer(help="The image layer ladder: compatibility matrix, plan, local layers, prune.", no_args_is_help=True)
+app = typer.Typer(
+    help="The image layer ladder: compatibility matrix, plan, local layers, prune.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 @app.command("matrix")

@@ -235,6 +235,21 @@ class _ConsoleReporter:
         else:
             self._live.update(text)
 
+    def status(self, line: str) -> None:
+        if not self.console.is_terminal:
+            self.console.print(f"  {line}", markup=False, highlight=False)
+            return
+        from rich.live import Live
+        from rich.text import Text
+
+        self._pane = [line]
+        text = Text(f"  {line}", style="cyan")
+        if self._live is None:
+            self._live = Live(text, console=self.console, refresh_per_second=8, transient=True)
+            self._live.start()
+        else:
+            self._live.update(text)
+
     def info(self, message: str) -> None:
         self._close_pane()
         self.console.print(f"  {_escape(message)}", highlight=False)
@@ -268,6 +283,9 @@ class _JsonReporter:
 
     def log(self, line: str) -> None:
         self._event("log", line)
+
+    def status(self, line: str) -> None:
+        self._event("status", line)
 
     def close(self) -> None:
         pass

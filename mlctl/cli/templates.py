@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
     from mlctl.models import TemplateInfo
 
-app = typer.Typer(help="List and describe the templates `mlctl new` can start from.", no_args_is_help=True)
+app = typer.Typer(
+    help="List and describe the templates `mlctl new` can start from.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("list")

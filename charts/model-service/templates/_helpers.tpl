@@ -1,0 +1,175 @@
+{{/*
+Helpers, namespaced by what they are about (as bitnami's common chart does). Each says how to use it.
+*/}}
+
+{{/*
+mlctl.names.name: the chart's name part.
+Usage: {{ include "mlctl.names.name" . }}
+*/}}
+{{- define "mlctl.names.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+mlctl.names.fullname: the name of every resource: the release name (mlctl names releases after services).
+Usage: {{ include "mlctl.names.fullname" . }}
+*/}}
+{{- define "mlctl.names.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 53 | trimSuffix "-" -}}
+{{- else -}}
+{{- .Release.Name | trunc 53 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.names.serviceAccount: the ServiceAccount the pods run as.
+Usage: {{ include "mlctl.names.serviceAccount" . }}
+*/}}
+{{- define "mlctl.names.serviceAccount" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "mlctl.names.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.labels.standard: the recommended app.kubernetes.io labels, for metadata.
+Usage: labels: {{- include "mlctl.labels.standard" . | nindent 4 }}
+*/}}
+{{- define "mlctl.labels.standard" -}}
+app.kubernetes.io/name: {{ include "mlctl.names.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ (default .Chart.AppVersion .Values.image.tag) | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/component: model-server
+app.kubernetes.io/part-of: {{ include "mlctl.names.fullname" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+
+{{/*
+mlctl.labels.matchLabels: the immutable subset used by selectors.
+Usage: matchLabels: {{- include "mlctl.labels.matchLabels" . | nindent 6 }}
+*/}}
+{{- define "mlctl.labels.matchLabels" -}}
+app.kubernetes.io/name: {{ include "mlctl.names.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+mlctl.images.reference: repository:tag@digest (by digest whenever one is given; tags are mutable).
+Usage: image: {{ include "mlctl.images.reference" . }}
+*/}}
+{{- define "mlctl.images.reference" -}}
+{{- $ref := .Values.image.repository -}}
+{{- if .Values.image.tag -}}{{- $ref = printf "%s:%s" $ref .Values.image.tag -}}{{- end -}}
+{{- if .Values.image.digest -}}{{- $ref = printf "%s@%s" $ref .Values.image.digest -}}{{- end -}}
+{{- $ref -}}
+{{- end -}}
+
+{{/*
+mlctl.gpu.enabled: "true" when replicas request GPUs.
+Usage: {{ if eq (include "mlctl.gpu.enabled" .) "true" }}
+*/}}
+{{- define "mlctl.gpu.enabled" -}}
+{{- if gt (int .Values.resources.gpu.count) 0 -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.gpu.affinity: required node affinity on the GPU product (GPU Feature Discovery labels) and on the
+driver floor the image's CUDA needs. Empty when neither applies.
+Usage: {{- include "mlctl.gpu.affinity" . | nindent 6 }}
+*/}}
+{{- define "mlctl.gpu.affinity" -}}
+{{- $gpu := .Values.resources.gpu -}}
+{{- if and (gt (int $gpu.count) 0) (or $gpu.products (gt (int $gpu.minDriverMajor) 0)) -}}
+nodeAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    nodeSelectorTerms:
+      - matchExpressions:
+          {{- if $gpu.products }}
+          - key: nvidia.com/gpu.product
+            operator: In
+            values:
+              {{- range $gpu.products }}
+              - {{ . | quote }}
+              {{- end }}
+          {{- end }}
+          {{- if gt (int $gpu.minDriverMajor) 0 }}
+          - key: nvidia.com/cuda.driver.major
+            operator: Gt
+            values:
+              - {{ sub (int $gpu.minDriverMajor) 1 | quote }}
+          {{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.gpu.tolerations: the nvidia.com/gpu taint GPU node pools carry (GKE adds this toleration itself,
+AKS does not), then any extra tolerations.
+Usage: {{- include "mlctl.gpu.tolerations" . | nindent 8 }}
+*/}}
+{{- define "mlctl.gpu.tolerations" -}}
+{{- if and (eq (include "mlctl.gpu.enabled" .) "true") .Values.resources.gpu.tolerateGpuTaint }}
+- key: nvidia.com/gpu
+  operator: Exists
+  effect: NoSchedule
+{{- end }}
+{{- with .Values.tolerations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+mlctl.rollout.progressDeadline: at least the image pull plus the start-up budget, and never under 600 s
+(large models miss the usual 10-minute defaults).
+Usage: progressDeadlineSeconds: {{ include "mlctl.rollout.progressDeadline" . }}
+*/}}
+{{- define "mlctl.rollout.progressDeadline" -}}
+{{- if gt (int .Values.progressDeadlineSeconds) 0 -}}
+{{- .Values.progressDeadlineSeconds -}}
+{{- else -}}
+{{- max 600 (add .Values.imagePullBudgetSeconds .Values.probes.startupBudgetSeconds) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.rollout.replicas: the replicas that are meant to run (the HPA's floor when autoscaling).
+Usage: {{ include "mlctl.rollout.replicas" . }}
+*/}}
+{{- define "mlctl.rollout.replicas" -}}
+{{- if .Values.autoscaling.enabled -}}{{- .Values.autoscaling.minReplicas -}}{{- else -}}{{- .Values.replicaCount -}}{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.validateValues: every problem with the values, all at once, in one failure.
+Usage: {{ include "mlctl.validateValues" . }}
+*/}}
+{{- define "mlctl.validateValues" -}}
+{{- $errors := list -}}
+{{- if not .Values.image.repository -}}
+{{- $errors = append $errors "image.repository: required (the service image, e.g. ghcr.io/acme/fraud-scorer)" -}}
+{{- end -}}
+{{- if not (or .Values.image.tag .Values.image.digest) -}}
+{{- $errors = append $errors "image: set image.digest (preferred) or image.tag" -}}
+{{- end -}}
+{{- if not .Values.model.name -}}
+{{- $errors = append $errors "model.name: required (the name in /v2/models/{name})" -}}
+{{- end -}}
+{{- if and .Values.resources.gpu.products (eq (int .Values.resources.gpu.count) 0) -}}
+{{- $errors = append $errors "resources.gpu.products: GPU products are named but resources.gpu.count is 0" -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- $errors = append $errors (printf "autoscaling.minReplicas: %v is above autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
+{{- $errors = append $errors "ingress.host: required when ingress.enabled" -}}
+{{- end -}}
+{{- if gt (int .Values.serving.gracefulShutdownSeconds) 3000 -}}
+{{- $errors = append $errors "serving.gracefulShutdownSeconds: at most 3000" -}}
+{{- end -}}
+{{- if $errors -}}
+{{- fail (printf "\nmodel-service values are invalid:\n  - %s" (join "\n  - " $errors)) -}}
+{{- end -}}
+{{- end -}}

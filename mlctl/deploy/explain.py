@@ -1,0 +1,232 @@
+"""Why a rollout is stuck, in plain words, with the fix: read from what the cluster says about the
+pods (their status, their Events, their logs) and the nodes. Pure functions over the API's JSON."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+#: Waiting reasons that will not fix themselves.
+PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason a rollout is not progressing."""
+
+    #: gpu_shortage, untolerated_taint, no_matching_node, image_pull, crash, oom, startup_probe, deadline, unschedulable
+    kind: str
+    message: str
+    hint: str
+    #: True when waiting longer cannot help (a pull that fails, a crash loop); False when it might
+    #: (GPUs may free up, an autoscaler may add nodes).
+    final: bool
+
+
+def explain(
+    pods: list[dict[str, Any]],
+    events: dict[str, list[dict[str, Any]]],
+    nodes: list[dict[str, Any]] | None,
+    *,
+    logs: dict[str, str] | None = None,
+    startup_budget_s: int | None = None,
+    memory_limit: str | None = None,
+) -> list[Finding]:
+    """What is wrong with the rollout's pods, most telling first, one finding per kind."""
+    found: dict[str, Finding] = {}
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        pod_events = events.get(name, [])
+        for finding in _pod_findings(
+            pod, pod_events, nodes, (logs or {}).get(name, ""), startup_budget_s, memory_limit
+        ):
+            found.setdefault(finding.kind, finding)
+    order = [
+        "image_pull",
+        "oom",
+        "crash",
+        "startup_probe",
+        "gpu_shortage",
+        "no_matching_node",
+        "untolerated_taint",
+        "unschedulable",
+    ]
+    return sorted(found.values(), key=lambda f: order.index(f.kind) if f.kind in order else len(order))
+
+
+def deadline_finding(deployment: dict[str, Any]) -> Finding | None:
+    for condition in deployment.get("status", {}).get("conditions", []) or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            seconds = deployment.get("spec", {}).get("progressDeadlineSeconds")
+            return Finding(
+                "deadline",
+                f"the rollout made no progress for {seconds} s (the Deployment's progressDeadlineSeconds)",
+                "see the reasons below; if the model is simply slow to load, raise probes.startup_budget_s",
+                True,
+            )
+    return None
+
+
+def _pod_findings(
+    pod: dict[str, Any],
+    events: list[dict[str, Any]],
+    nodes: list[dict[str, Any]] | None,
+    log: str,
+    startup_budget_s: int | None,
+    memory_limit: str | None,
+) -> list[Finding]:
+    findings: list[Finding] = []
+    status = pod.get("status", {})
+    for container in status.get("containerStatuses", []) or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason", "")
+        last = (container.get("lastState") or {}).get("terminated") or {}
+        if reason in PULL_FAILURES:
+            detail = _event_message(events, "Failed") or waiting.get("message", "")
+            findings.append(
+                Finding(
+                    "image_pull",
+                    f"the cluster cannot pull the image {container.get('image')}: {_short(detail) or reason}",
+                    "check the image exists (mlctl build --push) and the cluster can read the registry "
+                    "(imagePullSecrets for a private one)",
+                    True,
+                )
+            )
+        elif last.get("reason") == "OOMKilled" or (last.get("exitCode") == 137 and reason == "CrashLoopBackOff"):
+            findings.append(
+                Finding(
+                    "oom",
+                    f"the server ran out of memory and was killed (OOMKilled, limit {memory_limit or 'unknown'}), "
+                    f"{container.get('restartCount', 0)} restart(s)" + _log_tail(log),
+                    "raise resources.memory in mlctl.yaml (the limit is memory plus shm_size)",
+                    True,
+                )
+            )
+        elif _startup_killed(events):
+            findings.append(_startup_finding(events, container, startup_budget_s))
+        elif reason == "CrashLoopBackOff" or (last and container.get("restartCount", 0) >= 2):
+            code = last.get("exitCode", "?")
+            findings.append(
+                Finding(
+                    "crash",
+                    f"the server keeps exiting (exit code {code}, {container.get('restartCount', 0)} restart(s))"
+                    + _log_tail(log),
+                    "fix the error in its log (`mlctl logs --previous`); run the image locally to reproduce it",
+                    True,
+                )
+            )
+    for condition in status.get("conditions", []) or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            message = _event_message(events, "FailedScheduling") or condition.get("message", "")
+            findings.extend(_scheduling(pod, message, nodes))
+    return findings
+
+
+def _scheduling(pod: dict[str, Any], message: str, nodes: list[dict[str, Any]] | None) -> list[Finding]:
+    findings = []
+    wanted = _gpus_requested(pod)
+    if "Insufficient nvidia.com/gpu" in message:
+        per_node = _gpu_nodes(nodes or [])
+        offered = ", ".join(f"{n} {a} allocatable" for n, a in per_node) or "no node offers nvidia.com/gpu"
+        findings.append(
+            Finding(
+                "gpu_shortage",
+                f"no node has {wanted} free nvidia.com/gpu for a replica "
+                f"({offered}; GPUs in use by other pods count too)",
+                "wait for GPUs to free up, lower resources.gpu.count, or ask for more GPU nodes",
+                False,
+            )
+        )
+    if "untolerated taint" in message:
+        taints = sorted(set(re.findall(r"untolerated taint \{([^}]*)\}", message)))
+        findings.append(
+            Finding(
+                "untolerated_taint",
+                "nodes carry taints the pod does not tolerate: " + ", ".join(f"{{{t}}}" for t in taints),
+                "add a toleration (chart value tolerations) if the service may run there, or ask the platform team",
+                False,
+            )
+        )
+    if "didn't match Pod's node affinity/selector" in message:
+        products = _wanted_products(pod)
+        have = sorted(
+            {(n.get("metadata", {}).get("labels") or {}).get("nvidia.com/gpu.product", "") for n in nodes or []} - {""}
+        )
+        if products:
+            text = f"no node has a GPU of type {', '.join(products)}"
+            text += f" (the nodes have: {', '.join(have)})" if have else " (no node is labelled with a GPU product)"
+        else:
+            text = "no node matches the pod's node selector or affinity"
+        findings.append(
+            Finding("no_matching_node", text, "change resources.gpu.products in mlctl.yaml, or add such nodes", False)
+        )
+    if not findings:
+        findings.append(
+            Finding(
+                "unschedulable",
+                f"the pod cannot be scheduled: {_short(message)}",
+                "read the scheduler's message above; `mlctl status` shows the pods",
+                False,
+            )
+        )
+    return findings
+
+
+def _startup_killed(events: list[dict[str, Any]]) -> bool:
+    return any(e.get("reason") == "Killing" and "startup probe" in (e.get("message") or "") for e in events)
+
+
+def _startup_finding(events: list[dict[str, Any]], container: dict[str, Any], budget: int | None) -> Finding:
+    suggestion = f" (it is {budget} s; try {max(2 * budget, budget + 60)} s)" if budget else ""
+    return Finding(
+        "startup_probe",
+        f"the server was killed by its start-up probe before the model finished loading "
+        f"({container.get('restartCount', 0)} restart(s)); the start-up budget is too short for this model",
+        f"raise probes.startup_budget_s in mlctl.yaml{suggestion}; `mlctl logs` shows how far loading got",
+        True,
+    )
+
+
+def _event_message(events: list[dict[str, Any]], reason: str) -> str:
+    matching = [e for e in events if e.get("reason") == reason]
+    if not matching:
+        return ""
+    latest = max(matching, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return str(latest.get("message") or "")
+
+
+def _gpus_requested(pod: dict[str, Any]) -> int:
+    total = 0
+    for container in pod.get("spec", {}).get("containers", []):
+        limits = (container.get("resources") or {}).get("limits") or {}
+        total += int(str(limits.get("nvidia.com/gpu", "0")) or 0)
+    return total
+
+
+def _gpu_nodes(nodes: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    result = []
+    for node in nodes:
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        result.append((node["metadata"]["name"], str(allocatable.get("nvidia.com/gpu", "0"))))
+    return result
+
+
+def _wanted_products(pod: dict[str, Any]) -> list[str]:
+    affinity = (pod.get("spec", {}).get("affinity") or {}).get("nodeAffinity") or {}
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    for term in required.get("nodeSelectorTerms", []) or []:
+        for expression in term.get("matchExpressions", []) or []:
+            if expression.get("key") == "nvidia.com/gpu.product":
+                return list(expression.get("values", []))
+    return []
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _log_tail(log: str, lines: int = 8) -> str:
+    tail = [line for line in log.strip().splitlines() if line.strip()][-lines:]
+    return ("; its last lines:\n    " + "\n    ".join(tail)) if tail else ""

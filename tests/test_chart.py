@@ -1,0 +1,359 @@
+"""charts/model-service, offline: lint-clean, valid for Kubernetes 1.29-1.34, and shaped by mlctl.yaml.
+
+Every scenario is rendered through the CLI (``mlctl render --env E``, the real Helm engine) from an
+environment in the service's own mlctl.yaml, then every manifest is checked against the official
+schemas in strict mode for each Kubernetes release.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from manifests import KUBE_VERSIONS, NoSchema, schema_errors
+from ruamel.yaml import YAML
+
+from mlctl.adapters import helm
+from mlctl.chart.core import chart_dir, manifest_documents
+
+DIGEST = "sha256:" + "ab" * 32
+IMAGE = f"registry.example.com/acme/demo-svc:1f2e3d4c5b6a-g0123456@{DIGEST}"
+H100 = "NVIDIA-H100-80GB-HBM3"
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+CUDA = {"runtime": {"accelerator": "cuda"}}
+#: Scenario -> environments.<name> in mlctl.yaml (plus --set flags for chart-only values).
+SCENARIOS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "cpu": ({}, []),
+    "gpu": ({**CUDA, "resources": {"gpu": {"count": 1}}}, []),
+    "multi-gpu": ({**CUDA, "resources": {"gpu": {"count": 4, "products": [A100, H100]}, "memory": "64Gi"}}, []),
+    "hpa-cpu": (
+        {
+            "deploy": {
+                "autoscaling": {"enabled": True, "min_replicas": 2, "max_replicas": 6, "metric": "cpu", "target": 70}
+            }
+        },
+        [],
+    ),
+    "hpa-queue": (
+        {**CUDA, "resources": {"gpu": {"count": 1}}, "deploy": {"autoscaling": {"enabled": True, "max_replicas": 4}}},
+        [],
+    ),
+    "pdb": ({"deploy": {"replicas": 3}}, []),
+    "ingress": (
+        {},
+        [
+            "ingress.enabled=true",
+            "ingress.host=demo.example.com",
+            "ingress.tlsSecretName=demo-tls",
+            "ingress.className=nginx",
+        ],
+    ),
+}
+
+
+def with_environments(service: Path, environments: dict[str, dict[str, Any]]) -> None:
+    """Replace the environments of the service's mlctl.yaml."""
+    path = service / "mlctl.yaml"
+    head = path.read_text().split("\nenvironments:", 1)[0]
+    yaml = YAML()
+    yaml.default_flow_style = False
+    import io
+
+    buffer = io.StringIO()
+    yaml.dump({"environments": environments}, buffer)
+    path.write_text(head + "\n" + buffer.getvalue())
+
+
+def render(cli: Any, service: Path, *args: str) -> dict[str, dict[str, Any]]:
+    result = cli("-C", str(service), "render", "--image", IMAGE, *args)
+    assert result.exit_code == 0, result.stderr
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in manifest_documents(result.stdout)}
+
+
+@pytest.fixture
+def scenarios(cli: Any, service: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    with_environments(service, {name: env for name, (env, _) in SCENARIOS.items()})
+    rendered = {}
+    for name, (_, sets) in SCENARIOS.items():
+        flags = [item for s in sets for item in ("--set", s)]
+        rendered[name] = render(cli, service, "--env", name, *flags)
+    return rendered
+
+
+def test_every_manifest_is_valid_for_kubernetes_1_29_to_1_34(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    checked = 0
+    for name, documents in scenarios.items():
+        for version in KUBE_VERSIONS:
+            for key, document in documents.items():
+                errors = schema_errors(document, version)
+                assert errors == [], f"{name} on Kubernetes {version}: {key}"
+                checked += 1
+    kinds = {key.split("/")[0] for documents in scenarios.values() for key in documents}
+    assert kinds == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Ingress",
+    }
+    assert checked >= 4 * len(KUBE_VERSIONS) * len(SCENARIOS)  # at least the four every release has
+
+
+def test_the_cached_validator_agrees_with_kubernetes_validate(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    deployment = scenarios["multi-gpu"]["Deployment/demo-svc"]
+    assert kubernetes_validate.validate(deployment, "1.34", strict=True) == "1.34"
+    broken = json.loads(json.dumps(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["resources"]["limit"] = {"cpu": "1"}
+    broken["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.34", strict=True)
+    errors = schema_errors(broken, "1.34")
+    assert len(errors) == 2, errors  # all of them, not just the first
+    assert any("'limit' was unexpected" in e for e in errors)
+    assert any(".spec.replicas" in e for e in errors)
+    with pytest.raises(NoSchema):
+        schema_errors({"apiVersion": "extensions/v1beta1", "kind": "Ingress", "metadata": {"name": "x"}}, "1.29")
+
+
+def test_the_chart_is_lint_clean_in_strict_mode(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    values = {
+        "image": {"repository": "registry.example.com/acme/demo-svc", "digest": DIGEST},
+        "model": {"name": "demo"},
+    }
+    variants = [
+        values,
+        {**values, "resources": {"gpu": {"count": 2, "products": [H100]}}},
+        {**values, "autoscaling": {"enabled": True}, "ingress": {"enabled": True, "host": "demo.example.com"}},
+    ]
+    for variant in variants:
+        for version in ("1.29.0", "1.34.0"):
+            report = helm.lint(chart_dir(), variant, kube_version=version)
+            assert report["errors"] == [], report
+            serious = [m for m in report["messages"] if m["severity"] >= 2]  # 1 is INFO ("icon is recommended")
+            assert serious == [], report
+
+
+def test_cpu_only_asks_for_no_gpu_and_surges(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    documents = scenarios["cpu"]
+    assert set(documents) == {
+        "ServiceAccount/demo-svc",
+        "ConfigMap/demo-svc-serving",
+        "Service/demo-svc",
+        "Deployment/demo-svc",
+    }
+    pod = documents["Deployment/demo-svc"]["spec"]["template"]["spec"]
+    limits = pod["containers"][0]["resources"]["limits"]
+    assert "nvidia.com/gpu" not in limits
+    assert "affinity" not in pod
+    assert "tolerations" not in pod
+    strategy = documents["Deployment/demo-svc"]["spec"]["strategy"]["rollingUpdate"]
+    assert strategy == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_one_gpu_follows_the_gpu_pod_defaults(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    deployment = scenarios["gpu"]["Deployment/demo-svc"]
+    pod = deployment["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["image"] == IMAGE
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in server["resources"]["requests"]  # limits only: requests default to them
+    assert server["resources"]["limits"]["memory"] == "5Gi"  # memory + shm
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
+    # The start-up probe allows the whole start-up budget (300 s) before the kubelet restarts the server.
+    startup = server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert startup["httpGet"]["path"] == "/v2/health/ready"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert deployment["spec"]["progressDeadlineSeconds"] >= 600
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    labels = deployment["metadata"]["labels"]
+    for key in ("name", "instance", "version", "component", "part-of", "managed-by"):
+        assert f"app.kubernetes.io/{key}" in labels
+    assert labels["app.kubernetes.io/version"] == "1f2e3d4c5b6a-g0123456"
+
+
+def test_several_gpus_with_product_affinity(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    pod = scenarios["multi-gpu"]["Deployment/demo-svc"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": [A100, H100]}]}
+    ]
+
+
+def test_a_driver_floor_becomes_node_affinity() -> None:
+    from mlctl.chart.core import render_values
+
+    values = {
+        "image": {"repository": "r/demo", "digest": DIGEST},
+        "model": {"name": "demo"},
+        "resources": {"gpu": {"count": 1, "minDriverMajor": 570}},
+    }
+    rendered = render_values(values, release="demo", namespace="ml")
+    deployment = next(d for d in manifest_documents(rendered.manifests["deployment.yaml"]))
+    terms = deployment["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert {"key": "nvidia.com/cuda.driver.major", "operator": "Gt", "values": ["569"]} in terms[0]["matchExpressions"]
+
+
+def test_autoscaling_on_cpu_or_on_a_serving_metric(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    cpu = scenarios["hpa-cpu"]["HorizontalPodAutoscaler/demo-svc"]["spec"]
+    assert (cpu["minReplicas"], cpu["maxReplicas"]) == (2, 6)
+    assert cpu["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    ]
+    assert "replicas" not in scenarios["hpa-cpu"]["Deployment/demo-svc"]["spec"]  # the HPA owns it
+    queue = scenarios["hpa-queue"]["HorizontalPodAutoscaler/demo-svc"]["spec"]
+    assert queue["metrics"][0]["type"] == "Pods"
+    assert queue["metrics"][0]["pods"]["metric"]["name"] == "mlserve_queue_depth"
+    # two or more replicas (hpa-cpu's minimum) bring a PDB; a minimum of one does not
+    assert "PodDisruptionBudget/demo-svc" in scenarios["hpa-cpu"]
+    assert "PodDisruptionBudget/demo-svc" not in scenarios["hpa-queue"]
+
+
+def test_a_pdb_only_with_two_or_more_replicas(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    pdb = scenarios["pdb"]["PodDisruptionBudget/demo-svc"]["spec"]
+    assert pdb["maxUnavailable"] == 1
+    assert pdb["selector"]["matchLabels"] == scenarios["pdb"]["Deployment/demo-svc"]["spec"]["selector"]["matchLabels"]
+    assert scenarios["pdb"]["Deployment/demo-svc"]["spec"]["replicas"] == 3
+    assert not any(key.startswith("PodDisruptionBudget") for key in scenarios["cpu"])
+
+
+def test_ingress(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    spec = scenarios["ingress"]["Ingress/demo-svc"]["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["demo.example.com"], "secretName": "demo-tls"}]
+    backend = spec["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": "demo-svc", "port": {"name": "http"}}
+
+
+def test_serving_config_is_a_configmap_whose_checksum_rolls_the_pods(cli: Any, service: Path) -> None:
+    before = render(cli, service)
+    after = render(cli, service, "--set", "serving.env.SERVING_MAX_QUEUE=512")
+    assert after["ConfigMap/demo-svc-serving"]["data"]["SERVING_MAX_QUEUE"] == "512"
+    assert before["ConfigMap/demo-svc-serving"]["data"]["SERVING_MAX_QUEUE"] == "256"
+
+    def checksum(docs: dict[str, dict[str, Any]]) -> str:
+        return str(
+            docs["Deployment/demo-svc"]["spec"]["template"]["metadata"]["annotations"]["checksum/serving-config"]
+        )
+
+    assert checksum(before) != checksum(after)
+    assert checksum(before) == checksum(render(cli, service))
+    server = before["Deployment/demo-svc"]["spec"]["template"]["spec"]["containers"][0]
+    assert server["envFrom"] == [{"configMapRef": {"name": "demo-svc-serving"}}]
+
+
+def test_environment_overrides_reach_the_chart(cli: Any, service: Path) -> None:
+    with_environments(
+        service, {"prod": {"deploy": {"replicas": 4, "namespace": "ml-prod"}, "probes": {"startup_budget_s": 900}}}
+    )
+    documents = render(cli, service, "--env", "prod")
+    deployment = documents["Deployment/demo-svc"]
+    assert deployment["metadata"]["namespace"] == "ml-prod"
+    assert deployment["spec"]["replicas"] == 4
+    startup = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
+    assert deployment["spec"]["progressDeadlineSeconds"] >= 900 + 300  # pull budget + start-up budget
+
+
+def test_render_json_is_the_rendered_release(cli: Any, service: Path) -> None:
+    result = cli("-C", str(service), "--json", "render", "--image", IMAGE)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["release"] == "demo-svc"
+    assert data["values"]["image"]["digest"] == DIGEST
+    assert "deployment.yaml" in data["manifests"]
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_unknown_environment(cli: Any, service: Path) -> None:
+    result = cli("-C", str(service), "render", "--image", IMAGE, "--env", "qa")
+    assert result.exit_code == 4
+    assert "unknown environment 'qa': mlctl.yaml defines dev, staging, prod" in result.stderr
+
+
+def test_schema_failures_are_listed_together(cli: Any, service: Path, tmp_path: Path) -> None:
+    values = tmp_path / "bad.yaml"
+    values.write_text("replicaCount: -2\nresources:\n  gpu:\n    count: two\nservice:\n  port: 70000\n")
+    result = cli("-C", str(service), "render", "--image", IMAGE, "--values", str(values), "--set", "probes.bogus=1")
+    assert result.exit_code == 4, result.stderr
+    err = result.stderr
+    assert "4 problems" in err
+    for path in ("replicaCount", "resources.gpu.count", "service.port", "probes"):
+        assert f"  {path}:" in err, err
+    assert "bogus" in err
+    assert result.stdout == ""
+
+
+def test_chart_rules_are_listed_together(cli: Any, service: Path) -> None:
+    result = cli(
+        "-C", str(service), "render", "--image", IMAGE,
+        "--set", "ingress.enabled=true",
+        "--set", "autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=2",
+        "--set", "resources.gpu.products[0]=" + H100,
+    )  # fmt: skip
+    assert result.exit_code == 4
+    assert "3 problems" in result.stderr
+    assert "ingress.host: required when ingress.enabled" in result.stderr
+    assert "autoscaling.minReplicas: 5 is above autoscaling.maxReplicas (2)" in result.stderr
+    assert "resources.gpu.products: GPU products are named but resources.gpu.count is 0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("count", "message"),
+    [("-1", "must be >= 0, got -1"), ("two", "must be an integer, got 'two'"), ("1.5", "must be an integer, got 1.5")],
+)
+def test_gpu_count_must_be_a_whole_number(cli: Any, service: Path, count: str, message: str) -> None:
+    path = service / "mlctl.yaml"
+    path.write_text(path.read_text().replace("  gpu:\n    count: 0", f"  gpu:\n    count: {count}"))
+    assert f"count: {count}" in path.read_text()
+    result = cli("-C", str(service), "render", "--image", IMAGE)
+    assert result.exit_code == 3
+    assert message in result.stderr
+    assert "mlctl.yaml:45 resources.gpu.count" in result.stderr  # file and line
+
+
+def test_invalid_namespace_and_release_names(cli: Any, service: Path) -> None:
+    result = cli("-C", str(service), "render", "--image", IMAGE, "--namespace", "ML_Prod")
+    assert result.exit_code == 4
+    assert "namespace 'ML_Prod'" in result.stderr
+    long_name = "a" * 54
+    result = cli("-C", str(service), "render", "--image", IMAGE, "--release", long_name)
+    assert result.exit_code == 4
+    assert "54 characters long; Helm allows 53" in result.stderr
+    result = cli("-C", str(service), "render", "--image", IMAGE, "--release", "a" * 53)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_an_image_without_digest_is_refused_with_require_digest(cli: Any, service: Path) -> None:
+    result = cli(
+        "-C",
+        str(service),
+        "deploy",
+        "--dry-run",
+        "--image",
+        "registry.example.com/acme/demo-svc:v1",
+        "--require-digest",
+    )
+    assert result.exit_code == 4
+    assert "has no digest and --require-digest is set" in result.stderr
+    result = cli("-C", str(service), "deploy", "--dry-run", "--image", "registry.example.com/acme/demo-svc:v1")
+    assert result.exit_code == 0, result.stderr
+    assert "has no digest" in result.stderr  # a warning
+    result = cli("-C", str(service), "deploy", "--dry-run", "--image", "registry.example.com/acme/demo-svc@sha256:12")
+    assert result.exit_code == 4
+    assert "sha256:<64 hex digits>" in result.stderr
