@@ -9,8 +9,10 @@ Exit codes are part of mlctl's API: CI pipelines branch on them. Never renumber 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -127,9 +129,18 @@ class BuildError(MlctlError):
 
 
 class DeployError(MlctlError):
-    """A rollout failed."""
+    """A deploy was refused (no node can run it) or its rollout failed.
+
+    Args:
+        findings: Why, most telling first: objects with ``kind``, ``message`` and ``hint``
+            (``mlctl.deploy.explain.Finding``); shown as "why:"/"fix:" lines and in ``--json``.
+    """
 
     exit_code = ExitCode.DEPLOY
+
+    def __init__(self, message: str, *, hint: str | None = None, findings: Sequence[Any] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.findings = tuple(findings)
 
 
 class ClusterError(MlctlError):

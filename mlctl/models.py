@@ -216,7 +216,8 @@ class DeployResult:
 
     release: str
     namespace: str
-    #: "deployed", "unchanged" (nothing to change: no new revision) or "dry-run".
+    #: "deployed", "unchanged" (nothing to change: no new revision), or with --dry-run
+    #: "would-install" / "would-upgrade".
     status: str
     revision: int | None
     image: str
@@ -225,6 +226,8 @@ class DeployResult:
     seconds: float
     warnings: tuple[str, ...] = ()
     pods: tuple[PodState, ...] = ()
+    #: With --dry-run: the manifests Helm would apply (rendered against the cluster).
+    manifest: str | None = None
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,10 @@ class Revision:
     updated: str
     chart: str
     app_version: str
-    description: str
+
+
+#: Revisions Helm keeps per release (each is a Secret in the namespace): enough to roll back a while.
+MAX_HISTORY = 10
 
 
 class HelmEngine:
@@ -139,16 +142,28 @@ class HelmEngine:
         except self._helm.HelmKubeError as exc:
             raise ClusterError(f"helm history {release}: {_cluster_reason(str(exc))}") from None
         except self._helm.HelmError as exc:
-            if "not found" in str(exc).lower():
-                return []
             raise MlctlError(f"helm history {release} failed: {exc}") from None
-        return [_revision(entry) for entry in entries]
+        return sorted((_revision(entry) for entry in entries), key=lambda r: r.revision)
+
+    def description(self, release: str, revision: int) -> str:
+        """What Helm wrote for one revision: "Install complete", "Rollback to 1", mlctl's own words..."""
+        found = self._call("get", release, self._config.get_all, release, revision=revision)
+        return str((found.get("info") or {}).get("description", ""))
 
     def manifest(self, release: str, revision: int | None = None) -> str:
-        status = self._call("get manifest", release, self._config.get_all, release, revision=revision)
-        return str(status.get("manifest", ""))
+        """The manifests Helm applied for the revision (default: the latest)."""
+        found = self._call("get manifest", release, self._config.status, release, revision=revision)
+        return str(found.get("manifest", ""))
 
-    def install(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int) -> int:
+    def preview(self, chart: Any, release: str, values: dict[str, Any], *, upgrade: bool) -> str:
+        """The manifests an install or upgrade would apply now: a server-side dry run, so that the
+        chart sees the cluster's real capabilities (which APIs exist) and nothing is changed."""
+        action = self._config.upgrade if upgrade else self._config.install
+        found = self._call("dry-run", release, action, chart, release, values, dry_run="server")
+        return str(found.get("manifest", ""))
+
+    def install(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int, description: str) -> int:
+        """Install without waiting (mlctl follows the rollout itself); returns the revision."""
         result = self._call(
             "install",
             release,
@@ -157,11 +172,12 @@ class HelmEngine:
             release,
             values,
             timeout=timeout,
-            description="mlctl deploy",
+            description=description,
         )
-        return int(result.get("version", 1))
+        return int(result["revision"])
 
-    def upgrade(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int) -> int:
+    def upgrade(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int, description: str) -> int:
+        """Upgrade without waiting, keeping the last MAX_HISTORY revisions; returns the new revision."""
         result = self._call(
             "upgrade",
             release,
@@ -170,9 +186,10 @@ class HelmEngine:
             release,
             values,
             timeout=timeout,
-            description="mlctl deploy",
+            description=description,
+            max_history=MAX_HISTORY,
         )
-        return int(result.get("version", 0))
+        return int(result["revision"])
 
     def rollback(self, release: str, revision: int | None, *, timeout: int) -> None:
         self._call("rollback", release, self._config.rollback, release, version=revision, timeout=timeout)
@@ -182,16 +199,14 @@ class HelmEngine:
 
 
 def _revision(entry: dict[str, Any]) -> Revision:
-    info = entry.get("info") or {}
-    chart = entry.get("chart") or {}
-    metadata = chart.get("metadata") or {}
+    # helm-python-sdk's release summary: name, namespace, revision, status, deployed_at, chart_name,
+    # chart_version, app_version, labels, notes, manifest.
     return Revision(
-        revision=int(entry.get("version", 0)),
-        status=str(info.get("status", "")),
-        updated=str(info.get("last_deployed") or info.get("first_deployed") or ""),
-        chart=f"{metadata.get('name', '')}-{metadata.get('version', '')}",
-        app_version=str(metadata.get("appVersion", "")),
-        description=str(info.get("description", "")),
+        revision=int(entry["revision"]),
+        status=str(entry.get("status", "")),
+        updated=str(entry.get("deployed_at", "")),
+        chart=f"{entry.get('chart_name', '')}-{entry.get('chart_version', '')}",
+        app_version=str(entry.get("app_version", "")),
     )
 
 

@@ -70,7 +70,12 @@ def deploy_cmd(
     ] = False,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and check everything; change nothing.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the manifests and check them against the cluster (GPU gate); change nothing."
+        ),
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
     """Install or upgrade the service on Kubernetes and follow the rollout; explain and roll back on failure.
@@ -80,20 +85,11 @@ def deploy_cmd(
 
     Example: mlctl deploy --env staging --image ghcr.io/acme/fraud-scorer:3f2a-g1c9d@sha256:...
     """
-    from mlctl.deploy.core import deploy_service, render, resolve_image, target
+    from mlctl.deploy.core import deploy_service
 
     out = state_of(ctx).output(json_)
     reporter = out.reporter()
     try:
-        if dry_run and not out.json:
-            where = target(env=env, release=release, namespace=namespace, context=context)
-            ref = resolve_image(where.loaded, image, require_digest=require_digest, reporter=reporter)
-            rendered = render(where, ref, values_files=values or (), sets=set_ or ())
-            from mlctl.chart.core import joined
-
-            out.console.print(joined(dict(rendered.manifests)), markup=False, highlight=False, end="")
-            reporter.step(f"dry run: would deploy {ref.reference} as {where.release} in {where.namespace}")
-            return
         result = deploy_service(
             env=env,
             image=image,
@@ -108,20 +104,15 @@ def deploy_cmd(
             dry_run=dry_run,
             reporter=reporter,
         )
-    except Exception as exc:
-        findings = getattr(exc, "findings", None)
-        if findings and not out.json:
-            reporter.close()
-            for finding in findings:
-                out.err_console.print(f"[bold red]why:[/] {finding.message}", highlight=False, markup=True)
-                out.err_console.print(f"     [yellow]fix:[/] {finding.hint}", highlight=False)
-        raise
     finally:
         reporter.close()
     out.result(result, lambda console: render_deploy(console, result))
 
 
 def render_deploy(console: Console, result: DeployResult) -> None:
+    if result.manifest is not None:  # a dry run: its plan was reported as a step
+        console.print(result.manifest, markup=False, highlight=False, end="")
+        return
     if result.status == "unchanged":
         console.print(
             f"{result.release}: unchanged (revision {result.revision}), {result.ready}/{result.desired} ready"

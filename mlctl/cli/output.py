@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlctl.errors import ConfigError, MlctlError
+from mlctl.errors import DeployError, MlctlError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -138,13 +138,19 @@ class Output:
                 "message": exc.message,
                 "hint": exc.hint,
             }
-            if isinstance(exc, ConfigError) and exc.problems:
-                body["problems"] = [to_data(p) for p in exc.problems]
+            problems = getattr(exc, "problems", None)  # ConfigError, and the chart's ValuesError
+            if problems:
+                body["problems"] = [to_data(p) for p in problems]
+            if isinstance(exc, DeployError) and exc.findings:
+                body["findings"] = [to_data(f) for f in exc.findings]
             self.stdout.write(json.dumps({"error": body}, indent=2) + "\n")
             self.stdout.flush()
         else:
             for line in exc.lines():
                 self.err_console.print(f"[bold red]error:[/] {_escape(line)}", highlight=False)
+            for finding in getattr(exc, "findings", ()):
+                self.err_console.print(f"[bold red]why:[/] {_escape(finding.message)}", highlight=False)
+                self.err_console.print(f"     [yellow]fix:[/] {_escape(finding.hint)}", highlight=False)
             if exc.hint:
                 self.err_console.print(f"[yellow]hint:[/] {_escape(exc.hint)}", highlight=False)
         if self.debug:

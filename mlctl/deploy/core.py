@@ -9,6 +9,7 @@ replica is ready. When it fails it says why in plain words, rolls back to the la
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,12 @@ from mlctl.reporting import NullReporter, Reporter
 if TYPE_CHECKING:
     from mlctl.adapters.helm import HelmEngine
     from mlctl.adapters.kube import Cluster
+
+
+#: Seconds Helm's own actions may take (applying manifests, deleting them); the rollout is watched apart.
+HELM_TIMEOUT_S = 300
+#: Seconds the watch waits past the Deployment's progress deadline for the controller to call it.
+DEADLINE_GRACE_S = 15
 
 
 @dataclass(frozen=True)
@@ -205,83 +212,102 @@ def deploy_service(
         InputError: bad flags or values. ClusterError: the cluster is unreachable, forbids us, or
         lacks the namespace. DeployError: no node can run it (GPU gate), or the rollout failed
         (after rolling back).
+
+    With ``dry_run`` everything up to the install is done (values, cluster, namespace, GPU gate,
+    what would change) and nothing is changed.
     """
     reporter = reporter or NullReporter()
     started = time.monotonic()
     where = target(project_dir, env=env, release=release, namespace=namespace, context=context)
-    config = where.loaded.config
     ref = resolve_image(where.loaded, image, require_digest=require_digest, reporter=reporter)
     rendered = render(where, ref, values_files=values_files, sets=sets)  # values are checked before any cluster call
-    if dry_run:
-        return DeployResult(
-            where.release,
-            where.namespace,
-            "dry-run",
-            None,
-            ref.reference,
-            0,
-            config.deploy.replicas,
-            round(time.monotonic() - started, 2),
-        )
     with connected(where) as (cluster, helm):
-        gate = _gate(cluster, where, reporter)
+        gate = _gate(cluster, where, rendered, reporter)
         if gate.min_driver_major:
             rendered = render(where, ref, values_files=values_files, sets=sets, min_driver_major=gate.min_driver_major)
+        values = dict(rendered.values)
         history = helm.history(where.release)
         deployed = [r for r in history if r.status == "deployed"]
-        timeout = int(timeout_s or _progress_deadline(rendered))
+        # The watch outlives the Deployment's own deadline a little, so that the controller's verdict
+        # (ProgressDeadlineExceeded) is what ends it, not our clock.
+        timeout = int(timeout_s or _progress_deadline(rendered) + DEADLINE_GRACE_S)
+        description = f"mlctl deploy {ref.reference}"
         from mlctl.adapters.helm import load_chart
 
         chart = load_chart(chart_dir())
-        if deployed and _same_manifests(helm.manifest(where.release), joined(dict(rendered.manifests))):
-            reporter.step(f"{where.release}: nothing changed since revision {deployed[-1].revision}")
-            return _result(cluster, where, "unchanged", deployed[-1].revision, ref, started, gate)
-        if history and not deployed:
-            reporter.step(f"{where.release}: removing the failed earlier install")
-            helm.uninstall(where.release, timeout=timeout)
-            history = []
-        if history:
-            reporter.step(f"upgrading {where.release} in {where.namespace} to {ref.reference}")
-            revision = helm.upgrade(chart, where.release, dict(rendered.values), timeout=timeout)
-        else:
-            reporter.step(f"installing {where.release} in {where.namespace} ({ref.reference})")
-            revision = helm.install(chart, where.release, dict(rendered.values), timeout=timeout)
+        try:
+            planned = helm.preview(chart, where.release, values, upgrade=True) if deployed else None
+            if planned is not None and _same_manifests(helm.manifest(where.release), planned):
+                reporter.step(f"{where.release}: nothing changed since revision {deployed[-1].revision}")
+                return _result(cluster, where, "unchanged", deployed[-1].revision, ref, started, gate)
+            if dry_run:
+                if planned is None:
+                    planned = (
+                        helm.preview(chart, where.release, values, upgrade=False)
+                        if not history
+                        else joined(dict(rendered.manifests))  # only a failed install exists: it would be replaced
+                    )
+                plan = "would-upgrade" if deployed else "would-install"
+                reporter.step(
+                    f"dry run: {where.release} {plan.replace('-', ' ')} in {where.namespace} with {ref.reference}"
+                    + (f" (revision {deployed[-1].revision} is live)" if deployed else "")
+                )
+                result = _result(cluster, where, plan, deployed[-1].revision if deployed else None, ref, started, gate)
+                return dataclasses.replace(result, manifest=planned)
+            if history and not deployed:
+                reporter.step(f"{where.release}: removing the failed earlier install")
+                helm.uninstall(where.release, timeout=HELM_TIMEOUT_S)
+                history = []
+            if history:
+                reporter.step(f"upgrading {where.release} in {where.namespace} to {ref.reference}")
+                revision = helm.upgrade(chart, where.release, values, timeout=HELM_TIMEOUT_S, description=description)
+            else:
+                reporter.step(f"installing {where.release} in {where.namespace} ({ref.reference})")
+                revision = helm.install(chart, where.release, values, timeout=HELM_TIMEOUT_S, description=description)
+        finally:
+            chart.close()
         if not wait:
             return _result(cluster, where, "deployed", revision, ref, started, gate)
-        reporter.step(f"waiting for {config.deploy.replicas} replica(s) to be ready (up to {timeout} s)")
+        reporter.step(f"waiting for {_replicas(rendered)} replica(s) to be ready (up to {timeout} s)")
         rollout = watch_rollout(
             cluster,
             where.namespace,
             where.release,
             timeout_s=timeout,
-            startup_budget_s=config.probes.startup_budget_s,
-            memory_limit=str(rendered.values["resources"]["memoryLimit"]),
+            startup_budget_s=int(values["probes"]["startupBudgetSeconds"]),
+            memory_limit=str(values["resources"]["memoryLimit"]),
             reporter=reporter,
         )
         if not rollout.ok:
-            _undo(helm, where, deployed, timeout, reporter)
+            _undo(helm, where, deployed, reporter)
             raise _failure(where, rollout, deployed)
         return _result(cluster, where, "deployed", revision, ref, started, gate, rollout)
 
 
-def _gate(cluster: Cluster, where: Target, reporter: Reporter) -> GateResult:
+def _gate(cluster: Cluster, where: Target, rendered: RenderedRelease, reporter: Reporter) -> GateResult:
     from mlctl.images.matrix import resolve
 
-    config = where.loaded.config
-    gpus = config.resources.gpu.count
+    gpu = rendered.values["resources"]["gpu"]  # mlctl.yaml, with --values/--set on top
+    gpus, products = int(gpu.get("count", 0)), list(gpu.get("products") or [])
     if gpus <= 0:
         return GateResult(())
-    runtime = config.runtime
+    runtime = where.loaded.config.runtime
     min_driver = resolve(runtime.python, runtime.torch, runtime.accelerator, runtime.cuda).min_driver
     try:
         nodes = cluster.nodes()
     except ClusterError as exc:
         reporter.warn(f"cannot read the cluster's nodes ({exc.message}): the GPU check is skipped")
         return GateResult(())
-    result = gpu_gate(nodes, gpus=gpus, products=list(config.resources.gpu.products), min_driver=min_driver)
+    result = gpu_gate(nodes, gpus=gpus, products=products, min_driver=min_driver)
     for warning in result.warnings:
         reporter.warn(warning)
     return result
+
+
+def _replicas(rendered: RenderedRelease) -> int:
+    values = rendered.values
+    scaling = values.get("autoscaling") or {}
+    return int(scaling["minReplicas"] if scaling.get("enabled") else values.get("replicaCount", 1))
 
 
 def _progress_deadline(rendered: RenderedRelease) -> int:
@@ -299,13 +325,13 @@ def _documents_by_name(text: str) -> dict[str, Any]:
     return {f"{d.get('kind')}/{d.get('metadata', {}).get('name')}": d for d in manifest_documents(text)}
 
 
-def _undo(helm: HelmEngine, where: Target, deployed: list[Any], timeout: int, reporter: Reporter) -> None:
+def _undo(helm: HelmEngine, where: Target, deployed: list[Any], reporter: Reporter) -> None:
     if deployed:
         reporter.step(f"rolling {where.release} back to revision {deployed[-1].revision}")
-        helm.rollback(where.release, deployed[-1].revision, timeout=timeout)
+        helm.rollback(where.release, deployed[-1].revision, timeout=HELM_TIMEOUT_S)
     else:
         reporter.step(f"removing the failed first install of {where.release}")
-        helm.uninstall(where.release, timeout=timeout)
+        helm.uninstall(where.release, timeout=HELM_TIMEOUT_S)
 
 
 def _failure(where: Target, rollout: Rollout, deployed: list[Any]) -> DeployError:
@@ -315,11 +341,9 @@ def _failure(where: Target, rollout: Rollout, deployed: list[Any]) -> DeployErro
     else:
         head = f"{where.release}: the rollout failed after {rollout.seconds:.0f} s"
     undone = f"rolled back to revision {deployed[-1].revision}" if deployed else "the failed install was removed"
-    error = DeployError(
-        f"{head}; {undone}", hint=findings[0].hint if findings else "see `mlctl status` and `mlctl logs`"
+    return DeployError(
+        f"{head}; {undone}", hint=None if findings else "see `mlctl status` and `mlctl logs`", findings=findings
     )
-    error.findings = findings  # type: ignore[attr-defined]
-    return error
 
 
 def _result(
@@ -387,9 +411,12 @@ def release_status(where: Target) -> ReleaseStatus:
 def release_history(where: Target) -> list[ReleaseRevision]:
     with connected(where) as (_, helm):
         history = helm.history(where.release)
-    if not history:
-        raise InputError(f"no release {where.release!r} in namespace {where.namespace}")
-    return [ReleaseRevision(r.revision, r.status, r.updated, r.chart, r.description) for r in history]
+        if not history:
+            raise InputError(f"no release {where.release!r} in namespace {where.namespace}")
+        return [
+            ReleaseRevision(r.revision, r.status, r.updated, r.chart, helm.description(where.release, r.revision))
+            for r in history
+        ]
 
 
 def rollback_release(
@@ -411,8 +438,10 @@ def rollback_release(
             known = ", ".join(str(r.revision) for r in history)
             raise InputError(f"{where.release} has no revision {revision}; it has {known}")
         reporter.step(f"rolling {where.release} back to revision {revision}")
-        timeout = int(timeout_s or 600)
-        helm.rollback(where.release, revision, timeout=timeout)
+        helm.rollback(where.release, revision, timeout=HELM_TIMEOUT_S)
+        live = cluster.deployment(where.namespace, where.release) or {}
+        deadline = int((live.get("spec") or {}).get("progressDeadlineSeconds") or 600)
+        timeout = int(timeout_s or deadline + DEADLINE_GRACE_S)
         new = helm.history(where.release)[-1].revision
         config = where.loaded.config
         if wait:
@@ -428,7 +457,8 @@ def rollback_release(
             if not rollout.ok:
                 raise DeployError(
                     f"{where.release}: revision {revision} did not become ready either",
-                    hint=rollout.findings[0].hint if rollout.findings else "see `mlctl status`",
+                    hint=None if rollout.findings else "see `mlctl status` and `mlctl logs`",
+                    findings=rollout.findings,
                 )
         deployment = cluster.deployment(where.namespace, where.release)
         image = str(deployment["spec"]["template"]["spec"]["containers"][0]["image"]) if deployment else ""
@@ -443,7 +473,7 @@ def delete_release(where: Target, *, reporter: Reporter | None = None) -> str:
         if not helm.history(where.release):
             raise InputError(f"no release {where.release!r} in namespace {where.namespace}")
         reporter.step(f"deleting {where.release} from {where.namespace}")
-        helm.uninstall(where.release, timeout=300)
+        helm.uninstall(where.release, timeout=HELM_TIMEOUT_S)
     return where.release
 
 
@@ -452,9 +482,21 @@ def diff_release(
 ) -> list[ResourceChange]:
     """What a deploy would change, resource by resource, against the live release."""
     rendered = render(where, image, values_files=values_files, sets=sets)
+    from mlctl.adapters.helm import load_chart
+
     with connected(where) as (_, helm):
-        live = helm.manifest(where.release) if helm.history(where.release) else ""
-    before, after = _documents_by_name(live), _documents_by_name(joined(dict(rendered.manifests)))
+        history = helm.history(where.release)
+        deployed = any(r.status == "deployed" for r in history)
+        live = helm.manifest(where.release) if deployed else ""
+        if history and not deployed:
+            planned = joined(dict(rendered.manifests))  # only a failed install exists
+        else:
+            chart = load_chart(chart_dir())
+            try:
+                planned = helm.preview(chart, where.release, dict(rendered.values), upgrade=deployed)
+            finally:
+                chart.close()
+    before, after = _documents_by_name(live), _documents_by_name(planned)
     changes = []
     for name in sorted(set(before) | set(after)):
         old, new = _yaml(before.get(name)), _yaml(after.get(name))
@@ -475,6 +517,8 @@ def _yaml(document: Any) -> str:
 
     yaml = YAML()
     yaml.default_flow_style = False
+    yaml.width = 4096  # a long image reference stays on its line, where the diff shows it
+    yaml.indent(mapping=2, sequence=4, offset=2)
     buffer = io.StringIO()
     yaml.dump(document, buffer)
     return buffer.getvalue()

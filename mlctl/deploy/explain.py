@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from mlctl.models import PodState
+
 #: Waiting reasons that will not fix themselves.
 PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
 
@@ -15,7 +17,8 @@ PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrIma
 class Finding:
     """One reason a rollout is not progressing."""
 
-    #: gpu_shortage, untolerated_taint, no_matching_node, image_pull, crash, oom, startup_probe, deadline, unschedulable
+    #: gpu_shortage, untolerated_taint, no_matching_node, image_pull, crash, oom, startup_probe, deadline,
+    #: unschedulable, timeout
     kind: str
     message: str
     hint: str
@@ -68,6 +71,22 @@ def deadline_finding(deployment: dict[str, Any]) -> Finding | None:
     return None
 
 
+def timeout_finding(states: list[PodState], timeout_s: float, startup_budget_s: int) -> Finding:
+    """Nothing is wrong that the cluster can tell; the replicas are just not ready yet."""
+    waiting: dict[str, int] = {}
+    for state in states:
+        if not state.ready:
+            waiting[state.state] = waiting.get(state.state, 0) + 1
+    doing = ", ".join(f"{n} {what}" for what, n in sorted(waiting.items())) or "no pods yet"
+    return Finding(
+        "timeout",
+        f"the wait ran out after {timeout_s:.0f} s with nothing failing ({doing})",
+        f"wait longer (--timeout); if the model takes longer than probes.startup_budget_s ({startup_budget_s} s) "
+        "to load, raise it in mlctl.yaml",
+        True,
+    )
+
+
 def _pod_findings(
     pod: dict[str, Any],
     events: list[dict[str, Any]],
@@ -93,7 +112,7 @@ def _pod_findings(
                     True,
                 )
             )
-        elif last.get("reason") == "OOMKilled" or (last.get("exitCode") == 137 and reason == "CrashLoopBackOff"):
+        elif last.get("reason") == "OOMKilled":  # not any exit 137: a probe's kill is a SIGKILL too
             findings.append(
                 Finding(
                     "oom",

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlctl.deploy.explain import Finding, deadline_finding, explain
+from mlctl.deploy.explain import Finding, deadline_finding, explain, timeout_finding
 from mlctl.models import PodState
 from mlctl.reporting import Reporter
 
@@ -89,11 +89,12 @@ def watch_rollout(
     startup_budget_s: int,
     memory_limit: str | None,
     reporter: Reporter,
-    poll_s: float = 0.5,
+    poll_s: tuple[float, float] = (0.1, 1.0),
 ) -> Rollout:
     """Follow the release's Deployment until all replicas are ready, a failure that will not fix
     itself appears (image pull, crash loop, start-up probe kills, progress deadline), or the timeout."""
     started = time.monotonic()
+    delay = poll_s[0]
     warned: set[str] = set()
     last_line = ""
     nodes: list[dict[str, Any]] | None = None
@@ -137,8 +138,13 @@ def watch_rollout(
         if elapsed >= timeout_s:
             findings = _findings(cluster, namespace, pods, nodes or _nodes(cluster), startup_budget_s, memory_limit)
             states = [pod_state(p) for p in pods]
+            if not findings:
+                findings = [timeout_finding(states, timeout_s, startup_budget_s)]
             return Rollout(False, tuple(findings), round(elapsed, 2), ready, desired, tuple(states), timed_out=True)
-        time.sleep(poll_s)
+        # Quick at first (most rollouts that fail, fail at once; small ones finish in a second),
+        # then once a second: a few GETs per look, kind to the API server during a long model load.
+        time.sleep(delay)
+        delay = min(poll_s[1], delay * 1.5)
 
 
 def _findings(

@@ -1,0 +1,447 @@
+"""``mlctl deploy`` and the day-2 commands end to end: the real Helm engine and the official Kubernetes
+client against the Kubernetes API emulator (tests/kube), reached through a kubeconfig as a cluster is.
+
+The emulator's controllers do what a cluster's do (Deployment -> ReplicaSet -> Pods, a scheduler that
+counts nvidia.com/gpu, kubelets that pull, crash and probe, Events), so every explanation here comes
+from the API, exactly as it would from a real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Result, free_port
+from kube.emulator import FakeCluster
+
+NS = "ml"
+DIGEST1 = "sha256:" + "1" * 64
+DIGEST2 = "sha256:" + "2" * 64
+REPO = "registry.example.com/acme/demo-svc"
+IMAGE1 = f"{REPO}:aaaa-g1111111@{DIGEST1}"
+IMAGE2 = f"{REPO}:bbbb-g2222222@{DIGEST2}"
+ENVIRONMENTS = """
+environments:
+  staging:
+    deploy:
+      namespace: ml
+  gpu:
+    runtime:
+      accelerator: cuda
+    resources:
+      gpu:
+        count: 1
+    deploy:
+      namespace: ml
+  two-gpus:
+    runtime:
+      accelerator: cuda
+    resources:
+      gpu:
+        count: 2
+    deploy:
+      namespace: ml
+      replicas: 2
+"""
+
+
+@pytest.fixture
+def kube(isolated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeCluster]:
+    with FakeCluster(kube_version="1.31") as cluster:
+        cluster.add_namespace(NS)
+        cluster.add_node("cpu-0")
+        path = cluster.kubeconfig(tmp_path / "kubeconfig", namespace="default", context="test")
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        yield cluster
+
+
+@pytest.fixture
+def svc(service: Path) -> Path:
+    """The demo service with staging (CPU) and GPU environments, all in namespace ml."""
+    path = service / "mlctl.yaml"
+    path.write_text(path.read_text().split("\nenvironments:", 1)[0] + "\n" + ENVIRONMENTS)
+    return service
+
+
+def mlctl(cli: Any, svc: Path, *args: str) -> Result:
+    result: Result = cli("-C", str(svc), *args)
+    return result
+
+
+def deploy_json(cli: Any, svc: Path, *args: str) -> dict[str, Any]:
+    result = mlctl(cli, svc, "--json", "deploy", *args)
+    assert result.exit_code == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def deployment(kube: FakeCluster) -> dict[str, Any]:
+    (found,) = [d for d in kube.objects("deployments", NS) if d["metadata"]["name"] == "demo-svc"]
+    return found
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll ``check`` until it holds (True) or the time runs out (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def release_secrets(kube: FakeCluster) -> list[str]:
+    return sorted(
+        s["metadata"]["name"] for s in kube.objects("secrets", NS) if s["metadata"]["name"].startswith("sh.helm")
+    )
+
+
+# --- install, upgrade, no-op ------------------------------------------------------------------------
+
+
+def test_first_install_upgrade_and_no_op_upgrade(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    first = deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    assert first["status"] == "deployed"
+    assert first["revision"] == 1
+    assert (first["ready"], first["desired"]) == (1, 1)
+    assert first["image"] == IMAGE1
+    (pod,) = first["pods"]
+    assert pod["ready"] is True
+    assert pod["node"] == "cpu-0"
+    assert deployment(kube)["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1
+
+    second = deploy_json(cli, svc, "--env", "staging", "--image", IMAGE2)
+    assert (second["status"], second["revision"]) == ("deployed", 2)
+    assert deployment(kube)["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE2
+    pods = [p for p in kube.objects("pods", NS) if not p["metadata"].get("deletionTimestamp")]
+    assert [p["spec"]["containers"][0]["image"] for p in pods] == [IMAGE2]
+
+    third = deploy_json(cli, svc, "--env", "staging", "--image", IMAGE2)
+    assert (third["status"], third["revision"]) == ("unchanged", 2)
+    assert release_secrets(kube) == ["sh.helm.release.v1.demo-svc.v1", "sh.helm.release.v1.demo-svc.v2"]
+
+    history = mlctl(cli, svc, "--json", "history", "--env", "staging")
+    assert history.exit_code == 0, history.stderr
+    assert [(r["revision"], r["status"]) for r in json.loads(history.stdout)] == [(1, "superseded"), (2, "deployed")]
+
+
+def test_the_human_output_follows_the_rollout(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1)
+    assert result.exit_code == 0, result.stderr
+    assert "installing demo-svc in ml" in result.stderr
+    assert "waiting for 1 replica(s) to be ready" in result.stderr
+    assert "Deployed demo-svc revision 1 in ml: 1/1 ready" in result.stdout
+    assert "cpu-0" in result.stdout  # the pods table
+
+
+def test_no_wait_returns_after_helm(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    result = deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1, "--no-wait")
+    assert (result["status"], result["revision"]) == ("deployed", 1)
+    assert deployment(kube)["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo-svc"
+
+
+def test_dry_run_changes_nothing(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1, "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "kind: Deployment" in result.stdout
+    assert "dry run: demo-svc would install in ml" in result.stderr
+    assert kube.objects("deployments", NS) == []
+    assert release_secrets(kube) == []
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    planned = deploy_json(cli, svc, "--env", "staging", "--image", IMAGE2, "--dry-run")
+    assert (planned["status"], planned["revision"]) == ("would-upgrade", 1)
+    assert deployment(kube)["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1
+
+
+# --- failures: explained, rolled back --------------------------------------------------------------
+
+
+def test_gpu_shortage_is_explained_and_the_first_install_removed(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.add_node("gpu-0", gpus=2, product="NVIDIA-A100-SXM4-80GB")
+    kube.add_node("gpu-1", gpus=1, product="NVIDIA-A100-SXM4-80GB")
+    # Two replicas of two GPUs each: only gpu-0 can hold one; the other waits for a GPU that never frees.
+    result = mlctl(cli, svc, "deploy", "--env", "two-gpus", "--image", IMAGE1, "--timeout", "4")
+    assert result.exit_code == 8, result.stderr
+    err = result.stderr
+    assert "demo-svc: 1/2 replicas ready after" in err
+    assert "the failed install was removed" in err
+    assert "why: no node has 2 free nvidia.com/gpu for a replica" in err
+    assert "cpu-0 0 allocatable, gpu-0 2 allocatable, gpu-1 1 allocatable" in err
+    assert "fix: wait for GPUs to free up, lower resources.gpu.count, or ask for more GPU nodes" in err
+    assert kube.objects("deployments", NS) == []
+    assert release_secrets(kube) == []
+
+
+def test_gpu_shortage_on_upgrade_rolls_back(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.add_node("gpu-0", gpus=1)
+    good = deploy_json(cli, svc, "--env", "gpu", "--image", IMAGE1)
+    assert good["pods"][0]["node"] == "gpu-0"
+    assert good["pods"][0]["gpus"] == 1
+    # Three replicas of one GPU on a one-GPU cluster: two never schedule.
+    result = mlctl(
+        cli, svc, "--json", "deploy", "--env", "gpu", "--image", IMAGE2, "--set", "replicaCount=3", "--timeout", "4"
+    )
+    assert result.exit_code == 8
+    error = json.loads(result.stdout)["error"]
+    assert error["exit_code"] == 8
+    assert error["message"].startswith("demo-svc: 1/3 replicas ready after 4 s; rolled back to revision 1")
+    assert error["findings"][0]["kind"] == "gpu_shortage"
+    assert "waiting for 3 replica(s) to be ready (up to 4 s)" in result.stderr
+    live = deployment(kube)
+    assert live["spec"]["replicas"] == 1
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1
+    history = json.loads(mlctl(cli, svc, "--json", "history", "--env", "gpu").stdout)
+    # Helm marks the failed revision superseded by the rollback, whose description says what happened.
+    assert [(r["revision"], r["status"]) for r in history] == [(1, "superseded"), (2, "superseded"), (3, "deployed")]
+    assert history[1]["description"] == f"mlctl deploy {IMAGE2}"
+    assert history[2]["description"] == "Rollback to 1"
+
+
+def test_image_pull_failure(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.bad_images.add(IMAGE1)
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1)
+    assert result.exit_code == 8
+    assert f"why: the cluster cannot pull the image {IMAGE1}" in result.stderr
+    assert "imagePullSecrets" in result.stderr
+    assert kube.objects("deployments", NS) == []
+
+
+def test_crash_loop_shows_the_servers_last_words(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    kube.crash_images[IMAGE2] = (1, ["loading /srv/weights/model.pt", "RuntimeError: size mismatch for fc.weight"])
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE2)
+    assert result.exit_code == 8
+    assert "why: the server keeps exiting (exit code 1" in result.stderr
+    assert "RuntimeError: size mismatch for fc.weight" in result.stderr
+    assert "rolled back to revision 1" in result.stderr
+    assert deployment(kube)["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1
+
+
+def test_oom_kill(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.crash_images[IMAGE1] = (137, ["allocating 48 GiB for the KV cache"])
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1)
+    assert result.exit_code == 8
+    assert "why: the server ran out of memory and was killed (OOMKilled, limit 5Gi)" in result.stderr
+    assert "allocating 48 GiB for the KV cache" in result.stderr
+
+
+def test_a_model_slower_than_its_startup_budget(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.slow_images[IMAGE1] = 3600
+    mlyaml = svc / "mlctl.yaml"
+    mlyaml.write_text(mlyaml.read_text().replace("startup_budget_s: 300", "startup_budget_s: 10"))
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1, "--timeout", "60")
+    assert result.exit_code == 8, result.stderr
+    assert "why: the server was killed by its start-up probe before the model finished loading" in result.stderr
+    assert "it is 10 s; try 70 s" in result.stderr
+
+
+def test_progress_deadline(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.slow_images[IMAGE1] = 3600  # never ready within the deadline, never killed (budget 300 s)
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1, "--set", "progressDeadlineSeconds=2")
+    assert result.exit_code == 8, result.stderr
+    assert "why: the rollout made no progress for 2 s" in result.stderr
+
+
+# --- day 2 -----------------------------------------------------------------------------------------
+
+
+def test_status_logs_and_diff(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    status = mlctl(cli, svc, "--json", "status", "--env", "staging")
+    assert status.exit_code == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert (data["revision"], data["status"], data["image"]) == (1, "deployed", IMAGE1)
+    assert (data["ready"], data["desired"]) == (1, 1)
+    assert data["pods"][0]["node"] == "cpu-0"
+    human = mlctl(cli, svc, "status", "--env", "staging")
+    assert "demo-svc in ml: revision 1 (deployed" in human.stdout
+
+    logs = mlctl(cli, svc, "logs", "--env", "staging")
+    assert logs.exit_code == 0, logs.stderr
+    assert f"fake kubelet: container server started from image {IMAGE1}" in logs.stdout  # what the server printed
+    # -f streams until the server closes the log (a real kubelet keeps it open while the container runs)
+    followed = mlctl(cli, svc, "logs", "--env", "staging", "-f")
+    assert followed.exit_code == 0, followed.stderr
+    assert followed.stdout == logs.stdout
+
+    assert "no changes" in mlctl(cli, svc, "diff", "--env", "staging", "--image", IMAGE1).stdout
+    diff = mlctl(cli, svc, "--json", "diff", "--env", "staging", "--image", IMAGE2)
+    changes = {c["resource"]: c for c in json.loads(diff.stdout)}
+    # The image's tag is the app.kubernetes.io/version label of every resource; only the Deployment runs it.
+    assert set(changes) == {
+        "ConfigMap/demo-svc-serving",
+        "Deployment/demo-svc",
+        "Service/demo-svc",
+        "ServiceAccount/demo-svc",
+    }
+    assert {c["change"] for c in changes.values()} == {"changed"}
+    image_lines = [line for line in changes["Deployment/demo-svc"]["diff"].splitlines() if "image: " in line]
+    assert image_lines == [f"-          image: {IMAGE1}", f"+          image: {IMAGE2}"]
+    assert "image: " not in changes["Service/demo-svc"]["diff"]
+
+
+def test_status_and_logs_of_a_crashing_release(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.crash_images[IMAGE1] = (1, ["loading /srv/weights/model.pt", "FileNotFoundError: model.pt"])
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1, "--no-wait", "--set", "replicaCount=2")
+    assert result.exit_code == 0, result.stderr
+
+    def crashed() -> bool:
+        status = json.loads(mlctl(cli, svc, "--json", "status", "--env", "staging").stdout)
+        return len(status["pods"]) == 2 and all(p["restarts"] >= 1 for p in status["pods"])
+
+    assert eventually(crashed)
+    status = json.loads(mlctl(cli, svc, "--json", "status", "--env", "staging").stdout)
+    assert status["ready"] == 0
+    assert {p["state"] for p in status["pods"]} <= {"CrashLoopBackOff", "loading the model"}
+    previous = mlctl(cli, svc, "logs", "--env", "staging", "--previous")
+    assert previous.exit_code == 0, previous.stderr
+    names = sorted(p["name"] for p in status["pods"])
+    for name in names:
+        assert f"[{name}] FileNotFoundError: model.pt" in previous.stdout  # several pods: each line says whose
+    one = mlctl(cli, svc, "logs", names[0], "--env", "staging", "--previous", "--tail", "1")
+    assert one.stdout == "FileNotFoundError: model.pt\n"
+    wrong = mlctl(cli, svc, "logs", "demo-svc-nope", "--env", "staging")
+    assert wrong.exit_code == 4
+    assert "demo-svc-nope is not a pod of demo-svc" in wrong.stderr
+
+
+def test_the_rollback_command(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE2)
+    result = mlctl(cli, svc, "--json", "rollback", "--env", "staging")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["revision"], data["image"], data["ready"]) == (3, IMAGE1, 1)
+    assert deployment(kube)["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1
+    again = mlctl(cli, svc, "--json", "rollback", "2", "--env", "staging")
+    assert json.loads(again.stdout)["image"] == IMAGE2
+    missing = mlctl(cli, svc, "rollback", "9", "--env", "staging")
+    assert missing.exit_code == 4
+    assert "demo-svc has no revision 9; it has 1, 2, 3, 4" in missing.stderr
+
+
+def test_delete_asks_first(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    refused = mlctl(cli, svc, "delete", "--env", "staging")
+    assert refused.exit_code == 4
+    assert "refusing to delete demo-svc without --yes" in refused.stderr
+    assert len(kube.objects("deployments", NS)) == 1
+    deleted = mlctl(cli, svc, "delete", "--env", "staging", "--yes")
+    assert deleted.exit_code == 0, deleted.stderr
+    assert "deleted demo-svc from ml" in deleted.stdout
+    for plural in ("deployments", "replicasets", "services", "configmaps", "serviceaccounts"):
+        assert kube.objects(plural, NS) == [], plural
+    # Pods go the way they go on a cluster: the garbage collector deletes them after their ReplicaSet.
+    assert eventually(lambda: all(p["metadata"].get("deletionTimestamp") for p in kube.objects("pods", NS)))
+    assert release_secrets(kube) == []
+    gone = mlctl(cli, svc, "status", "--env", "staging")
+    assert gone.exit_code == 4
+    assert "no release 'demo-svc' in namespace ml" in gone.stderr
+
+
+# --- the GPU gate, against the cluster's nodes ---------------------------------------------------
+
+
+def test_the_gate_refuses_before_anything_is_installed(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    result = mlctl(cli, svc, "deploy", "--env", "gpu", "--image", IMAGE1)
+    assert result.exit_code == 8
+    assert "no node in the cluster offers nvidia.com/gpu, and each replica asks for 1" in result.stderr
+    assert release_secrets(kube) == []
+
+
+def test_the_gate_pins_the_driver_when_nodes_say_it(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.add_node("gpu-old", gpus=1, driver_major=535)
+    kube.add_node("gpu-new", gpus=1, driver_major=580)
+    result = deploy_json(cli, svc, "--env", "gpu", "--image", IMAGE1)
+    assert result["pods"][0]["node"] == "gpu-new"
+    terms = deployment(kube)["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"][0]["key"] == "nvidia.com/cuda.driver.major"
+
+
+def test_the_gate_warns_without_gpu_labels(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.add_node("gpu-0", gpus=1)
+    result = mlctl(cli, svc, "deploy", "--env", "gpu", "--image", IMAGE1)
+    assert result.exit_code == 0, result.stderr
+    assert "cannot check the NVIDIA driver" in result.stderr
+
+
+# --- cluster access -------------------------------------------------------------------------------
+
+
+def test_an_unreachable_cluster(cli: Any, svc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeCluster() as cluster:
+        path = cluster.kubeconfig(tmp_path / "closed", context="gone")
+    # The emulator has stopped: its port is closed now.
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1)
+    assert result.exit_code == 9
+    assert f"cannot reach the API server at {cluster.url} (context gone)" in result.stderr
+    assert "--context" in result.stderr
+    port = free_port()
+    path.write_text(path.read_text().replace(cluster.url, f"http://127.0.0.1:{port}"))
+    assert mlctl(cli, svc, "status", "--env", "staging").exit_code == 9
+
+
+def test_no_kubeconfig(cli: Any, svc: Path) -> None:
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1)
+    assert result.exit_code == 6
+    assert "no usable kubeconfig" in result.stderr
+    assert "KUBECONFIG" in result.stderr
+
+
+def test_forbidden_names_the_verb_and_resource(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    message = (
+        'deployments.apps "demo-svc" is forbidden: User "system:serviceaccount:ci:deployer" cannot patch resource '
+        '"deployments" in API group "apps" in the namespace "ml"'
+    )
+    kube.inject_fault("patch", "deployments", 403, "Forbidden", message, times=5)
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1)
+    assert result.exit_code == 9, result.stderr
+    assert 'cannot patch resource "deployments" in API group "apps" in the namespace "ml"' in result.stderr
+
+
+def test_forbidden_reads_name_the_verb_and_resource(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    message = (
+        'namespaces "ml" is forbidden: User "dev" cannot get resource "namespaces" in API group "" '
+        'in the namespace "ml"'
+    )
+    kube.inject_fault("get", "namespaces", 403, "Forbidden", message)
+    result = mlctl(cli, svc, "status", "--env", "staging")
+    assert result.exit_code == 9
+    assert 'forbidden: namespaces "ml" is forbidden: User "dev" cannot get resource "namespaces"' in result.stderr
+
+
+def test_a_missing_namespace(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--namespace", "ml-prod", "--image", IMAGE1)
+    assert result.exit_code == 9
+    assert "namespace 'ml-prod' does not exist in the cluster (context test)" in result.stderr
+    assert "kubectl create namespace ml-prod" in result.stderr
+
+
+def test_an_unknown_context(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--context", "prod", "--image", IMAGE1)
+    assert result.exit_code == 6
+    assert "no kube context 'prod'" in result.stderr
+    assert "contexts: test" in result.stderr
+
+
+def test_a_service_monitor_only_where_its_api_exists(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    without = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1, "--dry-run")
+    assert without.exit_code == 0, without.stderr
+    assert "kind: ServiceMonitor" not in without.stdout
+    kube.add_custom_resource("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")  # Prometheus Operator
+    planned = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1, "--dry-run")
+    assert "kind: ServiceMonitor" in planned.stdout
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    (monitor,) = kube.objects("servicemonitors.monitoring.coreos.com", NS)
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    # The comparison with the live release sees the same capabilities: nothing to change.
+    assert deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)["status"] == "unchanged"
+    # The offline render cannot know the cluster: it leaves the ServiceMonitor out.
+    assert "kind: ServiceMonitor" not in mlctl(cli, svc, "render", "--env", "staging", "--image", IMAGE1).stdout
