@@ -6,6 +6,7 @@ terminal, plain lines in CI, or JSON events with ``--json``. Library users get s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -24,8 +25,14 @@ class Reporter(Protocol):
     def log(self, line: str) -> None:
         """A line of output from a tool doing the work (a build step, a push); shown live, not kept."""
 
-    def status(self, line: str) -> None:
-        """The current state of something long (a rollout): replaces the previous status line."""
+    def status(self, line: str, elapsed: str = "", details: Sequence[str] = ()) -> None:
+        """The current state of something long (a rollout), called again and again while it lasts.
+
+        Args:
+            line: The state (``1/2 ready (1 loading the model)``); logs get it each time it changes.
+            elapsed: How long so far, against what (``42 s of a 300 s start-up budget``).
+            details: One line per part (each pod), shown live in a terminal.
+        """
 
 
 class NullReporter:
@@ -43,7 +50,7 @@ class NullReporter:
     def log(self, line: str) -> None:
         pass
 
-    def status(self, line: str) -> None:
+    def status(self, line: str, elapsed: str = "", details: Sequence[str] = ()) -> None:
         pass
 
 
@@ -65,5 +72,6 @@ class RecordingReporter:
     def log(self, line: str) -> None:
         self.events.append(("log", line))
 
-    def status(self, line: str) -> None:
-        self.events.append(("status", line))
+    def status(self, line: str, elapsed: str = "", details: Sequence[str] = ()) -> None:
+        if ("status", line) != (self.events[-1] if self.events else None):
+            self.events.append(("status", line))

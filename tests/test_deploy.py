@@ -9,6 +9,8 @@ from the API, exactly as it would from a real cluster.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -445,3 +447,35 @@ def test_a_service_monitor_only_where_its_api_exists(cli: Any, svc: Path, kube: 
     assert deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)["status"] == "unchanged"
     # The offline render cannot know the cluster: it leaves the ServiceMonitor out.
     assert "kind: ServiceMonitor" not in mlctl(cli, svc, "render", "--env", "staging", "--image", IMAGE1).stdout
+
+
+def test_a_terminal_gets_a_live_view_of_the_pods(svc: Path, kube: FakeCluster) -> None:
+    import pexpect
+
+    kube.slow_images[IMAGE1] = 4  # the model takes a while to load
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NO_COLOR", "TERM")} | {"TERM": "xterm"}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "mlctl", "deploy", "--env", "staging", "--image", IMAGE1],
+        env=env,
+        cwd=str(svc),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 200),
+    )
+    child.expect(r"0/1 ready \(1 loading the model\), \d+ s of a 300 s start-up budget")
+    child.expect(r"demo-svc-[a-z0-9]+-[a-z0-9]+  loading the model  node cpu-0  restarts 0")
+    child.expect(r"Deployed\S* demo-svc revision 1 in ml: 1/1 ready")  # "Deployed" is green
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_a_log_gets_each_change_once(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.slow_images[IMAGE1] = 3
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1)
+    assert result.exit_code == 0, result.stderr
+    lines = [line.strip() for line in result.stderr.splitlines() if line.endswith("s start-up budget)")]
+    states = [line.rsplit(" (", 1)[0] for line in lines]  # "0/1 ready (1 loading the model) (2 s of a 300 s ...)"
+    assert "0/1 ready (1 loading the model)" in states, result.stderr
+    assert len(states) == len(set(states))  # no line repeated just because a second passed

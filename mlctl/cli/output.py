@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -214,6 +214,7 @@ class _ConsoleReporter:
         self.console = console
         self._live: Any = None
         self._pane: list[str] = []
+        self._last_status = ""
 
     def _close_pane(self) -> None:
         if self._live is not None:
@@ -241,15 +242,18 @@ class _ConsoleReporter:
         else:
             self._live.update(text)
 
-    def status(self, line: str) -> None:
+    def status(self, line: str, elapsed: str = "", details: Sequence[str] = ()) -> None:
         if not self.console.is_terminal:
-            self.console.print(f"  {line}", markup=False, highlight=False)
+            if line != self._last_status:  # a CI log gets each change once, with the time it happened
+                self._last_status = line
+                self.console.print(f"  {line}" + (f" ({elapsed})" if elapsed else ""), markup=False, highlight=False)
             return
         from rich.live import Live
         from rich.text import Text
 
-        self._pane = [line]
-        text = Text(f"  {line}", style="cyan")
+        text = Text(f"  {line}" + (f", {elapsed}" if elapsed else ""), style="cyan")
+        for detail in details:
+            text.append(f"\n    {detail[: self.console.width - 6]}", style="dim")
         if self._live is None:
             self._live = Live(text, console=self.console, refresh_per_second=8, transient=True)
             self._live.start()
@@ -271,6 +275,7 @@ class _ConsoleReporter:
 class _JsonReporter:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self._last_status = ""
 
     def _event(self, kind: str, message: str) -> None:
         import json
@@ -290,8 +295,10 @@ class _JsonReporter:
     def log(self, line: str) -> None:
         self._event("log", line)
 
-    def status(self, line: str) -> None:
-        self._event("status", line)
+    def status(self, line: str, elapsed: str = "", details: Sequence[str] = ()) -> None:
+        if line != self._last_status:
+            self._last_status = line
+            self._event("status", line + (f" ({elapsed})" if elapsed else ""))
 
     def close(self) -> None:
         pass

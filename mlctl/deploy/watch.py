@@ -96,7 +96,6 @@ def watch_rollout(
     started = time.monotonic()
     delay = poll_s[0]
     warned: set[str] = set()
-    last_line = ""
     nodes: list[dict[str, Any]] | None = None
     pods: list[dict[str, Any]] = []
     desired = ready = 0
@@ -115,10 +114,11 @@ def watch_rollout(
             states = [pod_state(p) for p in pods]
             if observed and updated >= desired and available >= desired and ready >= desired and total <= desired:
                 return Rollout(True, (), round(elapsed, 2), ready, desired, tuple(states))
-            line = _status_line(states, ready, desired, elapsed, startup_budget_s)
-            if line != last_line:
-                reporter.status(line)
-                last_line = line
+            reporter.status(
+                _status_line(states, ready, desired),
+                f"{elapsed:.0f} s of a {startup_budget_s} s start-up budget",
+                [f"{p.name}  {p.state}  node {p.node or '-'}  restarts {p.restarts}" for p in states],
+            )
             findings = _findings(cluster, namespace, pods, nodes, startup_budget_s, memory_limit)
             if (
                 any(f.kind in ("gpu_shortage", "no_matching_node", "untolerated_taint") for f in findings)
@@ -180,14 +180,10 @@ def _nodes(cluster: Cluster) -> list[dict[str, Any]] | None:
         return None  # not allowed to read nodes: explain without them
 
 
-def _status_line(states: list[PodState], ready: int, desired: int, elapsed: float, budget: int) -> str:
+def _status_line(states: list[PodState], ready: int, desired: int) -> str:
     counts: dict[str, int] = {}
     for state in states:
         if not state.ready:
             counts[state.state] = counts.get(state.state, 0) + 1
     doing = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
-    return (
-        f"{ready}/{desired} ready"
-        + (f" ({doing})" if doing else "")
-        + f", {elapsed:.0f} s of a {budget} s start-up budget"
-    )
+    return f"{ready}/{desired} ready" + (f" ({doing})" if doing else "")
