@@ -185,5 +185,7 @@ def _status_line(states: list[PodState], ready: int, desired: int) -> str:
     for state in states:
         if not state.ready:
             counts[state.state] = counts.get(state.state, 0) + 1
-    doing = ", ".join(f"{n} {what}" for what, n in sorted(counts.items()))
+    doing = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or ("" if states else "creating pods")
+    # The pods say it first; the Deployment's count follows a moment later.
+    ready = max(ready, sum(1 for state in states if state.ready))
     return f"{ready}/{desired} ready" + (f" ({doing})" if doing else "")
