@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "build_images",
+    "deploy_service",
     "list_templates",
     "load_service_config",
     "new_service",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "build_images": "mlctl.images.core",
+    "deploy_service": "mlctl.deploy.core",
     "new_service": "mlctl.scaffold.core",
     "list_templates": "mlctl.scaffold.templates",
     "load_service_config": "mlctl.config",
@@ -33,6 +37,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from mlctl.deploy.core import deploy_service
+    from mlctl.images.core import build_images
     from mlctl.config import load_service_config
     from mlctl.scaffold.core import new_service
     from mlctl.scaffold.templates import list_templates
