@@ -37,9 +37,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from mlctl.config import load_service_config
     from mlctl.deploy.core import deploy_service
     from mlctl.images.core import build_images
-    from mlctl.config import load_service_config
     from mlctl.scaffold.core import new_service
     from mlctl.scaffold.templates import list_templates
     from mlctl.workflow.doctor import run_doctor

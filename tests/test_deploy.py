@@ -8,6 +8,7 @@ from the API, exactly as it would from a real cluster.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -478,4 +479,4 @@ def test_a_log_gets_each_change_once(cli: Any, svc: Path, kube: FakeCluster) -> 
     lines = [line.strip() for line in result.stderr.splitlines() if line.endswith("s start-up budget)")]
     states = [line.rsplit(" (", 1)[0] for line in lines]  # "0/1 ready (1 loading the model) (2 s of a 300 s ...)"
     assert "0/1 ready (1 loading the model)" in states, result.stderr
-    assert all(a != b for a, b in zip(states, states[1:])), states  # not again just because a second passed
+    assert all(a != b for a, b in itertools.pairwise(states)), states  # not again just because a second passed
