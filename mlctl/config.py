@@ -204,13 +204,16 @@ class AutoscalingConfig(_Section):
 
 
 class DeployConfig(_Section):
-    namespace: str = "default"
+    #: None: the namespace of the kube context (or of the pod, in-cluster), else "default".
+    namespace: str | None = None
     replicas: int = Field(default=1, ge=0, le=1000)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
 
     @field_validator("namespace")
     @classmethod
-    def _namespace(cls, value: str) -> str:
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         problem = dns_label_problem(value)
         if problem:
             raise ValueError(f"namespace {value!r} {problem}")

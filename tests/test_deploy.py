@@ -480,3 +480,41 @@ def test_a_log_gets_each_change_once(cli: Any, svc: Path, kube: FakeCluster) -> 
     states = [line.rsplit(" (", 1)[0] for line in lines]  # "0/1 ready (1 loading the model) (2 s of a 300 s ...)"
     assert "0/1 ready (1 loading the model)" in states, result.stderr
     assert all(a != b for a, b in itertools.pairwise(states)), states  # not again just because a second passed
+
+
+def test_the_namespace_comes_from_flag_then_mlctl_yaml_then_kube_context(
+    cli: Any, svc: Path, kube: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = svc / "mlctl.yaml"
+    path.write_text(path.read_text().replace("deploy:\n  namespace: default\n", "deploy:\n"))
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "ml-context", namespace=NS, context="ml")))
+    result = deploy_json(cli, svc, "--image", IMAGE1, "--no-wait")  # no environment: mlctl.yaml names none
+    assert result["namespace"] == NS
+    assert kube.objects("deployments", NS)
+    kube.add_namespace("other")
+    assert deploy_json(cli, svc, "--image", IMAGE1, "-n", "other", "--no-wait")["namespace"] == "other"
+    rendered = mlctl(cli, svc, "render", "--image", IMAGE1)  # offline too: the kubeconfig is only read
+    assert 'namespace: "ml"' in rendered.stdout
+
+
+def test_delete_asks_in_a_terminal(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    import pexpect
+
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1, "--no-wait")
+    env = {k: v for k, v in os.environ.items() if k not in ("CI",)}
+    for answer, code, left in (("n", 1, 1), ("y", 0, 0)):
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "mlctl", "delete", "--env", "staging"],
+            env=env,
+            cwd=str(svc),
+            encoding="utf-8",
+            timeout=60,
+        )
+        child.expect_exact("Delete demo-svc from namespace ml? [y/n] (n): ")
+        child.sendline(answer)
+        child.expect("kept demo-svc" if answer == "n" else "deleted demo-svc from ml")
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == code
+        assert len(kube.objects("deployments", NS)) == left

@@ -219,6 +219,26 @@ class Cluster:
         yield from stream
 
 
+def context_namespace(context: str | None = None) -> str:
+    """The namespace kubectl would use: the kube context's, or the pod's in-cluster, else "default".
+    Reads the kubeconfig only (no server contact); a missing or broken one means "default"."""
+    if _in_cluster(context):
+        try:
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+                return f.read().strip() or "default"
+        except OSError:
+            return "default"
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        contexts, active = config.list_kube_config_contexts(config_file=_kubeconfig_path())
+    except (ConfigException, OSError, TypeError):
+        return "default"
+    chosen = next((c for c in contexts if c["name"] == (context or (active or {}).get("name"))), None)
+    return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
 def cluster_info(context: str | None = None, timeout: float = 3.0) -> ClusterInfo:
     """Load the kube context (or in-cluster config) and ask the API server for its version.
 

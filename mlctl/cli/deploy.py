@@ -23,7 +23,12 @@ ReleaseOption = Annotated[
 ]
 NamespaceOption = Annotated[
     str | None,
-    typer.Option("--namespace", "-n", metavar="NS", help="Namespace.  [default: deploy.namespace in mlctl.yaml]"),
+    typer.Option(
+        "--namespace",
+        "-n",
+        metavar="NS",
+        help="Namespace.  [default: deploy.namespace in mlctl.yaml, else the kube context's]",
+    ),
 ]
 ContextOption = Annotated[
     str | None,
@@ -281,6 +286,7 @@ def delete_cmd(
         if not Confirm.ask(
             f"Delete {where.release} from namespace {where.namespace}?", default=False, console=out.console
         ):
+            out.err_console.print(f"kept {where.release}", markup=False, highlight=False)
             raise typer.Exit(1)
     deleted = delete_release(where, reporter=out.reporter())
     out.result(

@@ -67,7 +67,11 @@ def target(
     loaded = load_service_config(project_dir, env=env)
     release = release or loaded.config.name
     check_release_name(release)
-    namespace = namespace or loaded.config.deploy.namespace
+    if not namespace and not loaded.config.deploy.namespace:
+        from mlctl.adapters.kube import context_namespace
+
+        namespace = context_namespace(context)
+    namespace = namespace or loaded.config.deploy.namespace or "default"
     problem = dns_label_problem(namespace)
     if problem:
         raise InputError(f"namespace {namespace!r} {problem}")
