@@ -518,3 +518,16 @@ def test_delete_asks_in_a_terminal(cli: Any, svc: Path, kube: FakeCluster) -> No
         child.close()
         assert child.exitstatus == code
         assert len(kube.objects("deployments", NS)) == left
+
+
+def test_without_image_the_build_tag_of_this_commit_is_deployed(cli: Any, isolated: Path, kube: FakeCluster) -> None:
+    from mlctl.adapters.git import source_state
+    from mlctl.images.core import source_tag
+
+    assert cli("new", "tagged-svc", "--set", "accelerator=cpu").exit_code == 0
+    svc = isolated / "tagged-svc"
+    planned = mlctl(cli, svc, "--json", "deploy", "--dry-run")
+    assert planned.exit_code == 0, planned.stderr
+    expected = f"tagged-svc:{source_tag(source_state(svc))}"  # what `mlctl build` tags this commit with
+    assert json.loads(planned.stdout)["image"] == expected
+    assert f"{expected} has no digest" in planned.stderr  # never pushed from here: by tag, with a warning

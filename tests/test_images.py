@@ -15,7 +15,7 @@ from mlctl.adapters.git import source_state
 from mlctl.errors import InputError
 from mlctl.images import wheels
 from mlctl.images.context import collect, looks_secret
-from mlctl.images.core import _git_tag, render_row
+from mlctl.images.core import render_row, source_tag
 from mlctl.images.matrix import load_matrix, resolve, rows
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
@@ -214,16 +214,16 @@ def test_tags_come_from_the_tree_and_the_commit(tmp_path: Path) -> None:
     assert state.commit == git(repo, "rev-parse", "HEAD")
     assert state.tree == git(repo, "rev-parse", "HEAD:services/svc")
     assert state.remote == "https://example.com/acme/repo.git"  # no credentials in labels
-    assert _git_tag(state) == f"{state.tree[:12]}-g{state.commit[:7]}"
+    assert source_tag(state) == f"{state.tree[:12]}-g{state.commit[:7]}"
     assert state.dirty is False
 
     (repo / "other.txt").write_text("changed elsewhere\n")
     assert source_state(service).dirty is False  # only the service's own files count
 
     (service / "a.py").write_text("a = 2\n")
-    first = _git_tag(source_state(service))
+    first = source_tag(source_state(service))
     (service / "a.py").write_text("a = 3\n")
-    second = _git_tag(source_state(service))
+    second = source_tag(source_state(service))
     assert first.startswith(f"{state.tree[:12]}-g{state.commit[:7]}-dirty-")
     assert first != second
 
@@ -235,7 +235,7 @@ def test_outside_git_the_tag_is_a_content_hash(tmp_path: Path) -> None:
     (tmp_path / "a.py").write_text("x")
     state = source_state(tmp_path)
     assert (state.commit, state.dirty) == (None, True)
-    assert _git_tag(state) == f"untracked-{state.content_hash[:12]}"
+    assert source_tag(state) == f"untracked-{state.content_hash[:12]}"
 
 
 def test_build_flags_are_checked_before_any_work(cli, service: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -115,9 +115,9 @@ def resolve_image(loaded: LoadedConfig, image: str | None, *, require_digest: bo
         ref = parse_image(image)
     else:
         from mlctl.adapters.git import source_state
-        from mlctl.images.core import _git_tag
+        from mlctl.images.core import source_tag
 
-        tag = _git_tag(source_state(loaded.directory))
+        tag = source_tag(source_state(loaded.directory))
         ref = ImageRef(loaded.config.image_repository, tag, _pushed_digest(loaded.config.image_repository, tag))
     if ref.digest is None:
         if require_digest:

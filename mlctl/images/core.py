@@ -373,7 +373,7 @@ def _plan(
     python, torch = base_layers(resolved, root_ref, root_identity, torch_house.digest)
 
     state = source_state(loaded.directory)
-    tag = _git_tag(state)
+    tag = source_tag(state)
     files = collect(
         loaded.directory, config.model.path if config.model.source == "baked" else None, allow_secrets=allow_secrets
     )
@@ -522,7 +522,9 @@ def _service_version(service_dir: Path) -> str:
     return ""
 
 
-def _git_tag(state: Any) -> str:
+def source_tag(state: Any) -> str:
+    """The service image's tag for a source state: ``<tree>-g<commit>`` (``-dirty-<hash>`` with
+    uncommitted changes; ``untracked-<hash>`` outside git). Deploys find the built image by it."""
     if state.tree is None or state.commit is None:
         return f"untracked-{state.content_hash[:12]}"
     tag = f"{state.tree[:12]}-g{state.commit[:7]}"
