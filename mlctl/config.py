@@ -204,6 +204,8 @@ class AutoscalingConfig(_Section):
 
 
 class DeployConfig(_Section):
+    #: cluster: a Helm release on Kubernetes; local: a container on this machine's Docker engine.
+    target: Literal["cluster", "local"] = "cluster"
     #: None: the namespace of the kube context (or of the pod, in-cluster), else "default".
     namespace: str | None = None
     replicas: int = Field(default=1, ge=0, le=1000)

@@ -231,6 +231,22 @@ class DeployResult:
 
 
 @dataclass(frozen=True)
+class LocalDeployResult:
+    """What ``mlctl deploy --target local`` did."""
+
+    service: str
+    container: str
+    image: str
+    #: Where the service answers, e.g. ``http://127.0.0.1:8080``.
+    url: str
+    #: "ready", or "started" with --no-wait.
+    status: str
+    gpus: int
+    seconds: float
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReleaseRevision:
     revision: int
     status: str

@@ -5,9 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +22,9 @@ from mlctl.cli.app import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 MLCTL = [sys.executable, "-m", "mlctl"]
+#: The root image the image tests build on (scripts/make-test-root), and the packages their ladder holds.
+ROOT_IMAGE = "mlctl-test/debian:bookworm"
+RUNTIME_REQUIREMENTS = ["torch==2.13.0", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20"]
 
 
 @dataclass
@@ -97,3 +105,55 @@ def service(cli: object, isolated: Path) -> Path:
     result = cli("new", "demo-svc", "--set", "accelerator=cpu", "--no-git")  # type: ignore[operator]
     assert result.exit_code == 0, result.stderr
     return isolated / "demo-svc"
+
+
+# --- the real components of the image tests (session-wide: made once, shared by every module) ---
+
+
+@pytest.fixture(scope="session")
+def root_image() -> str:
+    subprocess.run([str(REPO / "scripts" / "make-test-root"), ROOT_IMAGE], check=True, capture_output=True)
+    return ROOT_IMAGE
+
+
+@pytest.fixture(scope="session")
+def wheelhouse() -> Path:
+    """torch's CPU wheel and the runtime's dependencies, resolved once on the host (cached in the clone)."""
+    from mlctl.images import wheels
+    from mlctl.reporting import NullReporter
+
+    return wheels.download(
+        RUNTIME_REQUIREMENTS,
+        python="3.11",
+        platform="linux/amd64",
+        cache=REPO / ".cache" / "test-wheels",
+        index_url=None,
+        reporter=NullReporter(),
+    )
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's docker-registry on a free loopback port (the engine treats 127.0.0.0/8 as insecure)."""
+    if shutil.which("docker-registry") is None:
+        pytest.fail("docker-registry is not installed (scripts/start-services installs it)")
+    data = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    (data / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}/blobs\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    process = subprocess.Popen(
+        ["docker-registry", "serve", str(data / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                break
+        except (OSError, urllib.error.URLError):
+            assert time.monotonic() < deadline, "docker-registry did not start"
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)

@@ -7,11 +7,7 @@ prediction; pushes go to a docker-registry started on loopback.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,116 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Result, free_port
+from building import build, git, mlctl, scaffold, statuses
+from conftest import free_port
 
-from mlctl.cli.app import run_cli
 from mlctl.errors import ExitCode
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-ROOT_IMAGE = "mlctl-test/debian:bookworm"
-RUNTIME_REQUIREMENTS = ["torch==2.13.0", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20"]
-GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
-
-
-def mlctl(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    previous = os.getcwd()
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = run_cli(list(args))
-    finally:
-        os.chdir(previous)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return Result(code, out.getvalue(), err.getvalue())
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True, text=True, check=True
-    ).stdout
-
-
-@pytest.fixture(scope="session")
-def root_image() -> str:
-    subprocess.run([str(REPO / "scripts" / "make-test-root"), ROOT_IMAGE], check=True, capture_output=True)
-    return ROOT_IMAGE
-
-
-@pytest.fixture(scope="session")
-def wheelhouse() -> Path:
-    """torch's CPU wheel and the runtime's dependencies, resolved once on the host (cached in the clone)."""
-    from mlctl.images import wheels
-    from mlctl.reporting import NullReporter
-
-    return wheels.download(
-        RUNTIME_REQUIREMENTS,
-        python="3.11",
-        platform="linux/amd64",
-        cache=REPO / ".cache" / "test-wheels",
-        index_url=None,
-        reporter=NullReporter(),
-    )
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's docker-registry on a free loopback port (the engine treats 127.0.0.0/8 as insecure)."""
-    if shutil.which("docker-registry") is None:
-        pytest.fail("docker-registry is not installed (scripts/start-services installs it)")
-    data = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    (data / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}/blobs\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    process = subprocess.Popen(
-        ["docker-registry", "serve", str(data / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                break
-        except (OSError, urllib.error.URLError):
-            assert time.monotonic() < deadline, "docker-registry did not start"
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
-
-
-def scaffold(base: Path, name: str) -> Path:
-    """A cpu pytorch-predict service with its weights made, committed to git."""
-    service = base / name
-    result = mlctl(base, "new", name, "--set", "accelerator=cpu", "--yes", "--no-git")
-    assert result.exit_code == 0, result.stderr
-    subprocess.run(
-        [sys.executable, "-m", f"{name.replace('-', '_')}.weights", "weights/model.pt"],
-        cwd=service,
-        check=True,
-        capture_output=True,
-    )
-    git(service, "init", "-q", "-b", "main")
-    git(service, "add", "-A")
-    git(service, "commit", "-q", "-m", "scaffold")
-    return service
-
-
-def build(service: Path, root: str, house: Path, *args: str, env: dict[str, str] | None = None) -> dict:
-    result = mlctl(service, "build", "--root", root, "--wheelhouse", str(house), "--json", *args, env=env)
-    assert result.exit_code == 0, result.stdout + result.stderr
-    return json.loads(result.stdout)
-
-
-def statuses(data: dict) -> dict[str, str]:
-    return {layer["layer"]: layer["status"] for layer in data["layers"]}
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,14 @@
 ``ImageBuilder`` is the narrow interface the image core uses: inspect, build (streamed), pull, tag,
 push (streamed), look up a remote image, list and remove. docker-py drives the classic builder,
 which is present on every engine; mlctl's own content tags make its cache-by-tag all that is needed.
+
+``Containers`` is what the local deploy target uses: run a service image as a container, read its
+state and log, stop and remove it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -15,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlctl.errors import BuildError, ClusterError, EnvironmentProblem
+from mlctl.errors import BuildError, ClusterError, ConflictError, EnvironmentProblem
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,21 @@ def engine_info(timeout: float = 3.0) -> EngineInfo:
         raise EnvironmentProblem(f"no Docker engine answers at {_host()}: {_reason(str(exc))}") from None
 
 
+def _client(timeout: float) -> Any:
+    docker = _sdk()
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except DockerException as exc:
+        raise EnvironmentProblem(
+            f"no Docker engine answers at {_host()}: {_reason(str(exc))}",
+            hint="start the Docker engine (sudo systemctl start docker), then retry; `mlctl doctor` checks it",
+        ) from None
+    return client
+
+
 class ImageBuilder:
     """The Docker engine, as far as building and shipping images goes."""
 
@@ -120,18 +139,7 @@ class ImageBuilder:
 
     @classmethod
     def connect(cls, timeout: float = 600.0) -> ImageBuilder:
-        docker = _sdk()
-        from docker.errors import DockerException
-
-        try:
-            client = docker.from_env(timeout=int(timeout))
-            client.ping()
-        except DockerException as exc:
-            raise EnvironmentProblem(
-                f"no Docker engine answers at {_host()}: {_reason(str(exc))}",
-                hint="start the Docker engine (sudo systemctl start docker), then retry; `mlctl doctor` checks it",
-            ) from None
-        return cls(client)
+        return cls(_client(timeout))
 
     def close(self) -> None:
         self.client.close()
@@ -355,3 +363,148 @@ def dockerignore_filter(root: str, patterns: list[str]) -> Callable[[str], bool]
 
     matcher = PatternMatcher(patterns)
     return lambda path: bool(matcher.matches(path))
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    id: str
+    image: str
+    #: created, running, restarting, exited, dead...
+    status: str
+    exit_code: int
+    oom_killed: bool
+    labels: dict[str, str]
+    #: The host address a container port is published on, e.g. {"8080/tcp": "127.0.0.1:8080"}.
+    ports: dict[str, str]
+    started_at: str
+
+
+class Containers:
+    """Containers on the local Docker engine, as far as running a service goes."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, timeout: float = 60.0) -> Containers:
+        return cls(_client(timeout))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def image_exists(self, ref: str) -> bool:
+        from docker.errors import ImageNotFound
+
+        try:
+            self.client.api.inspect_image(ref)
+        except ImageNotFound:
+            return False
+        return True
+
+    def has_gpus(self) -> bool:
+        """Whether the engine can hand GPUs to containers (the NVIDIA container runtime is installed)."""
+        return "nvidia" in (self.client.info().get("Runtimes") or {})
+
+    def run(
+        self,
+        image: str,
+        *,
+        name: str,
+        env: dict[str, str],
+        ports: dict[str, tuple[str, int]],
+        labels: dict[str, str],
+        shm_size: int,
+        mem_limit: int,
+        gpus: int = 0,
+        read_only: bool = True,
+        tmpfs: dict[str, str] | None = None,
+    ) -> ContainerState:
+        """Start ``image`` detached; ``gpus`` > 0 asks the engine for that many NVIDIA GPUs."""
+        docker = _sdk()
+        from docker.errors import APIError
+
+        requests = [docker.types.DeviceRequest(count=gpus, capabilities=[["gpu"]])] if gpus else None
+        try:
+            container = self.client.containers.run(
+                image,
+                name=name,
+                detach=True,
+                environment=env,
+                ports=ports,
+                labels=labels,
+                shm_size=shm_size,
+                mem_limit=mem_limit,
+                memswap_limit=mem_limit,  # no swap: an over-limit server is OOM-killed, as in a pod
+                device_requests=requests,
+                read_only=read_only,
+                tmpfs=tmpfs or {},
+                init=True,  # signals reach the server as they would from the kubelet
+            )
+        except APIError as exc:
+            explanation = str(exc.explanation or exc)
+            if "port is already allocated" in explanation or "address already in use" in explanation:
+                raise ConflictError(f"cannot start {name}: {explanation}", hint="pick another --port") from None
+            raise EnvironmentProblem(f"the Docker engine refused to start {name}: {explanation}") from None
+        state = self.state(container.name)
+        assert state is not None
+        return state
+
+    def state(self, name: str) -> ContainerState | None:
+        from docker.errors import NotFound
+
+        try:
+            data = self.client.api.inspect_container(name)
+        except NotFound:
+            return None
+        state = data.get("State") or {}
+        ports = {
+            port: f"{bound[0]['HostIp']}:{bound[0]['HostPort']}"
+            for port, bound in ((data.get("NetworkSettings") or {}).get("Ports") or {}).items()
+            if bound
+        }
+        return ContainerState(
+            name=str(data.get("Name", "")).lstrip("/"),
+            id=str(data.get("Id", "")),
+            image=str((data.get("Config") or {}).get("Image", "")),
+            status=str(state.get("Status", "")),
+            exit_code=int(state.get("ExitCode") or 0),
+            oom_killed=bool(state.get("OOMKilled")),
+            labels=dict((data.get("Config") or {}).get("Labels") or {}),
+            ports=ports,
+            started_at=str(state.get("StartedAt", "")),
+        )
+
+    def find(self, label: str) -> list[ContainerState]:
+        """Containers (running or not) carrying ``label`` (``key`` or ``key=value``)."""
+        found = self.client.api.containers(all=True, filters={"label": label})
+        states = [self.state(c["Id"]) for c in found]
+        return [s for s in states if s is not None]
+
+    def logs(self, name: str, tail: int | None = None) -> str:
+        data = self.client.api.logs(name, stdout=True, stderr=True, tail=tail if tail is not None else "all")
+        return bytes(data).decode("utf-8", errors="replace")
+
+    def follow(self, name: str, tail: int | None = None) -> Iterable[str]:
+        stream = self.client.api.logs(
+            name, stdout=True, stderr=True, stream=True, follow=True, tail=tail if tail is not None else "all"
+        )
+        buffer = b""
+        for chunk in stream:
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                yield line.decode("utf-8", errors="replace")
+        if buffer:
+            yield buffer.decode("utf-8", errors="replace")
+
+    def stop(self, name: str, timeout: int) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; then remove the container."""
+        from docker.errors import NotFound
+
+        try:
+            self.client.api.stop(name, timeout=timeout)
+        except NotFound:
+            return
+        with contextlib.suppress(NotFound):  # removed meanwhile: the same end
+            self.client.api.remove_container(name, force=True)

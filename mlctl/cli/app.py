@@ -94,6 +94,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "delete_cmd",
         "Delete the release and everything it created (asks first, unless --yes).",
     ),
+    "down": (
+        "mlctl.cli.deploy",
+        "down_cmd",
+        "Stop and remove the service's local container (started by mlctl deploy --target local).",
+    ),
     "bench": (
         "mlctl.cli.bench",
         "bench_cmd",

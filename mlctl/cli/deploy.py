@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlctl.cli.build import EnvOption
-from mlctl.cli.output import JsonOption, print_table, state_of
+from mlctl.cli.output import JsonOption, Output, print_table, state_of
 from mlctl.errors import InputError
 
 if TYPE_CHECKING:
@@ -53,6 +53,15 @@ TimeoutOption = Annotated[
     typer.Option("--timeout", metavar="SECONDS", help="How long to wait for the rollout.  [default: its deadline]"),
 ]
 WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the rollout until it is ready or fails.")]
+TargetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--target",
+        metavar="cluster|local",
+        envvar="MLCTL_DEPLOY_TARGET",
+        help="Kubernetes (a Helm release) or this machine's Docker engine.  [default: deploy.target, else cluster]",
+    ),
+]
 
 
 def _target(env: str | None, release: str | None, namespace: str | None, context: str | None) -> Target:
@@ -81,18 +90,46 @@ def deploy_cmd(
             "--dry-run", help="Print the manifests and check them against the cluster (GPU gate); change nothing."
         ),
     ] = False,
+    target: TargetOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port", "-p", min=1, max=65535, help="--target local: the port on 127.0.0.1.  [default: serving.port]"
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Install or upgrade the service on Kubernetes and follow the rollout; explain and roll back on failure.
 
     Before installing, checks that some node can ever run a replica (GPUs, GPU type, driver).
     Exit 8 when the rollout fails (after rolling back), 9 when the cluster is unreachable or forbids it.
+    With --target local, runs the built image on this machine's Docker engine instead (stop it: mlctl down).
 
     Example: mlctl deploy --env staging --image ghcr.io/acme/fraud-scorer:3f2a-g1c9d@sha256:...
     """
     from mlctl.deploy.core import deploy_service
 
     out = state_of(ctx).output(json_)
+    chosen = _deploy_target(target, env)
+    if chosen == "local":
+        cluster_only = {
+            "--release": release,
+            "--namespace": namespace,
+            "--context": context,
+            "--values": values,
+            "--set": set_,
+            "--require-digest": require_digest,
+            "--dry-run": dry_run,
+        }
+        given = [flag for flag, value in cluster_only.items() if value]
+        if given:
+            raise InputError(
+                f"{', '.join(given)} apply to cluster deploys only; a local run takes its settings from mlctl.yaml"
+            )
+        _deploy_local(out, env=env, image=image, port=port, wait=wait, timeout=timeout)
+        return
+    if port is not None:
+        raise InputError("--port applies to --target local only (a cluster deploy's port is serving.port)")
     reporter = out.reporter()
     try:
         result = deploy_service(
@@ -112,6 +149,40 @@ def deploy_cmd(
     finally:
         reporter.close()
     out.result(result, lambda console: render_deploy(console, result))
+
+
+def _deploy_target(target: str | None, env: str | None) -> str:
+    if target is None:
+        from mlctl.config import load_service_config
+
+        return load_service_config(env=env).config.deploy.target
+    if target not in ("cluster", "local"):
+        raise InputError(f"--target {target}: must be cluster or local")
+    return target
+
+
+def _deploy_local(
+    out: Output, *, env: str | None, image: str | None, port: int | None, wait: bool, timeout: float | None
+) -> None:
+    from mlctl.deploy.local import deploy_local
+
+    reporter = out.reporter()
+    try:
+        result = deploy_local(env=env, image=image, port=port, wait=wait, timeout_s=timeout, reporter=reporter)
+    finally:
+        reporter.close()
+
+    def show(console: Console) -> None:
+        state = "ready" if result.status == "ready" else "started (not waited for)"
+        console.print(
+            f"[green]Running[/] {result.service} at {result.url}: {state} in {result.seconds:.1f} s",
+            highlight=False,
+        )
+        console.print(f"container {result.container}, image {result.image}", markup=False)
+        console.print(f"  try:  curl {result.url}/v2/models/{result.service}", markup=False, highlight=False)
+        console.print("  logs: mlctl logs --target local     stop: mlctl down", markup=False, highlight=False)
+
+    out.result(result, show)
 
 
 def render_deploy(console: Console, result: DeployResult) -> None:
@@ -309,12 +380,16 @@ def logs_cmd(
         bool, typer.Option("--previous", "-p", help="The previous container's log (after a crash).")
     ] = False,
     tail: Annotated[int | None, typer.Option("--tail", metavar="N", help="Only the last N lines.")] = None,
+    target: TargetOption = None,
 ) -> None:
     """Print the server's log: every pod of the release, each line prefixed with its pod."""
     from mlctl.deploy.core import connected
     from mlctl.deploy.watch import INSTANCE
 
     state_of(ctx).output()
+    if _deploy_target(target, env) == "local":
+        _local_logs(env, follow=follow, tail=tail)
+        return
     where = _target(env, release, namespace, context)
     with connected(where) as (cluster, _):
         pods = [p["metadata"]["name"] for p in cluster.pods(where.namespace, f"{INSTANCE}={where.release}")]
@@ -334,3 +409,44 @@ def logs_cmd(
             prefix = f"[{name}] " if len(pods) > 1 else ""
             for line in text.splitlines():
                 sys.stdout.write(f"{prefix}{line}\n")
+
+
+def _local_logs(env: str | None, *, follow: bool, tail: int | None) -> None:
+    from mlctl.adapters.docker import Containers
+    from mlctl.config import load_service_config
+    from mlctl.deploy.local import container_name
+
+    name = container_name(load_service_config(env=env).config.name, env)
+    containers = Containers.connect()
+    try:
+        if containers.state(name) is None:
+            raise InputError(f"no local container {name}", hint="start it: mlctl deploy --target local")
+        lines = containers.follow(name, tail=tail) if follow else containers.logs(name, tail=tail).splitlines()
+        for line in lines:
+            sys.stdout.write(f"{line}\n")
+            sys.stdout.flush()
+    finally:
+        containers.close()
+
+
+def down_cmd(
+    ctx: typer.Context,
+    env: EnvOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Stop and remove the service's local container (started by mlctl deploy --target local)."""
+    from mlctl.deploy.local import down
+
+    out = state_of(ctx).output(json_)
+    reporter = out.reporter()
+    try:
+        stopped = down(env=env, reporter=reporter)
+    finally:
+        reporter.close()
+    out.result(
+        {"stopped": stopped},
+        lambda console: console.print(
+            f"stopped {', '.join(stopped)}" if stopped else "no local container of this service is running",
+            markup=False,
+        ),
+    )

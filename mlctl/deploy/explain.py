@@ -71,6 +71,35 @@ def deadline_finding(deployment: dict[str, Any]) -> Finding | None:
     return None
 
 
+def oom_finding(memory_limit: str | None, log: str, restarts: str = "") -> Finding:
+    return Finding(
+        "oom",
+        f"the server ran out of memory and was killed (OOMKilled, limit {memory_limit or 'unknown'})"
+        + (f", {restarts}" if restarts else "")
+        + _log_tail(log),
+        "raise resources.memory in mlctl.yaml (the limit is memory plus shm_size)",
+        True,
+    )
+
+
+def crash_finding(exit_code: object, log: str, restarts: str, hint: str) -> Finding:
+    verb = "keeps exiting" if restarts else "exited"
+    detail = f"exit code {exit_code}" + (f", {restarts}" if restarts else "")
+    return Finding("crash", f"the server {verb} ({detail})" + _log_tail(log), hint, True)
+
+
+def startup_budget_finding(budget: int) -> Finding:
+    """Not ready within the start-up budget, where nothing killed it for us (the local target)."""
+    return Finding(
+        "startup_probe",
+        f"the server was not ready within its start-up budget of {budget} s (it was stopped, as the start-up "
+        "probe would stop it in a cluster)",
+        f"raise probes.startup_budget_s in mlctl.yaml (try {max(2 * budget, budget + 60)} s) if the model is "
+        "still loading; the log shows how far it got",
+        True,
+    )
+
+
 def timeout_finding(states: list[PodState], timeout_s: float, startup_budget_s: int) -> Finding:
     """Nothing is wrong that the cluster can tell; the replicas are just not ready yet."""
     waiting: dict[str, int] = {}
@@ -113,26 +142,19 @@ def _pod_findings(
                 )
             )
         elif last.get("reason") == "OOMKilled":  # not any exit 137: a probe's kill is a SIGKILL too
-            findings.append(
-                Finding(
-                    "oom",
-                    f"the server ran out of memory and was killed (OOMKilled, limit {memory_limit or 'unknown'}), "
-                    f"{container.get('restartCount', 0)} restart(s)" + _log_tail(log),
-                    "raise resources.memory in mlctl.yaml (the limit is memory plus shm_size)",
-                    True,
-                )
-            )
+            restarts = int(container.get("restartCount", 0))
+            findings.append(oom_finding(memory_limit, log, f"{restarts} restart(s)"))
         elif _startup_killed(events):
             findings.append(_startup_finding(events, container, startup_budget_s))
         elif reason == "CrashLoopBackOff" or (last and container.get("restartCount", 0) >= 2):
-            code = last.get("exitCode", "?")
+            restarts = int(container.get("restartCount", 0))
             findings.append(
-                Finding(
-                    "crash",
-                    f"the server keeps exiting (exit code {code}, {container.get('restartCount', 0)} restart(s))"
-                    + _log_tail(log),
-                    "fix the error in its log (`mlctl logs --previous`); run the image locally to reproduce it",
-                    True,
+                crash_finding(
+                    last.get("exitCode", "?"),
+                    log,
+                    f"{restarts} restart(s)",
+                    "fix the error in its log (`mlctl logs --previous`); run the image locally "
+                    "(mlctl deploy --target local) to reproduce it",
                 )
             )
     for condition in status.get("conditions", []) or []:

@@ -1,0 +1,142 @@
+"""``mlctl deploy --target local`` and ``mlctl down``: the built image on the real Docker engine.
+
+The service image is built once (on the test root image, from the wheelhouse, as test_build does),
+then run as the cluster would run it; failures are real ones (a missing weights file, an OOM kill)
+explained from the container's own state and log.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from building import build, mlctl, scaffold
+from conftest import free_port
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+NAME = "svc-local"
+CONTAINER = f"mlctl-{NAME}"
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+
+
+def remove_containers() -> None:
+    ids = docker("ps", "-aq", "--filter", f"label=org.mlctl.service={NAME}").split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, root_image: str, wheelhouse: Path) -> Iterator[Path]:
+    service = scaffold(tmp_path_factory.mktemp("local"), NAME)
+    build(service, root_image, wheelhouse)
+    yield service
+    remove_containers()
+    images = docker("images", "-q", "--filter", f"label=mlctl.service={NAME}").split()
+    if images:
+        subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True)
+
+
+@pytest.fixture
+def clean(built: Path) -> Iterator[Path]:
+    remove_containers()
+    yield built
+    remove_containers()
+
+
+def infer(url: str) -> dict:  # type: ignore[type-arg]
+    body = {"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32", "data": [[0.5] * 8]}]}
+    request = urllib.request.Request(
+        f"{url}/v2/models/{NAME}/infer", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())  # type: ignore[no-any-return]
+
+
+def test_deploy_local_serves_like_the_cluster_and_down_stops_it(clean: Path) -> None:
+    port = free_port()
+    result = mlctl(clean, "--json", "deploy", "--target", "local", "--port", str(port))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    data = json.loads(result.stdout)
+    assert (data["status"], data["container"], data["url"]) == ("ready", CONTAINER, f"http://127.0.0.1:{port}")
+    assert data["image"].startswith(f"{NAME}:")
+    assert infer(data["url"])["outputs"][0]["shape"] == [1, 3]
+
+    (inspected,) = json.loads(docker("inspect", CONTAINER))
+    host = inspected["HostConfig"]
+    assert host["ShmSize"] == 1 << 30  # resources.shm_size
+    assert host["Memory"] == 5 << 30  # memory + shm, as the pod's limit
+    assert host["ReadonlyRootfs"] is True
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
+    assert env["SERVING_MODEL_PATH"] == "/srv/weights/model.pt"
+    assert env["SERVING_MAX_BATCH_SIZE"] == "16"
+
+    logs = mlctl(clean, "logs", "--target", "local")
+    assert logs.exit_code == 0, logs.stderr
+    assert logs.stdout.strip()
+
+    again = mlctl(clean, "deploy", "--target", "local", "--port", str(port))
+    assert again.exit_code == 0, again.stderr
+    assert f"replacing the running {CONTAINER}" in again.stderr
+    assert f"Running {NAME} at http://127.0.0.1:{port}: ready" in again.stdout
+    assert "mlctl down" in again.stdout
+
+    down = mlctl(clean, "--json", "down")
+    assert down.exit_code == 0, down.stderr
+    assert json.loads(down.stdout) == {"stopped": [CONTAINER]}
+    assert docker("ps", "-aq", "--filter", f"name={CONTAINER}").strip() == ""
+    assert "no local container of this service is running" in mlctl(clean, "down").stdout
+
+
+def test_a_crash_is_explained_with_the_servers_last_words(clean: Path) -> None:
+    result = mlctl(
+        clean,
+        "deploy",
+        "--target",
+        "local",
+        "--port",
+        str(free_port()),
+        env={"MLCTL_CONFIG__MODEL__PATH": "weights/missing.pt"},
+    )
+    assert result.exit_code == 8, result.stderr
+    assert f"{CONTAINER} did not become ready; it was stopped and removed" in result.stderr
+    assert "why: the server exited (exit code 3)" in result.stderr  # the runtime's code for a failed model load
+    assert "FileNotFoundError: weights not found at /srv/weights/missing.pt" in result.stderr  # its own log
+    assert docker("ps", "-aq", "--filter", f"name={CONTAINER}").strip() == ""
+
+
+def test_an_oom_kill_names_the_limit(clean: Path) -> None:
+    small = {"MLCTL_CONFIG__RESOURCES__MEMORY": "48Mi", "MLCTL_CONFIG__RESOURCES__SHM_SIZE": "16Mi"}
+    result = mlctl(clean, "deploy", "--target", "local", "--port", str(free_port()), env=small)
+    assert result.exit_code == 8, result.stderr
+    assert "why: the server ran out of memory and was killed (OOMKilled, limit 64Mi)" in result.stderr
+    assert "raise resources.memory" in result.stderr
+
+
+def test_bad_local_input(clean: Path) -> None:
+    missing = mlctl(clean, "deploy", "--target", "local", "--image", f"{NAME}:not-built")
+    assert missing.exit_code == 4
+    assert f"the image {NAME}:not-built is not on this machine" in missing.stderr
+    assert "mlctl build" in missing.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = mlctl(clean, "deploy", "--target", "local", "--port", str(port))
+    assert busy.exit_code == 5
+    assert f"port {port} on 127.0.0.1 is in use" in busy.stderr
+    flags = mlctl(clean, "deploy", "--target", "local", "--set", "replicaCount=2", "--dry-run")
+    assert flags.exit_code == 4
+    assert "--set, --dry-run apply to cluster deploys only" in flags.stderr
+    wrong = mlctl(clean, "deploy", "--target", "moon")
+    assert wrong.exit_code == 4
+    assert "--target moon: must be cluster or local" in wrong.stderr
+    assert docker("ps", "-aq", "--filter", f"name={CONTAINER}").strip() == ""
