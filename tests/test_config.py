@@ -214,6 +214,7 @@ def test_show_json_is_the_effective_config(cli, monkeypatch: pytest.MonkeyPatch)
     data = json.loads(result.stdout)
     assert data["environment"] == "prod"
     assert data["config"]["deploy"] == {
+        "target": "cluster",
         "namespace": "ml-prod",
         "replicas": 4,
         "autoscaling": {"enabled": False, "min_replicas": 1, "max_replicas": 3, "metric": "queue_depth", "target": 8.0},
