@@ -208,6 +208,10 @@ class DeployConfig(_Section):
     target: Literal["cluster", "local"] = "cluster"
     #: None: the namespace of the kube context (or of the pod, in-cluster), else "default".
     namespace: str | None = None
+    #: The kube context to deploy with (e.g. one per cluster for staging and prod); None: the current one.
+    context: str | None = None
+    #: Only pushed (by digest), clean images: the prod rule. None: true for environments named prod or production.
+    protected: bool | None = None
     replicas: int = Field(default=1, ge=0, le=1000)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
 

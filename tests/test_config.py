@@ -216,6 +216,8 @@ def test_show_json_is_the_effective_config(cli, monkeypatch: pytest.MonkeyPatch)
     assert data["config"]["deploy"] == {
         "target": "cluster",
         "namespace": "ml-prod",
+        "context": None,
+        "protected": None,
         "replicas": 4,
         "autoscaling": {"enabled": False, "min_replicas": 1, "max_replicas": 3, "metric": "queue_depth", "target": 8.0},
     }

@@ -49,6 +49,10 @@ environments:
     deploy:
       namespace: ml
       replicas: 2
+  prod:
+    deploy:
+      namespace: ml-prod
+      replicas: 2
 """
 
 
@@ -531,3 +535,52 @@ def test_without_image_the_build_tag_of_this_commit_is_deployed(cli: Any, isolat
     expected = f"tagged-svc:{source_tag(source_state(svc))}"  # what `mlctl build` tags this commit with
     assert json.loads(planned.stdout)["image"] == expected
     assert f"{expected} has no digest" in planned.stderr  # never pushed from here: by tag, with a warning
+
+
+# --- promotion -------------------------------------------------------------------------------------
+
+
+def test_promote_deploys_exactly_what_runs_in_staging(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.add_namespace("ml-prod")
+    nothing = mlctl(cli, svc, "promote", "--from", "staging", "--to", "prod")
+    assert nothing.exit_code == 4
+    assert "nothing of demo-svc is deployed in staging (namespace ml)" in nothing.stderr
+    deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
+    result = mlctl(cli, svc, "--json", "promote", "--from", "staging", "--to", "prod")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["namespace"], data["image"], data["ready"], data["desired"]) == ("ml-prod", IMAGE1, 2, 2)
+    assert f"promoting {IMAGE1} from staging (revision 1) to prod" in result.stderr
+    (prod,) = kube.objects("deployments", "ml-prod")
+    assert prod["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1  # the same digest, no rebuild
+    assert prod["spec"]["replicas"] == 2  # prod's own settings
+    same = mlctl(cli, svc, "promote", "--from", "prod", "--to", "prod")
+    assert same.exit_code == 4
+    assert "--from and --to are both 'prod'" in same.stderr
+
+
+def test_prod_takes_only_pushed_clean_images(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.add_namespace("ml-prod")
+    by_tag = mlctl(cli, svc, "deploy", "--env", "prod", "--image", f"{REPO}:aaaa-g1111111")
+    assert by_tag.exit_code == 4
+    assert f"prod takes only pushed images, by digest: {REPO}:aaaa-g1111111 has none" in by_tag.stderr
+    dirty = f"{REPO}:aaaa-g1111111-dirty-0123456789ab@{DIGEST1}"
+    refused = mlctl(cli, svc, "deploy", "--env", "prod", "--image", dirty)
+    assert refused.exit_code == 4
+    assert "prod takes only images built from committed code" in refused.stderr
+    assert kube.objects("deployments", "ml-prod") == []
+    # staging runs a tag: there is no exact image to promote
+    deploy_json(cli, svc, "--env", "staging", "--image", f"{REPO}:aaaa-g1111111")
+    unpinned = mlctl(cli, svc, "promote", "--from", "staging", "--to", "prod")
+    assert unpinned.exit_code == 4
+    assert "which is not pinned by digest, so prod cannot get exactly the same image" in unpinned.stderr
+
+
+def test_an_unhealthy_staging_is_not_promoted(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    kube.add_namespace("ml-prod")
+    kube.crash_images[IMAGE1] = (1, ["boom"])
+    assert mlctl(cli, svc, "deploy", "--env", "staging", "--image", IMAGE1, "--no-wait").exit_code == 0
+    result = mlctl(cli, svc, "promote", "--from", "staging", "--to", "prod")
+    assert result.exit_code == 8
+    assert "staging is not healthy (0/1 replicas of revision 1 ready)" in result.stderr
+    assert kube.objects("deployments", "ml-prod") == []

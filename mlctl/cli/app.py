@@ -63,6 +63,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "deploy_cmd",
         "Install or upgrade the service on Kubernetes and follow the rollout; explain and roll back on failure.",
     ),
+    "promote": (
+        "mlctl.cli.deploy",
+        "promote_cmd",
+        "Deploy to one environment exactly the image (by digest) running in another: never a rebuild.",
+    ),
     "render": (
         "mlctl.cli.deploy",
         "render_cmd",

@@ -450,3 +450,30 @@ def down_cmd(
             markup=False,
         ),
     )
+
+
+def promote_cmd(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option("--from", metavar="ENV", help="The environment whose running image to take.")],
+    to: Annotated[str, typer.Option("--to", metavar="ENV", help="The environment to deploy it to.")],
+    wait: WaitOption = True,
+    timeout: TimeoutOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Deploy to one environment exactly the image (by digest) running in another: never a rebuild.
+
+    The source must be healthy (every replica ready) and run an image pinned by digest. The
+    destination's own settings (replicas, GPUs, namespace, context) come from its environment in
+    mlctl.yaml.
+
+    Example: mlctl promote --from staging --to prod
+    """
+    from mlctl.deploy.core import promote
+
+    out = state_of(ctx).output(json_)
+    reporter = out.reporter()
+    try:
+        result = promote(source=source, to=to, wait=wait, timeout_s=timeout, reporter=reporter)
+    finally:
+        reporter.close()
+    out.result(result, lambda console: render_deploy(console, result))

@@ -54,6 +54,10 @@ class Target:
     release: str
     namespace: str
     context: str | None
+    #: The environment (``--env``), if any.
+    env: str | None = None
+    #: Only pushed, clean images may be deployed here (prod).
+    protected: bool = False
 
 
 def target(
@@ -67,6 +71,7 @@ def target(
     loaded = load_service_config(project_dir, env=env)
     release = release or loaded.config.name
     check_release_name(release)
+    context = context or loaded.config.deploy.context
     if not namespace and not loaded.config.deploy.namespace:
         from mlctl.adapters.kube import context_namespace
 
@@ -75,7 +80,28 @@ def target(
     problem = dns_label_problem(namespace)
     if problem:
         raise InputError(f"namespace {namespace!r} {problem}")
-    return Target(loaded, release, namespace, context)
+    protected = loaded.config.deploy.protected
+    if protected is None:
+        protected = env in ("prod", "production")
+    return Target(loaded, release, namespace, context, env, protected)
+
+
+def check_protected(where: Target, ref: ImageRef) -> None:
+    """A protected environment (prod) takes only images that were pushed (by digest) from a clean tree."""
+    if not where.protected:
+        return
+    name = where.env or where.namespace
+    if ref.digest is None:
+        raise InputError(
+            f"{name} takes only pushed images, by digest: {ref.reference} has none",
+            hint="promote what runs in staging (mlctl promote --from staging --to " + name + "), or deploy the "
+            "digest `mlctl build --push` printed",
+        )
+    if "-dirty-" in ref.tag:
+        raise InputError(
+            f"{name} takes only images built from committed code: {ref.reference} was built from uncommitted changes",
+            hint="commit, build --push, deploy to staging, then promote",
+        )
 
 
 @contextmanager
@@ -224,6 +250,7 @@ def deploy_service(
     started = time.monotonic()
     where = target(project_dir, env=env, release=release, namespace=namespace, context=context)
     ref = resolve_image(where.loaded, image, require_digest=require_digest, reporter=reporter)
+    check_protected(where, ref)
     rendered = render(where, ref, values_files=values_files, sets=sets)  # values are checked before any cluster call
     with connected(where) as (cluster, helm):
         gate = _gate(cluster, where, rendered, reporter)
@@ -286,6 +313,55 @@ def deploy_service(
             _undo(helm, where, deployed, reporter)
             raise _failure(where, rollout, deployed)
         return _result(cluster, where, "deployed", revision, ref, started, gate, rollout)
+
+
+def promote(
+    project_dir: Path | str | None = None,
+    *,
+    source: str,
+    to: str,
+    wait: bool = True,
+    timeout_s: float | None = None,
+    reporter: Reporter | None = None,
+) -> DeployResult:
+    """Deploy to ``to`` exactly the image (by digest) that runs in ``source``: never a rebuild.
+
+    Raises:
+        InputError: the same environment twice, nothing deployed in ``source``, or an image there that is
+        not pinned by digest. DeployError: ``source`` is not healthy, or the deploy to ``to`` failed.
+    """
+    reporter = reporter or NullReporter()
+    if source == to:
+        raise InputError(f"--from and --to are both {source!r}")
+    origin = target(project_dir, env=source)
+    with connected(origin) as (cluster, helm):
+        live = [r for r in helm.history(origin.release) if r.status == "deployed"]
+        deployment = cluster.deployment(origin.namespace, origin.release) if live else None
+    if not live or deployment is None:
+        raise InputError(
+            f"nothing of {origin.release} is deployed in {source} (namespace {origin.namespace})",
+            hint=f"deploy it there first: mlctl deploy --env {source}",
+        )
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    image = str(next((c for c in containers if c.get("name") == "server"), containers[0])["image"])
+    desired = int(deployment["spec"].get("replicas", 1))
+    ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+    if ready < desired:
+        raise DeployError(
+            f"{source} is not healthy ({ready}/{desired} replicas of revision {live[-1].revision} ready): "
+            "only what works there is promoted",
+            hint=f"see `mlctl status --env {source}`",
+        )
+    ref = parse_image(image)
+    if ref.digest is None:
+        raise InputError(
+            f"{source} runs {image}, which is not pinned by digest, so {to} cannot get exactly the same image",
+            hint=f"deploy {source} by digest (mlctl build --push prints it; --require-digest enforces it)",
+        )
+    reporter.step(f"promoting {ref.reference} from {source} (revision {live[-1].revision}) to {to}")
+    return deploy_service(
+        project_dir, env=to, image=ref.reference, require_digest=True, wait=wait, timeout_s=timeout_s, reporter=reporter
+    )
 
 
 def _gate(cluster: Cluster, where: Target, rendered: RenderedRelease, reporter: Reporter) -> GateResult:
