@@ -247,6 +247,19 @@ class LocalDeployResult:
 
 
 @dataclass(frozen=True)
+class CiResult:
+    """What ``mlctl ci generate`` did."""
+
+    provider: str
+    #: The pipeline file, relative to the service.
+    path: str
+    #: "created", "replaced", "unchanged", or with --dry-run "would be created" / "would be replaced".
+    status: str
+    warnings: tuple[str, ...]
+    content: str
+
+
+@dataclass(frozen=True)
 class ReleaseRevision:
     revision: int
     status: str

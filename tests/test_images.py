@@ -248,3 +248,15 @@ def test_build_flags_are_checked_before_any_work(cli, service: Path, monkeypatch
     result = cli("build", "--push")
     assert result.exit_code == 4
     assert result.stderr.splitlines()[0] == "error: --push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)"
+
+
+@pytest.mark.parametrize("host", ["tcp://docker:2375", "ssh://builder@10.0.0.5", "tcp://192.168.1.20:2376"])
+def test_a_remote_engine_is_refused_before_any_work(
+    cli, service: Path, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    monkeypatch.chdir(service)
+    monkeypatch.setenv("DOCKER_HOST", host)
+    result = cli("build")
+    assert result.exit_code == 7
+    assert f"which the engine at {host} (another host, or docker-in-docker) cannot reach" in result.stderr
+    assert "run mlctl build on the Docker host itself" in result.stderr

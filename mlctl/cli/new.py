@@ -45,6 +45,10 @@ def new_cmd(
         bool, typer.Option("--dry-run", help="List the files that would be written; write nothing.")
     ] = False,
     no_git: Annotated[bool, typer.Option("--no-git", help="Do not create a git repository and first commit.")] = False,
+    ci: Annotated[
+        str,
+        typer.Option("--ci", metavar="github|gitlab|none", help="Also write this CI pipeline (mlctl ci generate)."),
+    ] = "github",
     json_: JsonOption = False,
 ) -> None:
     """Scaffold a new model service from a template.
@@ -68,6 +72,7 @@ def new_cmd(
         answers=answers,
         ask=ask,
         git=not no_git,
+        ci=None if ci == "none" else ci,
         dry_run=dry_run,
         reporter=out.reporter(),
     )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -149,6 +151,7 @@ def build_images(
             "--push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)",
             hint="or set MLCTL_CONFIG__IMAGE__REGISTRY for this run",
         )
+    _check_engine_host()
     with _engine(builder) as builder:
         _check_engine(builder)
         ladder = _plan(
@@ -308,12 +311,23 @@ def base_labels(resolved: Resolved) -> dict[str, str]:
 # --- planning --------------------------------------------------------------------------------------
 
 
+def _check_engine_host() -> None:
+    """The build reaches the wheelhouse on this machine's 127.0.0.1: the engine must run on this host."""
+    host = os.environ.get("DOCKER_HOST", "")
+    remote = re.match(r"^(?:tcp|ssh|https?)://(?:[^@/]*@)?(\[[^\]]*\]|[^:/]+)", host)
+    if remote and remote.group(1) not in ("127.0.0.1", "localhost", "[::1]"):
+        raise BuildError(
+            f"mlctl build serves the wheelhouse to the build over 127.0.0.1, which the engine at {host} "
+            "(another host, or docker-in-docker) cannot reach",
+            hint="run mlctl build on the Docker host itself (a machine or VM with Docker, a shell-executor CI runner)",
+        )
+
+
 def _check_engine(builder: ImageBuilder) -> None:
-    system = builder.operating_system()
-    if "Docker Desktop" in system:
+    if "Docker Desktop" in builder.operating_system():
         raise BuildError(
             "mlctl build serves the wheelhouse to the build over 127.0.0.1, which Docker Desktop's VM cannot reach",
-            hint="build on a Linux Docker engine (a CI runner, a remote builder via DOCKER_HOST on Linux)",
+            hint="build on a Linux host's own Docker engine (a Linux machine or VM, a CI runner on a Docker host)",
         )
 
 

@@ -16,13 +16,16 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlctl.errors import ConfigError, ConflictError, InputError, TemplateError
 from mlctl.models import AnswerValue, PlannedFile, ScaffoldResult
 from mlctl.names import service_name_problem, suggest_service_name
 from mlctl.reporting import NullReporter, Reporter
 from mlctl.scaffold.templates import Question, Template, answer_problem, find_template, render_context
+
+if TYPE_CHECKING:
+    from mlctl.config import ServiceConfig
 
 DEFAULT_TEMPLATE = "pytorch-predict"
 
@@ -45,6 +48,7 @@ def new_service(
     answers: Mapping[str, AnswerValue | str] | None = None,
     ask: Ask | None = None,
     git: bool = True,
+    ci: str | None = "github",
     dry_run: bool = False,
     reporter: Reporter | None = None,
 ) -> ScaffoldResult:
@@ -57,6 +61,8 @@ def new_service(
         answers: Answers to the template's questions (strings are parsed by each question's type).
         ask: Called for each question not in ``answers``; None takes the defaults (no prompts).
         git: Initialise a git repository with a first commit.
+        ci: Also write the CI pipeline for this provider (github, gitlab; None: none), as
+            ``mlctl ci generate`` does.
         dry_run: Render and report the files without writing anything.
         reporter: Receives progress events.
 
@@ -84,7 +90,11 @@ def new_service(
     resolved = _resolve_answers(tmpl, given, ask)
     reporter.step(f"rendering {tmpl.name} {tmpl.version}")
     files = render_template(tmpl, name, resolved)
-    _check_rendered_config(tmpl, files)
+    config = _check_rendered_config(tmpl, files)
+    if ci is not None:
+        from mlctl.ci.core import ci_path, render_ci
+
+        files.append(RenderedFile(ci_path(ci), render_ci(config, ci).encode("utf-8"), False))
     planned = tuple(PlannedFile(f.path, len(f.content), f.executable) for f in files)
     result = ScaffoldResult(
         name=name,
@@ -180,14 +190,14 @@ def _check_target(target: Path) -> None:
         )
 
 
-def _check_rendered_config(template: Template, files: list[RenderedFile]) -> None:
+def _check_rendered_config(template: Template, files: list[RenderedFile]) -> ServiceConfig:
     from mlctl.config import CONFIG_FILE, parse_config_text
 
     config = next((f for f in files if f.path == CONFIG_FILE), None)
     if config is None:
         raise TemplateError(f"template {template.name} renders no {CONFIG_FILE}")
     try:
-        parse_config_text(config.content.decode("utf-8"))
+        return parse_config_text(config.content.decode("utf-8"))
     except ConfigError as exc:
         raise InputError(
             f"these answers give an invalid {CONFIG_FILE}: " + "; ".join(exc.lines()),

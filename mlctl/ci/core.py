@@ -1,0 +1,138 @@
+"""CI pipeline files for a service: test, build and push, deploy to staging, promote to prod.
+
+The pipelines call mlctl itself for every step (with ``--json`` results kept as artefacts), so what
+runs in CI is what a developer runs, and the pipeline file stays short. Registry credentials and the
+kubeconfig come from the CI system's secrets, never from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from mlctl import __version__
+from mlctl.config import CONFIG_FILE, ServiceConfig, load_service_config
+from mlctl.errors import ConflictError, InputError
+from mlctl.models import CiResult
+from mlctl.reporting import NullReporter, Reporter
+from mlctl.resources import data_dir
+
+#: Provider -> the file it reads, relative to the service (the repository root).
+PROVIDERS = {"github": ".github/workflows/mlctl.yml", "gitlab": ".gitlab-ci.yml"}
+#: Where pipelines install mlctl and its serving runtime from (a CI variable overrides each).
+SOURCE = "https://github.com/mlctl/mlctl"
+
+
+def ci_path(provider: str) -> str:
+    if provider not in PROVIDERS:
+        raise InputError(f"--provider {provider}: mlctl writes pipelines for {', '.join(PROVIDERS)}")
+    return PROVIDERS[provider]
+
+
+def render_ci(config: ServiceConfig, provider: str, *, branch: str = "main") -> str:
+    """The pipeline file's text for ``provider`` (github or gitlab)."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    ci_path(provider)
+    # << >> and <% %>: the pipelines' own ${{ }} and $VAR syntax stays as it is.
+    env = SandboxedEnvironment(
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        variable_start_string="<<",
+        variable_end_string=">>",
+        block_start_string="<%",
+        block_end_string="%>",
+        comment_start_string="<#",
+        comment_end_string="#>",
+    )
+    source = (data_dir("templates") / "ci" / f"{provider}.yml.j2").read_text(encoding="utf-8")
+    text = env.from_string(source).render(
+        name=config.name,
+        branch=branch,
+        python=config.runtime.python,
+        torch=config.runtime.torch,
+        registry_host=config.image.registry.split("/")[0],
+        mlctl_version=__version__,
+        mlctl_install=f"mlctl @ git+{SOURCE}@v{__version__}",
+        serve_install=f"mlctl-serve @ git+{SOURCE}@v{__version__}#subdirectory=runtime",
+        gitlab_build_tag="docker",
+    )
+    return text + f"{CHECKSUM}{_checksum(text)}\n"
+
+
+#: The last line of a pipeline mlctl wrote: a hand edit changes the content, not the checksum.
+CHECKSUM = "# mlctl checksum (regenerated freely while it matches): "
+
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def edited(current: str) -> bool:
+    """Whether a pipeline file was changed since mlctl wrote it (or was not written by mlctl)."""
+    body, _, last = current.rstrip("\n").rpartition("\n")
+    return not (last.startswith(CHECKSUM) and last[len(CHECKSUM) :] == _checksum(body + "\n"))
+
+
+def ci_warnings(config: ServiceConfig) -> list[str]:
+    """What the pipeline will need that mlctl.yaml does not say yet."""
+    warnings = []
+    if not config.image.registry:
+        warnings.append(f"image.registry is empty in {CONFIG_FILE}: the build job cannot push until it is set")
+    missing = [name for name in ("staging", "prod") if name not in config.environments]
+    if missing:
+        warnings.append(
+            f"{CONFIG_FILE} has no environments.{' or environments.'.join(missing)}: the deploy jobs use them "
+            "(an environment may be empty: `staging: {}`)"
+        )
+    return warnings
+
+
+def generate_ci(
+    project_dir: Path | str | None = None,
+    *,
+    provider: str,
+    branch: str = "main",
+    force: bool = False,
+    dry_run: bool = False,
+    reporter: Reporter | None = None,
+) -> CiResult:
+    """Write the service's pipeline file for ``provider``.
+
+    Raises:
+        InputError: an unknown provider. ConflictError: the file exists with other content (``force``
+        replaces it).
+    """
+    reporter = reporter or NullReporter()
+    relative = ci_path(provider)
+    loaded = load_service_config(project_dir)
+    text = render_ci(loaded.config, provider, branch=branch)
+    warnings = ci_warnings(loaded.config)
+    for warning in warnings:
+        reporter.warn(warning)
+    path = loaded.directory / relative
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if current == text:
+        return CiResult(provider, relative, "unchanged", tuple(warnings), text)
+    if current is not None and edited(current) and not force:
+        raise ConflictError(
+            f"{relative} was edited since mlctl wrote it (or mlctl did not write it)",
+            hint="--dry-run prints the new file; --force replaces it (copy your changes over first)",
+        )
+    status = "replaced" if current is not None else "created"
+    if dry_run:
+        return CiResult(provider, relative, f"would be {status}", tuple(warnings), text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    reporter.step(f"{status} {relative}")
+    return CiResult(provider, relative, status, tuple(warnings), text)
