@@ -260,6 +260,31 @@ class CiResult:
 
 
 @dataclass(frozen=True)
+class FileUpdate:
+    """What ``mlctl update`` does to one file."""
+
+    path: str
+    #: updated (untouched by you), merged (your changes kept), conflict (markers to resolve), added,
+    #: removed, skipped (you deleted it), kept (the template dropped it; you changed it).
+    action: str
+    diff: str
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What ``mlctl update`` did, would do (--dry-run), or found (--check)."""
+
+    template: str
+    from_version: str
+    to_version: str
+    #: "up to date", "update available" (--check), "would update" (--dry-run) or "updated".
+    status: str
+    files: tuple[FileUpdate, ...]
+    conflicts: int
+    dry_run: bool
+
+
+@dataclass(frozen=True)
 class ReleaseRevision:
     revision: int
     status: str

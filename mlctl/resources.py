@@ -1,11 +1,12 @@
-"""Where mlctl's own data lives: templates, base images and charts.
+"""Where mlctl's own data lives (templates, base images, charts) and where it caches things.
 
-In a source checkout (and an editable install) they are the top-level folders of the repository;
-in a wheel they are packaged under ``mlctl/_data``.
+In a source checkout (and an editable install) the data is the top-level folders of the repository;
+in a wheel it is packaged under ``mlctl/_data``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -24,3 +25,11 @@ def data_dir(kind: DataKind) -> Path:
         f"mlctl's built-in {kind} are missing from this installation",
         hint="reinstall mlctl (pip install --force-reinstall mlctl)",
     )
+
+
+def cache_dir() -> Path:
+    """mlctl's cache (wheels, template versions): ``MLCTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlctl``."""
+    base = os.environ.get("MLCTL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlctl"
+    )
+    return Path(base)

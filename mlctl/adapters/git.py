@@ -128,3 +128,36 @@ def _remote(repo: object) -> str | None:
     except (AttributeError, IndexError):
         return None
     return re.sub(r"//[^@/]+@", "//", url)  # never put a token into a label
+
+
+def merge_file(ours: str, base: str, theirs: str, labels: tuple[str, str, str]) -> tuple[str, int]:
+    """Three-way merge of one text file (``git merge-file``): the merged text, with conflict markers
+    labelled ``labels`` (ours, base, theirs) where both sides changed the same lines, and their count."""
+    import subprocess
+    import tempfile
+
+    _git()  # the same clear error when git is missing
+    with tempfile.TemporaryDirectory(prefix="mlctl-merge-") as scratch:
+        paths = []
+        for name, text in (("ours", ours), ("base", base), ("theirs", theirs)):
+            path = Path(scratch) / name
+            path.write_text(text, encoding="utf-8")
+            paths.append(str(path))
+        done = subprocess.run(
+            ["git", "merge-file", "-p", "-L", labels[0], "-L", labels[1], "-L", labels[2], *paths],
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode < 0 or done.returncode > 127:
+        raise EnvironmentProblem(f"git merge-file failed: {done.stderr.strip()}")
+    return done.stdout, done.returncode  # the exit status is the number of conflicts
+
+
+def is_dirty(directory: Path) -> bool | None:
+    """Uncommitted changes (untracked files included) under ``directory``; None outside a git repository."""
+    git = _git()
+    try:
+        repo = git.Repo(directory, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    return bool(repo.git.status("--porcelain", "--untracked-files=normal", "--", str(directory)).strip())

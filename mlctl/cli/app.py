@@ -115,6 +115,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails.",
     ),
     "ci": ("mlctl.cli.ci", "app", "Write the service's CI pipeline (GitHub Actions or GitLab CI)."),
+    "update": (
+        "mlctl.cli.update",
+        "update_cmd",
+        "Move the service to the newest version of its template, keeping your changes (three-way merge).",
+    ),
     "templates": ("mlctl.cli.templates", "app", "List and describe the templates `mlctl new` can start from."),
     "config": ("mlctl.cli.config_cmd", "app", "Check and show the service's mlctl.yaml."),
     "images": ("mlctl.cli.images", "app", "The image layer ladder: compatibility matrix, plan, local layers, prune."),

@@ -29,7 +29,7 @@ from mlctl.images.context import ServiceFiles, collect
 from mlctl.images.matrix import Resolved, resolve
 from mlctl.models import BuildResult, ImageRef, LadderImage, LayerResult, PlanEntry, PushResult
 from mlctl.reporting import NullReporter, Reporter
-from mlctl.resources import data_dir
+from mlctl.resources import cache_dir, data_dir
 
 if TYPE_CHECKING:
     from mlctl.adapters.docker import ImageBuilder, LocalImage
@@ -39,15 +39,6 @@ BASE_REPOSITORY = "mlctl/{layer}"
 SERVICE_UID = 10001
 LABEL_LAYER = "org.mlctl.layer"
 DEFAULT_PLATFORM = "linux/amd64"
-
-
-def cache_dir() -> Path:
-    import os
-
-    base = os.environ.get("MLCTL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlctl"
-    )
-    return Path(base)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from mlctl.errors import ConfigError, ConflictError, InputError, TemplateError
 from mlctl.models import AnswerValue, PlannedFile, ScaffoldResult
 from mlctl.names import service_name_problem, suggest_service_name
 from mlctl.reporting import NullReporter, Reporter
-from mlctl.scaffold.templates import Question, Template, answer_problem, find_template, render_context
+from mlctl.scaffold.templates import Question, Template, answer_problem, find_template, remember, render_context
 
 if TYPE_CHECKING:
     from mlctl.config import ServiceConfig
@@ -110,6 +110,7 @@ def new_service(
         return result
 
     commit = _write_atomically(target, files, git=git, reporter=reporter, message=_commit_message(tmpl, name))
+    remember(tmpl)  # `mlctl update` re-renders this version later
     return dataclasses.replace(result, git_commit=commit)
 
 

@@ -245,3 +245,47 @@ def render_context(template: Template, name: str, answers: dict[str, Any]) -> di
         "mlctl_version": __version__,
         "answers": dict(answers),
     }
+
+
+# --- earlier versions, for `mlctl update` ------------------------------------------------------------
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """``"1.10.0"`` -> (1, 10, 0): template versions compare as numbers."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def _store() -> Path:
+    from mlctl.resources import cache_dir
+
+    return cache_dir() / "templates"
+
+
+def remember(template: Template) -> None:
+    """Keep a copy of this template version, so that a later ``mlctl update`` can re-render it.
+    Best effort: a read-only cache only means the update will ask for the old version."""
+    import shutil
+    import tempfile
+
+    target = _store() / template.name / template.version
+    if (target / MANIFEST).is_file():
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{template.version}.", dir=target.parent))
+        shutil.copytree(template.path, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        os.replace(staging, target)
+    except OSError:
+        pass
+
+
+def find_version(name: str, version: str) -> Template | None:
+    """Template ``name`` at exactly ``version``: on the search path, else among the versions kept."""
+    candidates = [child for root in template_roots() if root.is_dir() for child in sorted(root.iterdir())]
+    candidates.append(_store() / name / version)
+    for path in candidates:
+        if (path / MANIFEST).is_file():
+            template = load_template(path)
+            if (template.name, template.version) == (name, version):
+                return template
+    return None
