@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -57,7 +58,7 @@ def test_plain_output_one_line_per_check_with_fixes(cli, monkeypatch: pytest.Mon
     assert result.exit_code == ExitCode.ENVIRONMENT
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines[:1]] == [["ok", "python"]]
-    assert "FAIL  docker      no Docker engine answers at unix:///nonexistent/docker.sock" in result.stdout
+    assert re.search(r"^FAIL  docker +no Docker engine answers at unix:///nonexistent/docker.sock", result.stdout, re.M)
     assert "fix: start the Docker engine" in result.stdout
     assert lines[-1] == "1 required check(s) failed: docker"
 
@@ -116,11 +117,38 @@ def http_server() -> str:
     server.shutdown()
 
 
-def test_reachable_cluster(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_server: str) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kc", f"http://{http_server}")))
-    _, found = checks(cli)
-    assert found["kubernetes"]["status"] == "ok"
-    assert found["kubernetes"]["detail"] == f"context test: http://{http_server} answers (Kubernetes v1.31.4)"
+def test_reachable_cluster_and_its_gpu_nodes(
+    cli, service: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kube.emulator import FakeCluster
+
+    monkeypatch.chdir(service)
+    with FakeCluster(kube_version="1.31") as cluster:
+        cluster.add_node("cpu-0")
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kc", context="test")))
+        _, found = checks(cli)
+        answers = f"context test: {cluster.url} answers (Kubernetes v1.31.0)"
+        assert found["kubernetes"]["detail"] == f"{answers}; no GPU nodes"
+        assert found["kubernetes"]["status"] == "ok"  # a CPU service needs none
+        monkeypatch.setenv("MLCTL_CONFIG__RUNTIME__ACCELERATOR", "cuda")
+        monkeypatch.setenv("MLCTL_CONFIG__RESOURCES__GPU__COUNT", "1")
+        _, found = checks(cli)
+        assert found["kubernetes"]["status"] == "warn"
+        assert (
+            found["kubernetes"]["detail"] == f"{answers}, but no node offers nvidia.com/gpu and the service asks for 1"
+        )
+        cluster.add_node("gpu-0", gpus=4, product="NVIDIA-A100-SXM4-80GB")
+        cluster.add_node("gpu-1", gpus=4, product="NVIDIA-A100-SXM4-80GB")
+        cluster.add_node("gpu-2", gpus=1, product="NVIDIA-L4")
+        _, found = checks(cli)
+        assert found["kubernetes"]["status"] == "ok"
+        assert found["kubernetes"]["detail"] == (
+            f"{answers}; 3 GPU node(s), 9 GPUs (8 x NVIDIA-A100-SXM4-80GB, 1 x NVIDIA-L4)"
+        )
+        forbidden = 'nodes is forbidden: User "dev" cannot list resource "nodes" in API group "" at the cluster scope'
+        cluster.inject_fault("list", "nodes", 403, "Forbidden", forbidden)
+        _, found = checks(cli)
+        assert found["kubernetes"]["detail"] == f"{answers}; its nodes cannot be listed with this login"
 
 
 def test_registry_from_the_service_config(
@@ -161,3 +189,63 @@ def test_gpu_line_matches_what_torch_sees(cli) -> None:
     else:
         assert gpu["status"] in ("info", "warn")
         assert f"torch {torch.__version__}" in gpu["detail"]
+
+
+@pytest.mark.docker  # docker-registry is installed with the Docker engine (scripts/start-services)
+def test_registry_login(cli, service: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against Debian's docker-registry with htpasswd auth, and the login `docker login` stores."""
+    import base64
+    import shutil
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+    import warnings
+
+    with warnings.catch_warnings():  # crypt (until Python 3.13): bcrypt through libxcrypt, as htpasswd wants
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    assert shutil.which("docker-registry"), "docker-registry is not installed (scripts/start-services installs it)"
+    port = free_port()
+    (tmp_path / "htpasswd").write_text(f"ci:{crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    (tmp_path / "registry.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/blobs\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path}/htpasswd\n"
+    )
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(tmp_path / "registry.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            except urllib.error.HTTPError:
+                break  # 401: it is up
+            except OSError:
+                assert time.monotonic() < deadline, "docker-registry did not start"
+                time.sleep(0.1)
+        host = f"127.0.0.1:{port}"
+        monkeypatch.chdir(service)
+        monkeypatch.setenv("MLCTL_CONFIG__IMAGE__REGISTRY", f"{host}/ml")
+        docker_config = tmp_path / "docker"
+        docker_config.mkdir()
+        monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
+
+        def login(password: str | None) -> dict:  # type: ignore[type-arg]
+            auths = {host: {"auth": base64.b64encode(f"ci:{password}".encode()).decode()}} if password else {}
+            (docker_config / "config.json").write_text(json.dumps({"auths": auths}))
+            return checks(cli)[1]["registry login"]
+
+        assert login(None)["detail"] == f"not logged in to {host} (it asks for a login): pushes will be refused"
+        assert login(None)["hint"] == f"docker login {host}"
+        assert login("wrong")["detail"] == f"{host} refuses the stored login of ci (from config.json)"
+        good = login("s3cret")
+        assert (good["status"], good["detail"]) == ("ok", f"logged in to {host} as ci")
+    finally:
+        registry.terminate()
+        registry.wait(10)

@@ -508,3 +508,54 @@ class Containers:
             return
         with contextlib.suppress(NotFound):  # removed meanwhile: the same end
             self.client.api.remove_container(name, force=True)
+
+
+@dataclass(frozen=True)
+class StoredLogin:
+    username: str
+    secret: str
+    #: Where it came from: "config.json" or the credential helper's name.
+    source: str
+
+
+def stored_login(host: str) -> StoredLogin | None:
+    """The login ``docker login HOST`` stored ($DOCKER_CONFIG/config.json, or a credential helper), if any."""
+    import base64
+    import json
+    import subprocess
+
+    path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    keys = [host, f"https://{host}", f"http://{host}"]
+    if host in ("registry-1.docker.io", "docker.io", "index.docker.io"):
+        keys.insert(0, "https://index.docker.io/v1/")
+    helper = next((config.get("credHelpers", {}).get(k) for k in keys if k in config.get("credHelpers", {})), None)
+    auths = config.get("auths") or {}
+    entry = next((auths[k] for k in keys if k in auths), None)
+    if entry and entry.get("auth"):
+        try:
+            username, _, secret = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return StoredLogin(username, secret, "config.json")
+    helper = helper or (config.get("credsStore") if entry is not None or not auths else None)
+    if not helper:
+        return None
+    for key in keys:
+        try:
+            done = subprocess.run(
+                [f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode == 0:
+            try:
+                found = json.loads(done.stdout)
+            except ValueError:
+                return None
+            return StoredLogin(str(found.get("Username", "")), str(found.get("Secret", "")), helper)
+    return None

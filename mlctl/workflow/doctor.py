@@ -17,9 +17,14 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlctl.errors import ClusterError, ConfigError, EnvironmentProblem, MlctlError, NotAServiceError
 from mlctl.models import Check, CheckStatus, DoctorReport
+
+if TYPE_CHECKING:
+    from mlctl.adapters.kube import Cluster
+    from mlctl.config import ServiceConfig
 
 MIN_PYTHON = (3, 10)
 
@@ -33,7 +38,8 @@ def run_doctor(
         check_git,
         lambda: check_docker(timeout_s),
         lambda: check_registry(project_dir, timeout_s),
-        lambda: check_kubernetes(kube_context, timeout_s),
+        lambda: check_registry_login(project_dir, timeout_s),
+        lambda: check_kubernetes(kube_context, timeout_s, project_dir),
         check_helm,
         check_gpu,
     ]
@@ -110,11 +116,91 @@ def check_registry(project_dir: Path | str | None, timeout_s: float) -> Check:
     return probe_registry(config.image.registry, timeout_s)
 
 
-def probe_registry(registry: str, timeout_s: float) -> Check:
-    """Ask the registry's ``/v2/`` endpoint; 200 or 401 (login needed) both mean it is there."""
+def _registry_host(registry: str) -> str:
     host = registry.split("/")[0]
     if "." not in host and ":" not in host and host != "localhost":
-        host = "registry-1.docker.io"  # a Docker Hub namespace such as "acme"
+        return "registry-1.docker.io"  # a Docker Hub namespace such as "acme"
+    return host
+
+
+def _service_config(project_dir: Path | str | None) -> ServiceConfig | None:
+    from mlctl.config import load_service_config
+
+    try:
+        return load_service_config(project_dir).config
+    except MlctlError:
+        return None
+
+
+def check_registry_login(project_dir: Path | str | None, timeout_s: float) -> Check:
+    """Does the registry take the login `docker login` stored? (What `mlctl build --push` will use.)"""
+    config = _service_config(project_dir)
+    if config is None or not config.image.registry:
+        return Check("registry login", CheckStatus.INFO, "no registry to log in to", False)
+    from mlctl.adapters.docker import stored_login
+
+    host = _registry_host(config.image.registry)
+    local = host.startswith(("localhost", "127.", "[::1]"))
+    url = f"{'http' if local else 'https'}://{host}/v2/"
+    status, challenge = _get(url, None, timeout_s)
+    if status is None:
+        return Check("registry login", CheckStatus.WARN, f"{host} does not answer, so the login is not checked", False)
+    login = stored_login(host)
+    if status == 200:
+        return Check("registry login", CheckStatus.OK, f"{host} needs no login", False)
+    if login is None:
+        return Check(
+            "registry login",
+            CheckStatus.WARN,
+            f"not logged in to {host} (it asks for a login): pushes will be refused",
+            False,
+            f"docker login {host}",
+        )
+    accepted = _try_login(url, challenge, login.username, login.secret, timeout_s)
+    if accepted:
+        return Check("registry login", CheckStatus.OK, f"logged in to {host} as {login.username}", False)
+    return Check(
+        "registry login",
+        CheckStatus.WARN,
+        f"{host} refuses the stored login of {login.username} (from {login.source})",
+        False,
+        f"docker login {host} again (the password or token may have expired)",
+    )
+
+
+def _get(url: str, authorization: str | None, timeout_s: float) -> tuple[int | None, str]:
+    request = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("WWW-Authenticate", "")
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return None, ""
+
+
+def _try_login(url: str, challenge: str, username: str, secret: str, timeout_s: float) -> bool:
+    """The registry's own auth flow: Basic on /v2/, or a Bearer token from the realm it names."""
+    import base64
+    import re
+    import urllib.parse
+
+    basic = "Basic " + base64.b64encode(f"{username}:{secret}".encode()).decode()
+    if challenge.lower().startswith("bearer"):
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        if not realm:
+            return False
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
+        status, _ = _get(f"{realm}?{query}" if query else realm, basic, timeout_s)
+        return status == 200
+    status, _ = _get(url, basic, timeout_s)
+    return status == 200
+
+
+def probe_registry(registry: str, timeout_s: float) -> Check:
+    """Ask the registry's ``/v2/`` endpoint; 200 or 401 (login needed) both mean it is there."""
+    host = _registry_host(registry)
     local = host.startswith(("localhost", "127.", "[::1]"))
     schemes = ("http", "https") if local else ("https",)
     last = ""
@@ -141,11 +227,16 @@ def probe_registry(registry: str, timeout_s: float) -> Check:
     )
 
 
-def check_kubernetes(context: str | None, timeout_s: float) -> Check:
-    from mlctl.adapters.kube import cluster_info
+def check_kubernetes(context: str | None, timeout_s: float, project_dir: Path | str | None = None) -> Check:
+    from mlctl.adapters.kube import Cluster
 
     try:
-        info = cluster_info(context, timeout_s)
+        cluster = Cluster.connect(context, timeout=timeout_s)
+        try:
+            info = cluster.info()
+            gpus = _gpu_nodes(cluster)
+        finally:
+            cluster.close()
     except EnvironmentProblem as exc:
         return Check("kubernetes", CheckStatus.WARN, exc.message, False, exc.hint)
     except ClusterError as exc:
@@ -156,12 +247,49 @@ def check_kubernetes(context: str | None, timeout_s: float) -> Check:
             False,
             "check the VPN/network, or pick another context (kubectl config use-context NAME)",
         )
-    return Check(
-        "kubernetes",
-        CheckStatus.OK,
-        f"context {info.context}: {info.server} answers (Kubernetes {info.version})",
-        False,
-    )
+    answers = f"context {info.context}: {info.server} answers (Kubernetes {info.version})"
+    config = _service_config(project_dir)
+    wanted = config.resources.gpu.count if config is not None and config.runtime.accelerator == "cuda" else 0
+    if gpus is None:
+        return Check("kubernetes", CheckStatus.OK, f"{answers}; its nodes cannot be listed with this login", False)
+    if wanted and not gpus:
+        return Check(
+            "kubernetes",
+            CheckStatus.WARN,
+            f"{answers}, but no node offers nvidia.com/gpu and the service asks for {wanted}",
+            False,
+            "deploy to a cluster with GPU nodes (and the NVIDIA device plugin), or set runtime.accelerator: cpu",
+        )
+    return Check("kubernetes", CheckStatus.OK, f"{answers}; {_describe_gpus(gpus)}", False)
+
+
+def _gpu_nodes(cluster: Cluster) -> list[tuple[str, int, str]] | None:
+    """(node, allocatable GPUs, GPU product) of each GPU node; None when nodes cannot be listed."""
+    try:
+        nodes = cluster.nodes()
+    except ClusterError:
+        return None
+    found = []
+    for node in nodes:
+        try:
+            count = int(str(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0")))
+        except ValueError:
+            count = 0
+        if count > 0:
+            product = ((node.get("metadata") or {}).get("labels") or {}).get("nvidia.com/gpu.product", "")
+            found.append((str(node["metadata"]["name"]), count, str(product)))
+    return found
+
+
+def _describe_gpus(gpus: list[tuple[str, int, str]]) -> str:
+    if not gpus:
+        return "no GPU nodes"
+    kinds: dict[str, int] = {}
+    for _, count, product in gpus:
+        kinds[product or "unlabelled GPU"] = kinds.get(product or "unlabelled GPU", 0) + count
+    total = sum(kinds.values())
+    detail = ", ".join(f"{n} x {kind}" for kind, n in sorted(kinds.items()))
+    return f"{len(gpus)} GPU node(s), {total} GPUs ({detail})"
 
 
 def check_helm() -> Check:
