@@ -132,28 +132,39 @@ def wheelhouse() -> Path:
     )
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's docker-registry on a free loopback port (the engine treats 127.0.0.0/8 as insecure)."""
+@contextlib.contextmanager
+def running_registry(data: Path, *, auth: str = "") -> Iterator[str]:
+    """Debian's docker-registry serving ``data`` on a free loopback port; ``auth`` is its config's auth
+    section (YAML, indented under ``auth:``). Yields ``127.0.0.1:PORT``."""
     if shutil.which("docker-registry") is None:
         pytest.fail("docker-registry is not installed (scripts/start-services installs it)")
-    data = tmp_path_factory.mktemp("registry")
     port = free_port()
     (data / "config.yml").write_text(
         f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}/blobs\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + (f"auth:\n{auth}" if auth else "")
     )
     process = subprocess.Popen(
         ["docker-registry", "serve", str(data / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                break
-        except (OSError, urllib.error.URLError):
-            assert time.monotonic() < deadline, "docker-registry did not start"
-            time.sleep(0.1)
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(10)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers (401: it wants a login)
+            except (OSError, urllib.error.URLError):
+                assert time.monotonic() < deadline, "docker-registry did not start"
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """docker-registry on loopback for pushes (the engine treats 127.0.0.0/8 as insecure)."""
+    with running_registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address

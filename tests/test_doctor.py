@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, running_registry
 
 from mlctl.errors import ExitCode
 from mlctl.models import CheckStatus
@@ -195,41 +195,15 @@ def test_gpu_line_matches_what_torch_sees(cli) -> None:
 def test_registry_login(cli, service: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Against Debian's docker-registry with htpasswd auth, and the login `docker login` stores."""
     import base64
-    import shutil
-    import subprocess
-    import time
-    import urllib.error
-    import urllib.request
     import warnings
 
     with warnings.catch_warnings():  # crypt (until Python 3.13): bcrypt through libxcrypt, as htpasswd wants
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt
 
-    assert shutil.which("docker-registry"), "docker-registry is not installed (scripts/start-services installs it)"
-    port = free_port()
     (tmp_path / "htpasswd").write_text(f"ci:{crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
-    (tmp_path / "registry.yml").write_text(
-        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/blobs\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: test\n    path: {tmp_path}/htpasswd\n"
-    )
-    registry = subprocess.Popen(
-        ["docker-registry", "serve", str(tmp_path / "registry.yml")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-            except urllib.error.HTTPError:
-                break  # 401: it is up
-            except OSError:
-                assert time.monotonic() < deadline, "docker-registry did not start"
-                time.sleep(0.1)
-        host = f"127.0.0.1:{port}"
+    auth = f"  htpasswd:\n    realm: test\n    path: {tmp_path}/htpasswd\n"
+    with running_registry(tmp_path, auth=auth) as host:
         monkeypatch.chdir(service)
         monkeypatch.setenv("MLCTL_CONFIG__IMAGE__REGISTRY", f"{host}/ml")
         docker_config = tmp_path / "docker"
@@ -246,6 +220,3 @@ def test_registry_login(cli, service: Path, tmp_path: Path, monkeypatch: pytest.
         assert login("wrong")["detail"] == f"{host} refuses the stored login of ci (from config.json)"
         good = login("s3cret")
         assert (good["status"], good["detail"]) == ("ok", f"logged in to {host} as ci")
-    finally:
-        registry.terminate()
-        registry.wait(10)
