@@ -165,30 +165,14 @@ class HelmEngine:
     def install(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int, description: str) -> int:
         """Install without waiting (mlctl follows the rollout itself); returns the revision."""
         result = self._call(
-            "install",
-            release,
-            self._config.install,
-            chart,
-            release,
-            values,
-            timeout=timeout,
-            description=description,
+            "install", release, self._config.install, chart, release, values, timeout=timeout, description=description
         )
         return int(result["revision"])
 
     def upgrade(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int, description: str) -> int:
         """Upgrade without waiting, keeping the last MAX_HISTORY revisions; returns the new revision."""
-        result = self._call(
-            "upgrade",
-            release,
-            self._config.upgrade,
-            chart,
-            release,
-            values,
-            timeout=timeout,
-            description=description,
-            max_history=MAX_HISTORY,
-        )
+        options = {"timeout": timeout, "description": description, "max_history": MAX_HISTORY}
+        result = self._call("upgrade", release, self._config.upgrade, chart, release, values, **options)
         return int(result["revision"])
 
     def rollback(self, release: str, revision: int | None, *, timeout: int) -> None:

@@ -28,6 +28,15 @@ def _kubeconfig_path() -> str:
     return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
+def _pod_namespace() -> str:
+    """The namespace of the pod mlctl runs in (from its service account), else "default"."""
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
 def _in_cluster(context: str | None) -> bool:
     return context is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG")
 
@@ -62,12 +71,7 @@ class Cluster:
                 config.load_incluster_config(client_configuration=configuration)
             except ConfigException as exc:
                 raise EnvironmentProblem(f"in-cluster config failed: {exc}") from None
-            namespace_file = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-            namespace = "default"
-            if os.path.exists(namespace_file):
-                with open(namespace_file) as f:
-                    namespace = f.read().strip()
-            name, path = "in-cluster", None
+            namespace, name, path = _pod_namespace(), "in-cluster", None
         else:
             path = _kubeconfig_path()
             try:
@@ -223,11 +227,7 @@ def context_namespace(context: str | None = None) -> str:
     """The namespace kubectl would use: the kube context's, or the pod's in-cluster, else "default".
     Reads the kubeconfig only (no server contact); a missing or broken one means "default"."""
     if _in_cluster(context):
-        try:
-            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
-                return f.read().strip() or "default"
-        except OSError:
-            return "default"
+        return _pod_namespace()
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
@@ -237,17 +237,3 @@ def context_namespace(context: str | None = None) -> str:
         return "default"
     chosen = next((c for c in contexts if c["name"] == (context or (active or {}).get("name"))), None)
     return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
-
-
-def cluster_info(context: str | None = None, timeout: float = 3.0) -> ClusterInfo:
-    """Load the kube context (or in-cluster config) and ask the API server for its version.
-
-    Raises:
-        EnvironmentProblem: no kubeconfig or no such context.
-        ClusterError: the API server is unreachable or refuses us.
-    """
-    cluster = Cluster.connect(context, timeout=timeout)
-    try:
-        return cluster.info()
-    finally:
-        cluster.close()

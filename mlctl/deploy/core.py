@@ -30,7 +30,7 @@ from mlctl.chart.core import (
 from mlctl.config import LoadedConfig, load_service_config
 from mlctl.deploy.gate import GateResult, gpu_gate
 from mlctl.deploy.watch import INSTANCE, Rollout, current_pods, pod_state, watch_rollout
-from mlctl.errors import ClusterError, DeployError, InputError
+from mlctl.errors import ClusterError, DeployError, InputError, MlctlError
 from mlctl.models import DeployResult, ImageRef, ReleaseRevision, ReleaseStatus, RenderedRelease, ResourceChange
 from mlctl.names import dns_label_problem
 from mlctl.reporting import NullReporter, Reporter
@@ -140,11 +140,10 @@ def resolve_image(loaded: LoadedConfig, image: str | None, *, require_digest: bo
     if image:
         ref = parse_image(image)
     else:
-        from mlctl.adapters.git import source_state
-        from mlctl.images.core import source_tag
+        from mlctl.images.core import service_image
 
-        tag = source_tag(source_state(loaded.directory))
-        ref = ImageRef(loaded.config.image_repository, tag, _pushed_digest(loaded.config.image_repository, tag))
+        built = parse_image(service_image(loaded))
+        ref = ImageRef(built.repository, built.tag, _pushed_digest(built.repository, built.tag))
     if ref.digest is None:
         if require_digest:
             raise InputError(
@@ -160,7 +159,7 @@ def _pushed_digest(repository: str, tag: str) -> str | None:
         from mlctl.adapters.docker import ImageBuilder
 
         builder = ImageBuilder.connect(timeout=5)
-    except Exception:  # no engine here (a CI deploy job): deploy by tag
+    except MlctlError:  # no engine here (a CI deploy job): deploy by tag
         return None
     try:
         found = builder.inspect(f"{repository}:{tag}")

@@ -37,10 +37,9 @@ def local_image(loaded: LoadedConfig, image: str | None) -> str:
     """``--image``, else the image ``mlctl build`` tagged for the current commit."""
     if image:
         return image
-    from mlctl.adapters.git import source_state
-    from mlctl.images.core import source_tag
+    from mlctl.images.core import service_image
 
-    return f"{loaded.config.image_repository}:{source_tag(source_state(loaded.directory))}"
+    return service_image(loaded)
 
 
 def deploy_local(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlctl.deploy.explain import Finding, deadline_finding, explain, timeout_finding
+from mlctl.errors import ClusterError
 from mlctl.models import PodState
 from mlctl.reporting import Reporter
 
@@ -166,14 +167,12 @@ def _findings(
                 logs[pod["metadata"]["name"]] = cluster.pod_log(
                     namespace, pod["metadata"]["name"], previous=True, tail=20
                 )
-            except Exception:  # a missing log must not hide the finding itself
+            except ClusterError:  # a missing log must not hide the finding itself
                 logs[pod["metadata"]["name"]] = ""
     return explain(stuck, events, nodes, logs=logs, startup_budget_s=budget, memory_limit=memory_limit)
 
 
 def _nodes(cluster: Cluster) -> list[dict[str, Any]] | None:
-    from mlctl.errors import ClusterError
-
     try:
         return cluster.nodes()
     except ClusterError:

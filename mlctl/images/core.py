@@ -527,6 +527,13 @@ def _service_version(service_dir: Path) -> str:
     return ""
 
 
+def service_image(loaded: LoadedConfig) -> str:
+    """``repository:tag`` of the service image ``mlctl build`` makes from the service's current source."""
+    from mlctl.adapters.git import source_state
+
+    return f"{loaded.config.image_repository}:{source_tag(source_state(loaded.directory))}"
+
+
 def source_tag(state: Any) -> str:
     """The service image's tag for a source state: ``<tree>-g<commit>`` (``-dirty-<hash>`` with
     uncommitted changes; ``untracked-<hash>`` outside git). Deploys find the built image by it."""

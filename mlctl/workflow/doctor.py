@@ -33,13 +33,14 @@ def run_doctor(
     project_dir: Path | str | None = None, *, kube_context: str | None = None, timeout_s: float = 3.0
 ) -> DoctorReport:
     """Run every check (in parallel: the slow ones are network timeouts) and return the report."""
+    service = _load_service(project_dir)  # read once: three checks look at it
     checks: list[Callable[[], Check]] = [
         check_python,
         check_git,
         lambda: check_docker(timeout_s),
-        lambda: check_registry(project_dir, timeout_s),
-        lambda: check_registry_login(project_dir, timeout_s),
-        lambda: check_kubernetes(kube_context, timeout_s, project_dir),
+        lambda: check_registry(service, timeout_s),
+        lambda: check_registry_login(service, timeout_s),
+        lambda: check_kubernetes(kube_context, timeout_s, service),
         check_helm,
         check_gpu,
     ]
@@ -94,17 +95,30 @@ def check_docker(timeout_s: float) -> Check:
     return Check("docker", CheckStatus.OK, f"Docker {info.version} (API {info.api_version}) at {info.host}", True)
 
 
-def check_registry(project_dir: Path | str | None, timeout_s: float) -> Check:
+#: The service's config, or why there is none: "not in a service", or the config's own problem.
+Service = tuple["ServiceConfig | None", str]
+
+
+def _load_service(project_dir: Path | str | None) -> Service:
     from mlctl.config import load_service_config
 
     try:
-        config = load_service_config(project_dir).config
+        return load_service_config(project_dir).config, ""
     except NotAServiceError:
-        return Check("registry", CheckStatus.INFO, "not in a service: no registry to check", False)
+        return None, "not in a service"
     except ConfigError:
-        return Check("registry", CheckStatus.WARN, "mlctl.yaml is invalid", False, "run `mlctl config validate`")
+        return None, "mlctl.yaml is invalid"
     except MlctlError as exc:
-        return Check("registry", CheckStatus.WARN, exc.message, False)
+        return None, exc.message
+
+
+def check_registry(service: Service, timeout_s: float) -> Check:
+    config, problem = service
+    if config is None:
+        if problem == "not in a service":
+            return Check("registry", CheckStatus.INFO, "not in a service: no registry to check", False)
+        hint = "run `mlctl config validate`" if problem == "mlctl.yaml is invalid" else None
+        return Check("registry", CheckStatus.WARN, problem, False, hint)
     if not config.image.registry:
         return Check(
             "registry",
@@ -123,18 +137,9 @@ def _registry_host(registry: str) -> str:
     return host
 
 
-def _service_config(project_dir: Path | str | None) -> ServiceConfig | None:
-    from mlctl.config import load_service_config
-
-    try:
-        return load_service_config(project_dir).config
-    except MlctlError:
-        return None
-
-
-def check_registry_login(project_dir: Path | str | None, timeout_s: float) -> Check:
+def check_registry_login(service: Service, timeout_s: float) -> Check:
     """Does the registry take the login `docker login` stored? (What `mlctl build --push` will use.)"""
-    config = _service_config(project_dir)
+    config = service[0]
     if config is None or not config.image.registry:
         return Check("registry login", CheckStatus.INFO, "no registry to log in to", False)
     from mlctl.adapters.docker import stored_login
@@ -142,7 +147,7 @@ def check_registry_login(project_dir: Path | str | None, timeout_s: float) -> Ch
     host = _registry_host(config.image.registry)
     local = host.startswith(("localhost", "127.", "[::1]"))
     url = f"{'http' if local else 'https'}://{host}/v2/"
-    status, challenge = _get(url, None, timeout_s)
+    status, challenge, _ = _get(url, None, timeout_s)
     if status is None:
         return Check("registry login", CheckStatus.WARN, f"{host} does not answer, so the login is not checked", False)
     login = stored_login(host)
@@ -168,15 +173,16 @@ def check_registry_login(project_dir: Path | str | None, timeout_s: float) -> Ch
     )
 
 
-def _get(url: str, authorization: str | None, timeout_s: float) -> tuple[int | None, str]:
+def _get(url: str, authorization: str | None, timeout_s: float) -> tuple[int | None, str, str]:
+    """(HTTP status or None, the WWW-Authenticate challenge, why it failed when there is no status)."""
     request = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, ""
+            return response.status, "", ""
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("WWW-Authenticate", "")
-    except (urllib.error.URLError, OSError, ssl.SSLError):
-        return None, ""
+        return exc.code, exc.headers.get("WWW-Authenticate", ""), ""
+    except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
+        return None, "", str(getattr(exc, "reason", exc))
 
 
 def _try_login(url: str, challenge: str, username: str, secret: str, timeout_s: float) -> bool:
@@ -192,32 +198,22 @@ def _try_login(url: str, challenge: str, username: str, secret: str, timeout_s: 
         if not realm:
             return False
         query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")})
-        status, _ = _get(f"{realm}?{query}" if query else realm, basic, timeout_s)
-        return status == 200
-    status, _ = _get(url, basic, timeout_s)
-    return status == 200
+        return _get(f"{realm}?{query}" if query else realm, basic, timeout_s)[0] == 200
+    return _get(url, basic, timeout_s)[0] == 200
 
 
 def probe_registry(registry: str, timeout_s: float) -> Check:
     """Ask the registry's ``/v2/`` endpoint; 200 or 401 (login needed) both mean it is there."""
     host = _registry_host(registry)
     local = host.startswith(("localhost", "127.", "[::1]"))
-    schemes = ("http", "https") if local else ("https",)
     last = ""
-    for scheme in schemes:
+    for scheme in ("http", "https") if local else ("https",):
         url = f"{scheme}://{host}/v2/"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except (urllib.error.URLError, OSError, ssl.SSLError) as exc:
-            last = str(getattr(exc, "reason", exc))
-            continue
+        status, _, failure = _get(url, None, timeout_s)
         if status in (200, 401):
             login = " (login needed: docker login " + host + ")" if status == 401 else ""
             return Check("registry", CheckStatus.OK, f"{url} answers{login}", False)
-        last = f"HTTP {status}"
+        last = failure or f"HTTP {status}"
     return Check(
         "registry",
         CheckStatus.WARN,
@@ -227,7 +223,7 @@ def probe_registry(registry: str, timeout_s: float) -> Check:
     )
 
 
-def check_kubernetes(context: str | None, timeout_s: float, project_dir: Path | str | None = None) -> Check:
+def check_kubernetes(context: str | None, timeout_s: float, service: Service = (None, "")) -> Check:
     from mlctl.adapters.kube import Cluster
 
     try:
@@ -248,7 +244,7 @@ def check_kubernetes(context: str | None, timeout_s: float, project_dir: Path | 
             "check the VPN/network, or pick another context (kubectl config use-context NAME)",
         )
     answers = f"context {info.context}: {info.server} answers (Kubernetes {info.version})"
-    config = _service_config(project_dir)
+    config = service[0]
     wanted = config.resources.gpu.count if config is not None and config.runtime.accelerator == "cuda" else 0
     if gpus is None:
         return Check("kubernetes", CheckStatus.OK, f"{answers}; its nodes cannot be listed with this login", False)
