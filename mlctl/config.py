@@ -344,7 +344,7 @@ def load_service_config(
     directory = find_service_dir(Path(project_dir) if project_dir else Path.cwd())
     path = directory / CONFIG_FILE
     display = _display_path(path)
-    raw, index = _parse_yaml(path.read_text(encoding="utf-8"), display)
+    raw, index = _parse_yaml(_read_config(path, display), display)
     environ = os.environ if environ is None else environ
     layers = [_Layer(raw, {k: _Origin(display, line, "") for k, line in index.items()}, display)]
     problems = _validate(layers, reported=set())
@@ -431,25 +431,23 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _parse_yaml(text: str, filename: str) -> tuple[dict[str, Any], dict[Path_, int]]:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+def _read_config(path: Path, display: str) -> bytes:
+    """The file's bytes, never more than the parser accepts (a huge or endless file is not read whole)."""
+    from mlctl.safe_yaml import MAX_BYTES
 
-    yaml = YAML(typ="rt")
     try:
-        doc = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = exc.problem or exc.context or "invalid YAML"
+        with path.open("rb") as handle:
+            return handle.read(MAX_BYTES + 1)
+    except OSError as exc:
         raise ConfigError(
-            f"{filename} is not valid YAML",
-            problems=[ConfigProblem(filename, line, "", f"invalid YAML: {what}")],
+            f"{display} cannot be read", problems=[ConfigProblem(display, None, "", f"cannot be read: {exc.strerror}")]
         ) from None
-    except YAMLError as exc:
-        raise ConfigError(
-            f"{filename} is not valid YAML", problems=[ConfigProblem(filename, None, "", f"invalid YAML: {exc}")]
-        ) from None
+
+
+def _parse_yaml(text: str | bytes, filename: str) -> tuple[dict[str, Any], dict[Path_, int]]:
+    from mlctl import safe_yaml
+
+    doc, index = safe_yaml.load(text, filename)
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -457,41 +455,7 @@ def _parse_yaml(text: str, filename: str) -> tuple[dict[str, Any], dict[Path_, i
             f"{filename} must be a mapping",
             problems=[ConfigProblem(filename, 1, "", f"the top level must be a mapping of keys, got {_show(doc)}")],
         )
-    index: dict[Path_, int] = {}
-    _index_lines(doc, (), index)
-    return _plain(doc), index
-
-
-def _index_lines(node: Any, path: Path_, out: dict[Path_, int]) -> None:
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-    if isinstance(node, CommentedMap):
-        for key in node:
-            child = (*path, str(key))
-            out[child] = node.lc.key(key)[0] + 1
-            _index_lines(node[key], child, out)
-    elif isinstance(node, CommentedSeq):
-        for i, item in enumerate(node):
-            child = (*path, i)
-            out[child] = node.lc.item(i)[0] + 1
-            _index_lines(item, child, out)
-
-
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip types (ScalarFloat, CommentedMap, ...) as plain Python values."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or type(node).__name__ == "ScalarBoolean":
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
+    return doc, index
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -576,8 +540,7 @@ def _fixed_key_problems(layer: _Layer) -> list[ConfigProblem]:
 def _environment_layer(
     environ: Mapping[str, str], file_raw: dict[str, Any]
 ) -> tuple[_Layer | None, list[ConfigOverride]]:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from mlctl import safe_yaml
 
     raw: dict[str, Any] = {}
     origins: dict[Path_, _Origin] = {}
@@ -593,9 +556,9 @@ def _environment_layer(
             )
         text = environ[variable]
         try:
-            value = _plain(YAML(typ="safe").load(text)) if text.strip() else ""
-        except YAMLError:
-            value = text
+            value = safe_yaml.load(text, variable)[0] if text.strip() else ""
+        except ConfigError:
+            value = text  # not YAML (or too much of it): the text itself, validated as a string
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlctl.config import load_service_config, serving_environment
 from mlctl.errors import ConfigError, ExitCode, NotAServiceError, NotFoundError
@@ -105,7 +107,7 @@ def test_invalid_names() -> None:
         ("name: x\n  bad: [\n", "mlctl.yaml:2: invalid YAML: mapping values are not allowed here"),
         (
             "name: a\nname: b\n",
-            'mlctl.yaml:2: invalid YAML: found duplicate key "name" with value "b" (original value: "a")',
+            'mlctl.yaml:2: invalid YAML: duplicate key "name" (first on line 1)',
         ),
         ("- a\n- b\n", "mlctl.yaml:1: the top level must be a mapping of keys, got a list"),
         ("serving: [1\n", "mlctl.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"),
@@ -253,3 +255,194 @@ def test_env_from_mlctl_env(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLCTL_ENV", "prod")
     data = json.loads(cli("config", "show", "--json").stdout)
     assert data["config"]["deploy"]["replicas"] == 4
+
+
+# --- hostile and unlucky files: each a config error (exit 3) naming the line, never a crash -------------
+
+BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param(
+            MINIMAL + "model: !!python/object/apply:os.system ['echo hi']\n",
+            "mlctl.yaml:4: the YAML tag !!python/object/apply:os.system is not allowed: mlctl.yaml holds plain "
+            "mappings, lists, strings, numbers, booleans and null",
+            id="python-tag",
+        ),
+        pytest.param(
+            MINIMAL + "image:\n  registry: !vault secret/registry\n",
+            "mlctl.yaml:5: the YAML tag !vault is not allowed: mlctl.yaml holds plain mappings, lists, strings, "
+            "numbers, booleans and null",
+            id="custom-tag",
+        ),
+        pytest.param(
+            MINIMAL + "image: !!omap [registry: x]\n",
+            "mlctl.yaml:4: the YAML tag !!omap is not allowed: mlctl.yaml holds plain mappings, lists, strings, "
+            "numbers, booleans and null",
+            id="omap",
+        ),
+        pytest.param(
+            MINIMAL + "x: " + "[" * 5000 + "]" * 5000 + "\n", "mlctl.yaml:4: nested deeper than 32 levels", id="deep"
+        ),
+        pytest.param(
+            MINIMAL + BOMB,
+            "mlctl.yaml:7: more than 2500 keys and values (aliases counted each time they are used): too large "
+            "for an mlctl config",
+            id="alias-bomb",
+        ),
+        pytest.param(
+            MINIMAL + "".join(f"k{i}: {i}\n" for i in range(2000)),
+            "mlctl.yaml:1250: more than 2500 keys and values (aliases counted each time they are used): too "
+            "large for an mlctl config",
+            id="many-keys",
+        ),
+        pytest.param(
+            MINIMAL + "serving:\n  port: 1\n",
+            'mlctl.yaml:4: invalid YAML: duplicate key "serving" (first on line 2)',
+            id="duplicate",
+        ),
+        pytest.param(
+            MINIMAL + "? [a, b]\n: 1\n",
+            "mlctl.yaml:4: a key must be a plain value (a name), not a mapping or a list",
+            id="complex-key",
+        ),
+        pytest.param(
+            MINIMAL + "a: *nowhere\n",
+            "mlctl.yaml:4: invalid YAML: alias *nowhere comes before its anchor is complete",
+            id="unknown-alias",
+        ),
+        pytest.param(
+            MINIMAL + "a: &a [1, *a]\n",
+            "mlctl.yaml:4: invalid YAML: alias *a comes before its anchor is complete",
+            id="recursive-alias",
+        ),
+        pytest.param(
+            MINIMAL + "image:\n  registry: a\x01b\n",
+            "mlctl.yaml:5: invalid YAML: the control character U+0001 is not allowed",
+            id="control-character",
+        ),
+        pytest.param(
+            MINIMAL + "---\nname: y\n",
+            "mlctl.yaml:4: more than one YAML document (---): mlctl reads one",
+            id="two-documents",
+        ),
+        pytest.param(
+            MINIMAL + "probes:\n  startup_budget_s: !!int ten\n",
+            "mlctl.yaml:5: 'ten' is not a valid int",
+            id="bad-int-tag",
+        ),
+        pytest.param(
+            MINIMAL + "probes:\n  startup_budget_s: .inf\n",
+            "mlctl.yaml:5: '.inf': numbers must be finite",
+            id="infinite",
+        ),
+        pytest.param(
+            MINIMAL + "probes:\n  startup_budget_s: " + "9" * 5000 + "\n",
+            "mlctl.yaml:5: '" + "9" * 5000 + "' is not a valid int",
+            id="huge-int",
+        ),
+    ],
+)
+def test_hostile_yaml_is_a_config_error_naming_the_line(cli, text: str, line: str) -> None:
+    write(text)
+    result = cli("config", "validate")
+    assert result.exit_code == ExitCode.CONFIG, result.stderr
+    assert result.stderr.splitlines()[0] == f"error: {line}"
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (
+            MINIMAL.encode() + b"image:\n  registry: caf\xe9\n",
+            "mlctl.yaml:5: not valid UTF-8: byte 0xe9 at column 16 (save the file as UTF-8)",
+        ),
+        ("name: x\n".encode("utf-16"), "mlctl.yaml:1: not valid UTF-8: byte 0xff at column 1 (save the file as UTF-8)"),
+        (
+            b"\xef\xbb\xbf" + MINIMAL.encode() + b"\x00",
+            "mlctl.yaml:4: invalid YAML: the control character U+0000 is not allowed",
+        ),
+    ],
+)
+def test_bytes_that_are_not_utf8_text(cli, data: bytes, line: str) -> None:
+    (Path.cwd() / "mlctl.yaml").write_bytes(data)
+    result = cli("config", "validate")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stderr.splitlines()[0] == f"error: {line}"
+
+
+def test_a_byte_order_mark_is_fine() -> None:
+    (Path.cwd() / "mlctl.yaml").write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    assert load_service_config().config.name == "fraud-scorer"
+
+
+def test_a_huge_file_is_refused_without_reading_it_whole(cli) -> None:
+    path = write(MINIMAL)
+    with path.open("r+b") as handle:
+        handle.truncate(50 * 1024 * 1024)  # sparse: 50 MB of NUL bytes after the config
+    result = cli("config", "validate")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stderr.splitlines()[0] == (
+        "error: mlctl.yaml:4: the file is 65537 bytes, over the limit of 65536 bytes here "
+        "(an mlctl config is a few KiB)"
+    )
+
+
+def test_aliases_and_merge_keys_still_work_within_the_limits() -> None:
+    write(
+        MINIMAL
+        + "environments:\n"
+        + "  staging: &base\n    deploy: {replicas: 2, namespace: ml}\n    probes: {startup_budget_s: 600}\n"
+        + "  prod:\n    <<: *base\n    deploy: {replicas: 4}\n"
+        + "  qa: *base\n"
+    )
+    assert load_service_config(env="qa").config.deploy.replicas == 2
+    prod = load_service_config(env="prod").config
+    assert (prod.deploy.replicas, prod.deploy.namespace, prod.probes.startup_budget_s) == (4, None, 600)
+    assert load_service_config(env="staging").config.deploy.namespace == "ml"
+
+
+def test_an_alias_bomb_is_refused_by_a_real_process_with_little_memory(tmp_path: Path) -> None:
+    # Expanded, this file is 9**9 strings: gigabytes. Bounded memory (1 GiB of address space) and a generous
+    # timeout are a safety net for the machine running the tests, not a timing assertion.
+    import resource
+    import subprocess
+    import sys
+
+    write(MINIMAL + BOMB)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mlctl", "config", "validate"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert done.stderr.startswith("error: mlctl.yaml:7: more than 2500 keys and values")
+
+
+# Fragments that real and hostile files are made of; hypothesis strings them together with arbitrary text.
+_FRAGMENTS = [
+    "name: fraud-scorer\n", "serving:\n  app: a.b:app\n", "  port: 8080\n", "environments:\n", "  prod:\n",
+    "    deploy: {replicas: 2}\n", "&a ", "*a", "<<: ", "!!python/object:os.system ", "!x ", "!!str ", "!!int ",
+    "!!binary ", "? ", ": ", "- ", "[", "]", "{", "}", ",", "'", '"', "\\", "#", "|\n", ">-\n", "---\n", "...\n",
+    "%YAML 1.1\n", "\t", "\n", "  ", "~", ".nan", "0x1F", "2020-01-01", "1e400", "\ufeff", "\x85", "\u2028",
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=8)), max_size=40))
+def test_nothing_in_mlctl_yaml_reaches_internal_error(cli, parts: list[str]) -> None:
+    (Path.cwd() / "mlctl.yaml").write_bytes("".join(parts).encode("utf-8", "surrogatepass"))
+    result = cli("config", "validate")
+    assert result.exit_code in (ExitCode.OK, ExitCode.CONFIG), result.stderr
+    if result.exit_code == ExitCode.CONFIG:
+        assert result.stderr.startswith("error: mlctl.yaml"), result.stderr
