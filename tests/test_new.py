@@ -242,6 +242,86 @@ def test_invalid_name_suggests_a_valid_one(cli) -> None:
     assert new(cli, "9lives").stderr.splitlines()[1] == "hint: try 'svc-9lives'"
 
 
+@pytest.mark.parametrize(
+    ("name", "message", "hint"),
+    [
+        ("os", "its Python package 'os' would shadow the standard-library module 'os'", "os-service"),
+        ("test", "its Python package 'test' would shadow the standard-library module 'test'", "test-service"),
+        ("distutils", "its Python package 'distutils' would shadow the standard-library module 'distutils'",
+         "distutils-service"),  # removed in 3.12, still there for a service on 3.11
+        ("torch", "its Python package 'torch' would shadow 'torch', which the service depends on", "torch-service"),
+        ("typing-extensions", "its Python package 'typing_extensions' would shadow 'typing_extensions', which the "
+         "service depends on", "typing-extensions-service"),
+        ("mlctl", "'mlctl' is mlctl's own package", "mlctl-service"),
+        ("mlctl-serve", "'mlctl_serve' is mlctl's own package", "mlctl-serve-service"),
+        ("kube-scorer", "Kubernetes keeps names starting with 'kube-' for itself", "scorer"),
+        ("kubernetes", "Kubernetes keeps 'kubernetes' for itself", "kubernetes-service"),
+        ("default", "Kubernetes keeps 'default' for itself", "default-service"),
+        ("weights", "the service's weights/ directory has that name", "weights-service"),
+        ("tests", "the service's tests/ directory has that name", "tests-service"),
+    ],
+)  # fmt: skip
+def test_reserved_names_are_refused_with_a_suggestion(cli, isolated: Path, name: str, message: str, hint: str) -> None:
+    result = new(cli, name)
+    assert result.exit_code == ExitCode.INPUT
+    assert result.stderr.splitlines() == [f"error: invalid service name {name!r}: is reserved: {message}",
+                                          f"hint: try {hint!r}"]  # fmt: skip
+    assert list(isolated.iterdir()) == []
+    assert new(cli, hint, "--no-git", "--ci", "none").exit_code == 0  # the suggestion is taken as it is
+
+
+def test_a_reserved_name_in_mlctl_yaml_is_a_config_error(cli, service: Path) -> None:
+    path = service / "mlctl.yaml"
+    path.write_text(path.read_text().replace("name: demo-svc", "name: torch", 1))
+    result = cli("-C", str(service), "config", "validate")
+    assert result.exit_code == ExitCode.CONFIG
+    assert result.stderr.splitlines()[0] == (
+        "error: mlctl.yaml:3 name: service name 'torch' is reserved: its Python package 'torch' would shadow "
+        "'torch', which the service depends on"
+    )
+
+
+@pytest.mark.parametrize("template", ["pytorch-predict", "pytorch-generate"])
+def test_every_package_a_service_installs_is_reserved(cli, isolated: Path, template: str) -> None:
+    """The reserved list holds the whole dependency closure of a generated service, as installed here."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    from mlctl.names import package_name, reserved_name_problem
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    assert new(cli, "svc", "--template", template, "--no-git", "--ci", "none").exit_code == 0
+    pyproject = tomllib.loads((isolated / "svc" / "pyproject.toml").read_text())
+    wanted = [*pyproject["project"]["dependencies"], *pyproject["project"]["optional-dependencies"]["test"]]
+    wanted += pyproject["build-system"]["requires"]
+    runtime = tomllib.loads((REPO / "runtime/pyproject.toml").read_text())
+    wanted += runtime["project"]["dependencies"]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [Requirement(r) for r in wanted]
+    while todo:
+        requirement = todo.pop()
+        key = (norm(requirement.name), frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        distribution = metadata.distribution(requirement.name)
+        for text in distribution.requires or []:
+            sub = Requirement(text)
+            if sub.marker and not any(sub.marker.evaluate({"extra": e}) for e in (requirement.extras or {""})):
+                continue
+            todo.append(sub)
+    names = {name for name, _ in seen}
+    for module, distributions in metadata.packages_distributions().items():
+        if any(norm(d) in names for d in distributions) and re.fullmatch(r"[a-z][a-z0-9_]*", module):
+            names.add(module)
+    assert len(names) > 30
+    missing = sorted(n for n in names if reserved_name_problem(package_name(n).replace("_", "-")) is None)
+    assert missing == []
+
+
 def test_existing_non_empty_directory_is_left_alone(cli, isolated: Path) -> None:
     (isolated / "fraud-scorer").mkdir()
     (isolated / "fraud-scorer" / "keep.txt").write_text("mine")
