@@ -40,7 +40,7 @@ name: fraud-scorer
 # Where this service came from; `mlctl update` uses it. Do not edit by hand.
 template:
   name: pytorch-predict
-  version: 1.2.0
+  version: 1.3.0
   answers:
     accelerator: "cuda"
     description: "A PyTorch model service"
@@ -91,18 +91,21 @@ image:
   repository: fraud-scorer
 
 deploy:
-  namespace: ml
+  namespace: "ml"       # each environment below has its own: staging and prod never share a release
   replicas: 1
 
 environments:
   dev:
     deploy:
+      namespace: "ml-dev"
       replicas: 1
   staging:
     deploy:
+      namespace: "ml-staging"
       replicas: 1
   prod:
     deploy:
+      namespace: "ml-prod"
       replicas: 2
 """
 
@@ -135,7 +138,7 @@ def test_scaffolds_the_whole_tree(cli, isolated: Path) -> None:
 def test_output_names_the_next_commands(cli, isolated: Path) -> None:
     result = new(cli, "fraud-scorer", "--no-git")
     assert result.stdout == (
-        "Created fraud-scorer in ./fraud-scorer from pytorch-predict 1.2.0 (13 files).\n"
+        "Created fraud-scorer in ./fraud-scorer from pytorch-predict 1.3.0 (13 files).\n"
         "\n"
         "Next:\n"
         "  cd fraud-scorer\n"
@@ -143,7 +146,7 @@ def test_output_names_the_next_commands(cli, isolated: Path) -> None:
         "  python -m pytest\n"
         "  mlctl run\n"
     )
-    assert result.stderr == "• rendering pytorch-predict 1.2.0\n• writing 13 files\n"
+    assert result.stderr == "• rendering pytorch-predict 1.3.0\n• writing 13 files\n"
 
 
 def test_git_repository_with_one_clean_commit(cli, isolated: Path) -> None:
@@ -151,7 +154,7 @@ def test_git_repository_with_one_clean_commit(cli, isolated: Path) -> None:
     data = json.loads(result.stdout)
     root = isolated / "fraud-scorer"
     log = subprocess.run(["git", "log", "--format=%H %an %s"], cwd=root, capture_output=True, text=True).stdout
-    assert log == f"{data['git_commit']} Test User Scaffold fraud-scorer from pytorch-predict 1.2.0\n"
+    assert log == f"{data['git_commit']} Test User Scaffold fraud-scorer from pytorch-predict 1.3.0\n"
     status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
     assert status == ""
     branch = subprocess.run(["git", "branch", "--show-current"], cwd=root, capture_output=True, text=True).stdout
@@ -175,7 +178,7 @@ def test_answers_are_recorded_for_updates(cli, isolated: Path) -> None:
 
     config = load_service_config(isolated / "fraud-scorer").config
     assert config.template is not None
-    assert (config.template.name, config.template.version) == ("pytorch-predict", "1.2.0")
+    assert (config.template.name, config.template.version) == ("pytorch-predict", "1.3.0")
     assert config.template.answers["accelerator"] == "cpu"
     assert config.template.answers["max_batch_size"] == 64
     assert config.template.answers["gpu_count"] == 1  # not asked for cpu; default recorded
@@ -196,7 +199,7 @@ def test_dry_run_lists_files_and_writes_nothing(cli, isolated: Path) -> None:
     result = new(cli, "fraud-scorer", "--dry-run")
     assert result.exit_code == 0
     assert result.stdout.startswith(
-        "Would create fraud-scorer in ./fraud-scorer from pytorch-predict 1.2.0 (dry run, nothing written):\n"
+        "Would create fraud-scorer in ./fraud-scorer from pytorch-predict 1.3.0 (dry run, nothing written):\n"
     )
     listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert sorted(listed) == EXPECTED_FILES
@@ -350,8 +353,8 @@ def test_unknown_template(cli, isolated: Path) -> None:
         ("accelerator=tpu", "error: --set accelerator=tpu: accelerator must be one of cuda, cpu; got 'tpu'"),
         (
             "namespace=Bad_NS",
-            "error: --set namespace=Bad_NS: namespace must be a Kubernetes namespace (lowercase "
-            "letters, digits and '-'), got 'Bad_NS'",
+            "error: --set namespace=Bad_NS: namespace must be a Kubernetes namespace prefix (lowercase "
+            "letters, digits and '-'; not default or kube-*), got 'Bad_NS'",
         ),
         ("novalue", "error: --set novalue: expected KEY=VALUE, e.g. --set gpu_count=2"),
     ],
@@ -385,7 +388,7 @@ def test_a_render_failure_leaves_nothing_behind(cli, isolated: Path, tmp_path: P
     result = new(cli, "fraud-scorer", "--template", "broken", "--dir", "deep/down/fraud-scorer")
     assert result.exit_code == ExitCode.FAILURE
     assert result.stderr.splitlines()[1:] == [
-        "error: template broken failed to render zz_last.txt.j2: 'no_such_variable' is undefined"
+        "error: template broken failed to render zz_last.txt.j2:1: 'no_such_variable' is undefined"
     ]
     assert list(isolated.iterdir()) == []
 
@@ -418,7 +421,7 @@ def test_python_twin_needs_no_typer(isolated: Path) -> None:
         "print(r.template_version, len(r.files), 'typer' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout == "1.2.0 13 False\n"
+    assert done.stdout == "1.3.0 13 False\n"
 
 
 def test_prompts_in_a_terminal_with_defaults_and_retries(isolated: Path) -> None:
@@ -450,7 +453,9 @@ def test_prompts_in_a_terminal_with_defaults_and_retries(isolated: Path) -> None
     child.sendline("9000")
     child.expect_exact("Largest batch the server runs through the model at once (16): ")
     child.sendline("")
-    child.expect_exact("Kubernetes namespace to deploy into (default): ")
+    child.expect_exact(
+        "Kubernetes namespace prefix: each environment deploys to PREFIX-ENV (empty: the service name) (): "
+    )
     child.sendline("ml")
     child.expect_exact("Created fraud-scorer")
     child.expect(pexpect.EOF)

@@ -26,7 +26,7 @@ def template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "templates"
     shutil.copytree(REPO / "templates" / "pytorch-predict", root / "pytorch-predict")
     manifest = root / "pytorch-predict" / "template.yaml"
-    manifest.write_text(manifest.read_text().replace("version: 1.2.0", "version: 1.0.0"))
+    manifest.write_text(manifest.read_text().replace("version: 1.3.0", "version: 1.0.0"))
     monkeypatch.setenv("MLCTL_TEMPLATE_PATH", str(root))
     return root / "pytorch-predict"
 
@@ -107,6 +107,17 @@ def test_an_update_keeps_the_teams_edits_and_brings_the_templates(cli: Any, svc:
     )
     assert update(cli, svc, "update", "--check").exit_code == 0
     assert "pytorch-predict: 2.0.0 is the newest version" in update(cli, svc, "update").stdout
+
+
+def test_a_version_from_before_the_escaping_filters_still_re_renders(cli: Any, svc: Path, template: Path) -> None:
+    # Template versions older than mlctl.scaffold.escape wrote answers without a filter; new renders refuse
+    # that, but the base of an update is rendered as it was made.
+    kept = Path.home() / ".cache" / "mlctl" / "templates" / "pytorch-predict" / "1.0.0" / "files" / "README.md.j2"
+    kept.write_text(kept.read_text().replace("{{ description | md }}", "{{ description }}"))
+    bump(template, {"README.md.j2": ("## Run it", "## Run it locally")})
+    result = update(cli, svc, "update")
+    assert result.exit_code == 0, result.stderr
+    assert "## Run it locally" in (svc / "README.md").read_text()
 
 
 def test_the_same_lines_changed_on_both_sides_are_marked(cli: Any, svc: Path, template: Path) -> None:

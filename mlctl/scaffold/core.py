@@ -12,6 +12,7 @@ import dataclasses
 import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,15 @@ from mlctl.errors import ConfigError, ConflictError, InputError, TemplateError
 from mlctl.models import AnswerValue, PlannedFile, ScaffoldResult
 from mlctl.names import service_name_problem, suggest_service_name
 from mlctl.reporting import NullReporter, Reporter
-from mlctl.scaffold.templates import Question, Template, answer_problem, find_template, remember, render_context
+from mlctl.scaffold.templates import (
+    Question,
+    Template,
+    answer_problem,
+    find_template,
+    remember,
+    render_context,
+    set_option,
+)
 
 if TYPE_CHECKING:
     from mlctl.config import ServiceConfig
@@ -95,6 +104,7 @@ def new_service(
         from mlctl.ci.core import ci_path, render_ci
 
         files.append(RenderedFile(ci_path(ci), render_ci(config, ci).encode("utf-8"), False))
+    _check_rendered_files(tmpl, files)
     planned = tuple(PlannedFile(f.path, len(f.content), f.executable) for f in files)
     result = ScaffoldResult(
         name=name,
@@ -114,13 +124,28 @@ def new_service(
     return dataclasses.replace(result, git_commit=commit)
 
 
-def render_template(template: Template, name: str, answers: Mapping[str, AnswerValue]) -> list[RenderedFile]:
-    """Render every file of ``template`` in memory, in a sandbox with ``StrictUndefined``."""
+def render_template(
+    template: Template, name: str, answers: Mapping[str, AnswerValue], *, strict: bool = True
+) -> list[RenderedFile]:
+    """Render every file of ``template`` in memory, in a sandbox with ``StrictUndefined``.
+
+    With ``strict`` (the default), a free-text answer written without an escaping filter is a
+    TemplateError; ``mlctl update`` renders old template versions, written before the filters
+    existed, with ``strict=False``.
+    """
     from jinja2 import StrictUndefined
     from jinja2 import TemplateError as JinjaError
     from jinja2.sandbox import SandboxedEnvironment
 
-    env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    from mlctl.scaffold.escape import FILTERS, RawAnswerError, refuse_raw
+
+    env = SandboxedEnvironment(
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        finalize=refuse_raw if strict else None,
+    )
+    env.filters.update(FILTERS)
     context = render_context(template, name, dict(answers))
     out: list[RenderedFile] = []
     root = template.files_dir
@@ -135,8 +160,8 @@ def render_template(template: Template, name: str, answers: Mapping[str, AnswerV
                 content = env.from_string(source.read_text(encoding="utf-8")).render(context).encode("utf-8")
             else:
                 content = source.read_bytes()
-        except JinjaError as exc:
-            line = getattr(exc, "lineno", None)
+        except (JinjaError, RawAnswerError) as exc:
+            line = getattr(exc, "lineno", None) or _template_line(exc)
             where = f"{relative}:{line}" if line else relative
             raise TemplateError(f"template {template.name} failed to render {where}: {exc}") from None
         if not path or path.endswith("/"):
@@ -144,6 +169,18 @@ def render_template(template: Template, name: str, answers: Mapping[str, AnswerV
         executable = bool(source.stat().st_mode & stat.S_IXUSR)
         out.append(RenderedFile(path, content, executable))
     return out
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line an error was raised at: jinja rewrites tracebacks so that the frames of a
+    template's code carry its file's line numbers."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
 
 
 def _parse_given(template: Template, answers: Mapping[str, AnswerValue | str]) -> dict[str, AnswerValue]:
@@ -156,7 +193,7 @@ def _parse_given(template: Template, answers: Mapping[str, AnswerValue | str]) -
         try:
             parsed[key] = question.parse(value)
         except ValueError as exc:
-            raise InputError(f"--set {key}={value}: {key} {exc}", hint=question.help) from None
+            raise InputError(f"{set_option(key, value)}: {key} {exc}", hint=question.help) from None
     return parsed
 
 
@@ -204,6 +241,66 @@ def _check_rendered_config(template: Template, files: list[RenderedFile]) -> Ser
             f"these answers give an invalid {CONFIG_FILE}: " + "; ".join(exc.lines()),
             hint="check the --set values against `mlctl templates show " + template.name + "`",
         ) from None
+
+
+def _check_rendered_files(template: Template, files: list[RenderedFile]) -> None:
+    """Every Python, TOML, YAML and JSON file parses: a service is never committed broken, whatever the
+    answers held (the escaping filters should see to that; this catches a template that skips them)."""
+    for f in files:
+        problem = parse_problem(f.path, f.content)
+        if problem:
+            raise TemplateError(
+                f"template {template.name} {template.version} rendered an invalid {problem}; nothing was written",
+                hint="a bug in the template: an answer reached the file without its escaping filter",
+            )
+
+
+def parse_problem(path: str, content: bytes) -> str | None:
+    """Why a rendered file does not parse as its kind (by suffix), as ``path:line: what``; None if it does."""
+    suffix = Path(path).suffix
+    if suffix not in (".py", ".toml", ".yaml", ".yml", ".json"):
+        return None
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{path}: not UTF-8 at byte {exc.start}"
+    if suffix == ".py":
+        import ast
+
+        try:
+            ast.parse(text, path)
+        except SyntaxError as exc:
+            return f"{path}:{exc.lineno}: {exc.msg}"
+        except ValueError as exc:  # NUL bytes
+            return f"{path}: {exc}"
+    elif suffix == ".toml":
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover - Python 3.10
+            import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            return f"{path}: {exc}"
+    elif suffix in (".yaml", ".yml"):
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+        try:
+            list(YAML(typ="safe", pure=True).load_all(text))
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            return f"{path}:{mark.line + 1 if mark else '?'}: {exc.problem or exc.context}"
+        except YAMLError as exc:
+            return f"{path}: {exc}"
+    else:
+        import json
+
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            return f"{path}:{exc.lineno}: {exc.msg}"
+    return None
 
 
 def _write_atomically(

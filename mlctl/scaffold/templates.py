@@ -8,8 +8,10 @@ among mlctl's built-in templates.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,34 @@ MANIFEST = "template.yaml"
 TEMPLATE_PATH_ENV = "MLCTL_TEMPLATE_PATH"
 _TRUE = {"true", "yes", "y", "on", "1"}
 _FALSE = {"false", "no", "n", "off", "0"}
+#: The longest answer to a ``str`` question whose manifest sets no ``max_length``.
+MAX_ANSWER_LENGTH = 200
+#: Bidirectional controls reorder how text is shown ("Trojan Source"): a description that reads one way
+#: in an editor and another to Python has no place in a generated service.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a one-line answer, or None: control characters (newlines included),
+    line and paragraph separators, lone surrogates and bidirectional controls are refused."""
+    for c in text:
+        category = unicodedata.category(c)
+        if c in "\r\n" or category in ("Zl", "Zp"):
+            return "must be one line"
+        if category == "Cc":
+            return f"must not contain the control character U+{ord(c):04X}"
+        if category == "Cs":
+            return f"must be text, not the lone surrogate U+{ord(c):04X}"
+        if c in _BIDI_CONTROLS:
+            return f"must not contain the bidirectional control U+{ord(c):04X} (it makes text read out of order)"
+    return None
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value as one short line for an error message: repr-escaped, cut after ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 class Question(BaseModel):
@@ -38,9 +68,13 @@ class Question(BaseModel):
     choices: list[str] = Field(default_factory=list)
     min: float | None = None
     max: float | None = None
+    #: ``str``: a regular expression the whole answer must match (classes like ``\\d`` are ASCII-only).
     pattern: str | None = None
     #: Said when ``pattern`` does not match, e.g. "a DNS label".
     pattern_help: str | None = None
+    #: ``str``: the shortest and the longest answer, in characters (default 0 and :data:`MAX_ANSWER_LENGTH`).
+    min_length: int = Field(default=0, ge=0)
+    max_length: int | None = Field(default=None, ge=1, le=10_000)
     #: A jinja expression over earlier answers; the question is asked only when it is true.
     when: str | None = None
 
@@ -48,6 +82,8 @@ class Question(BaseModel):
     def _consistent(self) -> Question:
         if self.type == "choice" and not self.choices:
             raise ValueError("a choice question needs choices")
+        if (self.max_length is not None or self.min_length) and self.type != "str":
+            raise ValueError("min_length and max_length are for str questions")
         if self.default is not None:
             self.parse(self.default)  # a default that fails its own question is a template bug
         return self
@@ -67,31 +103,41 @@ class Question(BaseModel):
                 return True
             if text.lower() in _FALSE:
                 return False
-            raise ValueError(f"must be true or false, got {value!r}")
+            raise ValueError(f"must be true or false, got {shown(value)}")
         if isinstance(text, bool):
-            raise ValueError(f"must be a {self.type}, got {value!r}")
+            raise ValueError(f"must be a {self.type}, got {shown(value)}")
         if self.type == "int":
-            try:
-                result = int(text)
-            except ValueError:
-                raise ValueError(f"must be an integer, got {value!r}") from None
+            if not _INTEGER.fullmatch(text) or len(text) > 20:
+                raise ValueError(f"must be an integer, got {shown(value)}")
+            result = int(text)
         elif self.type == "float":
             try:
                 result = float(text)
             except ValueError:
-                raise ValueError(f"must be a number, got {value!r}") from None
+                raise ValueError(f"must be a number, got {shown(value)}") from None
+            if not math.isfinite(result):
+                raise ValueError(f"must be a finite number, got {shown(value)}")
         elif self.type == "choice":
             if text not in self.choices:
-                raise ValueError(f"must be one of {', '.join(self.choices)}; got {value!r}")
+                raise ValueError(f"must be one of {', '.join(self.choices)}; got {shown(value)}")
             return text
         else:
-            if self.pattern and not re.fullmatch(self.pattern, text):
-                raise ValueError(f"must be {self.pattern_help or 'matching ' + self.pattern}, got {value!r}")
+            limit = self.max_length or MAX_ANSWER_LENGTH
+            if len(text) > limit:
+                raise ValueError(f"must be at most {limit} characters, got {len(text)}")
+            if len(text) < self.min_length:
+                raise ValueError("must not be empty" if len(text) == 0 else f"must be at least {self.min_length} "
+                                 f"characters, got {len(text)}")  # fmt: skip
+            problem = text_problem(text)
+            if problem:
+                raise ValueError(problem)
+            if self.pattern and not re.fullmatch(self.pattern, text, flags=re.ASCII):
+                raise ValueError(f"must be {self.pattern_help or 'matching ' + self.pattern}, got {shown(value)}")
             return text
         if self.min is not None and result < self.min:
-            raise ValueError(f"must be >= {_num(self.min)}, got {value!r}")
+            raise ValueError(f"must be >= {_num(self.min)}, got {shown(value)}")
         if self.max is not None and result > self.max:
-            raise ValueError(f"must be <= {_num(self.max)}, got {value!r}")
+            raise ValueError(f"must be <= {_num(self.max)}, got {shown(value)}")
         return result
 
     def info(self) -> QuestionInfo:
@@ -207,12 +253,21 @@ def find_template(name: str) -> Template:
     )
 
 
+def set_option(key: str, value: object) -> str:
+    """``--set KEY=VALUE`` as an error message shows it: as typed where that is one short printable line,
+    else repr-escaped and cut."""
+    shown_key = key if key.isprintable() and len(key) <= 40 else shown(key, 40)
+    if isinstance(value, str) and len(value) <= 80 and value.isprintable():
+        return f"--set {shown_key}={value}"
+    return f"--set {shown_key}={shown(value)}"
+
+
 def answer_problem(template: Template, key: str, value: str) -> tuple[str, str | None]:
     """For a ``--set`` key the template does not ask: the message and a hint."""
     names = [q.name for q in template.manifest.questions]
     close = difflib.get_close_matches(key, names, n=1)
     return (
-        f"--set {key}={value}: template {template.name!r} has no question {key!r}",
+        f"{set_option(key, value)}: template {template.name!r} has no question {shown(key, 40)}",
         (f"did you mean {close[0]!r}? " if close else "") + f"its questions: {', '.join(names)}",
     )
 
@@ -225,16 +280,21 @@ def parse_set_options(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise InputError(f"--set {pair}: expected KEY=VALUE, e.g. --set gpu_count=2")
+            where = f"--set {pair}" if pair.isprintable() and len(pair) <= 80 else f"--set {shown(pair)}"
+            raise InputError(f"{where}: expected KEY=VALUE, e.g. --set gpu_count=2")
         out[key.strip()] = value
     return out
 
 
 def render_context(template: Template, name: str, answers: dict[str, Any]) -> dict[str, Any]:
-    """The variables a template's files see."""
+    """The variables a template's files see. Answers to ``str`` questions are marked as raw text: a
+    file must write them through an escaping filter (:mod:`mlctl.scaffold.escape`)."""
     from mlctl import __version__
     from mlctl.names import package_name
+    from mlctl.scaffold.escape import mark_answers
 
+    free_text = {q.name for q in template.manifest.questions if q.type == "str"}
+    answers = mark_answers(answers, free_text)
     return {
         **answers,
         "name": name,

@@ -95,7 +95,8 @@ def update_service(
     new = find_template(recorded.name)
     name = loaded.config.name
     reporter.step(f"re-rendering {recorded.name} {recorded.version} and rendering {new.version}")
-    base = {f.path: f for f in render_template(old, name, dict(recorded.answers))}
+    # The base is re-rendered as it was made: versions older than the escaping filters wrote answers raw.
+    base = {f.path: f for f in render_template(old, name, dict(recorded.answers), strict=False)}
     theirs = {f.path: f for f in render_template(new, name, _answers(new, dict(recorded.answers)))}
     labels = ("yours", f"{recorded.name} {recorded.version}", f"{recorded.name} {new.version}")
     planned = [
