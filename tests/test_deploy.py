@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -490,7 +491,9 @@ def test_the_namespace_comes_from_flag_then_mlctl_yaml_then_kube_context(
     cli: Any, svc: Path, kube: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = svc / "mlctl.yaml"
-    path.write_text(path.read_text().replace("deploy:\n  namespace: default\n", "deploy:\n"))
+    text = re.sub(r"\ndeploy:\n  namespace: [^\n]*\n", "\ndeploy:\n", path.read_text())
+    assert "namespace" not in text.split("\ndeploy:\n", 1)[1].split("\n\n", 1)[0]
+    path.write_text(text)
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "ml-context", namespace=NS, context="ml")))
     result = deploy_json(cli, svc, "--image", IMAGE1, "--no-wait")  # no environment: mlctl.yaml names none
     assert result["namespace"] == NS
