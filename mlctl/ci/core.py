@@ -8,11 +8,10 @@ kubeconfig come from the CI system's secrets, never from the file.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from mlctl import __version__
+from mlctl.atomic import replace_file
 from mlctl.config import CONFIG_FILE, ServiceConfig, load_service_config
 from mlctl.errors import ConflictError, InputError
 from mlctl.models import CiResult
@@ -126,13 +125,6 @@ def generate_ci(
     if dry_run:
         return CiResult(provider, relative, f"would be {status}", tuple(warnings), text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, text.encode("utf-8"))
     reporter.step(f"{status} {relative}")
     return CiResult(provider, relative, status, tuple(warnings), text)

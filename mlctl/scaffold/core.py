@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import stat
 import sys
@@ -306,41 +307,116 @@ def parse_problem(path: str, content: bytes) -> str | None:
 def _write_atomically(
     target: Path, files: list[RenderedFile], *, git: bool, reporter: Reporter, message: str
 ) -> str | None:
+    from mlctl.atomic import interruptible
+
     created_parents = _missing_parents(target)
     staging: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.mlctl-", dir=target.parent))
-        reporter.step(f"writing {len(files)} files")
-        for f in files:
-            path = staging / f.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(f.content)
-            if f.executable:
-                path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        commit = None
-        if git:
-            from mlctl.adapters.git import init_and_commit
+    with interruptible() as interrupts:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _clean_stale_staging(target.parent, reporter)
+            with interrupts.held():  # the directory exists only once its name is in `staging`
+                staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+            reporter.step(f"writing {len(files)} files")
+            for f in files:
+                path = staging / f.path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(f.content)
+                if f.executable:
+                    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+            commit = None
+            if git:
+                from mlctl.adapters.git import init_and_commit
 
-            reporter.step("initialising git")
-            made = init_and_commit(staging, message)
-            if made.fallback_identity:
-                reporter.warn("git has no user.name/user.email here; the first commit is authored by 'mlctl'")
-            commit = made.sha
-        staging.chmod(0o755 & ~_umask())
-        # rename() replaces an empty directory atomically on POSIX.
-        os.replace(staging, target)
-        staging = None
-        return commit
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        for parent in created_parents:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-        raise
+                reporter.step("initialising git")
+                made = init_and_commit(staging, message)
+                if made.fallback_identity:
+                    reporter.warn("git has no user.name/user.email here; the first commit is authored by 'mlctl'")
+                commit = made.sha
+            staging.chmod(0o755 & ~_umask())
+            with interrupts.held():
+                # rename() replaces an empty directory atomically on POSIX.
+                os.replace(staging, target)
+                staging = None
+            return commit
+        except BaseException:
+            with interrupts.held(then_raise=False):  # a second Ctrl-C must not stop the cleanup half-way
+                if staging is not None:
+                    _remove_tree(staging)
+                for parent in created_parents:
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        break
+            raise
+
+
+# --- staging directories ----------------------------------------------------------------------------
+# A staging directory is named after its target and the process writing it (.NAME.mlctl-PID-XXXXXXXX),
+# so that one left by a process that was killed outright (SIGKILL, a power cut) is recognised by the
+# next `mlctl new` in the same directory, and removed once its process is gone.
+
+_STAGING = re.compile(r"^\.(?P<name>.+)\.mlctl-(?:(?P<pid>[0-9]+)-)?[a-z0-9_]{6,}$")
+#: A staging directory whose process still seems to run but which is older than this was left by a
+#: process whose number has since been reused: it is reported, not removed.
+STALE_AFTER_S = 3600
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.mlctl-{os.getpid()}-"
+
+
+def _clean_stale_staging(directory: Path, reporter: Reporter) -> None:
+    """Remove the staging directories in ``directory`` whose ``mlctl new`` is gone; report doubtful ones."""
+    import time
+
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        match = _STAGING.match(entry.name)
+        if not match or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if info.st_uid != os.getuid():
+            continue  # someone else's: not ours to judge
+        pid = int(match["pid"]) if match["pid"] else None
+        if pid == os.getpid():
+            continue
+        path = Path(entry.path)
+        if pid is not None and not _process_alive(pid):
+            _remove_tree(path)
+            if path.exists():
+                reporter.warn(f"could not remove {path}, left by an interrupted `mlctl new` (process {pid})")
+            else:
+                reporter.warn(f"removed {path}, left by an interrupted `mlctl new` (process {pid})")
+        elif time.time() - info.st_mtime > STALE_AFTER_S:
+            reporter.warn(f"{path} looks left by an interrupted `mlctl new`: remove it if no `mlctl new` is running")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, as another user's
+    return True
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove ``path``; retried briefly, since a git process we were interrupted in may still write to it."""
+    import time
+
+    for _ in range(50):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.1)
 
 
 def _umask() -> int:

@@ -327,16 +327,27 @@ def remember(template: Template) -> None:
     import shutil
     import tempfile
 
+    from mlctl.atomic import interruptible
+
     target = _store() / template.name / template.version
     if (target / MANIFEST).is_file():
         return
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{template.version}.", dir=target.parent))
-        shutil.copytree(template.path, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-        os.replace(staging, target)
-    except OSError:
-        pass
+    staging: Path | None = None
+    with interruptible() as interrupts:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with interrupts.held():
+                staging = Path(tempfile.mkdtemp(prefix=f".{template.version}.", dir=target.parent))
+            shutil.copytree(template.path, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+            with interrupts.held():
+                os.replace(staging, target)
+                staging = None
+        except OSError:
+            pass
+        finally:
+            if staging is not None:
+                with interrupts.held(then_raise=False):
+                    shutil.rmtree(staging, ignore_errors=True)
 
 
 def find_version(name: str, version: str) -> Template | None:

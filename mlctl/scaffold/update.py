@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlctl.atomic import replace_file
 from mlctl.config import load_service_config
 from mlctl.errors import ConflictError, InputError, NotFoundError
 from mlctl.models import AnswerValue, FileUpdate, UpdateResult
@@ -190,18 +190,10 @@ def _apply(directory: Path, plan: _Planned) -> None:
         target.unlink(missing_ok=True)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(plan.content)
-        mode = target.stat().st_mode if target.exists() else 0o644 & ~_umask()
-        if plan.executable:
-            mode |= 0o111
-        os.chmod(temporary, mode & 0o7777)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    mode = target.stat().st_mode if target.exists() else 0o644 & ~_umask()
+    if plan.executable:
+        mode |= 0o111
+    replace_file(target, plan.content, mode=mode)
 
 
 def _umask() -> int:
