@@ -130,3 +130,35 @@ def dns_label_problem(value: str, *, max_length: int = 63) -> str | None:
     if not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", value):
         return "must be lowercase letters, digits and '-', starting and ending with a letter or digit"
     return None
+
+
+def branch_name_problem(branch: str) -> str | None:
+    """Say why ``branch`` is not a git branch name, or return None.
+
+    The rules of ``git check-ref-format --branch``: no component starting with ``.`` or ending with
+    ``.lock``, no ``..``, no control characters, space, ``~ ^ : ? * [ \\``, no ``@{``, not ``@``, no
+    leading, trailing or doubled ``/``, no trailing ``.``, and not starting with ``-``.
+    """
+    if not branch:
+        return "must not be empty"
+    bad = sorted({c for c in branch if ord(c) < 0x20 or ord(c) == 0x7F or c in " ~^:?*[\\"})
+    if bad:
+        return "must not contain " + ", ".join(repr(c) for c in bad) + " (git refuses them in branch names)"
+    if branch.startswith("-"):
+        return "must not start with '-'"
+    if branch == "@" or branch == "HEAD":
+        return f"cannot be {branch!r}"
+    if "@{" in branch:
+        return "must not contain '@{'"
+    if ".." in branch:
+        return "must not contain '..'"
+    if branch.startswith("/") or branch.endswith("/") or "//" in branch:
+        return "must not start or end with '/' or hold '//'"
+    if branch.endswith("."):
+        return "must not end with '.'"
+    for part in branch.split("/"):
+        if part.startswith("."):
+            return f"has a part starting with '.' ({part!r})"
+        if part.endswith(".lock"):
+            return f"has a part ending with '.lock' ({part!r})"
+    return None

@@ -30,12 +30,46 @@ def ci_path(provider: str) -> str:
     return PROVIDERS[provider]
 
 
+#: Actions the GitHub workflow uses, pinned by commit (a tag can be moved to other code; a commit cannot),
+#: with the release each commit is, for people reading the file and for update bots.
+GITHUB_ACTIONS = {
+    "checkout": "actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1",
+    "setup_python": "actions/setup-python@5fda3b95a4ea91299a34e894583c3862153e4b97 # v7.0.0",
+    "upload_artifact": "actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f # v7.0.0",
+}
+
+
+def check_branch(branch: str) -> None:
+    """Refuse a ``--branch`` git would not take as a branch name (it is written into the pipeline)."""
+    from mlctl.names import branch_name_problem
+    from mlctl.scaffold.templates import shown
+
+    problem = branch_name_problem(branch)
+    if problem:
+        raise InputError(f"--branch {shown(branch)}: {problem}", hint="give the branch as git names it, e.g. main")
+
+
 def render_ci(config: ServiceConfig, provider: str, *, branch: str = "main") -> str:
-    """The pipeline file's text for ``provider`` (github or gitlab)."""
+    """The pipeline file's text for ``provider`` (github or gitlab).
+
+    Every value from outside the template (the branch, the registry, versions) is written through a
+    filter for where it lands: a YAML scalar, a shell word, a GitHub or GitLab expression string.
+
+    Raises:
+        InputError: an unknown provider, or a branch git would refuse (or GitLab could not quote).
+    """
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
+    from mlctl.scaffold.escape import FILTERS, yaml_scalar
+
     ci_path(provider)
+    check_branch(branch)
+    if provider == "github" and "${{" in branch:
+        raise InputError(
+            f"--branch {branch}: holds '${{{{', which GitHub reads as the start of an expression wherever it is",
+            hint="rename the branch, or edit the workflow by hand",
+        )
     # << >> and <% %>: the pipelines' own ${{ }} and $VAR syntax stays as it is.
     env = SandboxedEnvironment(
         undefined=StrictUndefined,
@@ -47,10 +81,16 @@ def render_ci(config: ServiceConfig, provider: str, *, branch: str = "main") -> 
         comment_start_string="<#",
         comment_end_string="#>",
     )
+    env.filters.update(FILTERS)
+    # GitLab expands $VAR in variables' values: $$ is a literal $.
+    env.filters["gitlab_var"] = lambda value: yaml_scalar(str(value).replace("$", "$$"))
     source = (data_dir("templates") / "ci" / f"{provider}.yml.j2").read_text(encoding="utf-8")
     text = env.from_string(source).render(
         name=config.name,
-        branch=branch,
+        branch=_comment(branch),
+        branch_pattern=_github_pattern(branch),
+        branch_ref=_github_string("refs/heads/" + branch),
+        branch_literal=_gitlab_string(branch) if provider == "gitlab" else "",
         python=config.runtime.python,
         torch=config.runtime.torch,
         registry_host=config.image.registry.split("/")[0],
@@ -58,8 +98,37 @@ def render_ci(config: ServiceConfig, provider: str, *, branch: str = "main") -> 
         mlctl_install=f"mlctl @ git+{SOURCE}@v{__version__}",
         serve_install=f"mlctl-serve @ git+{SOURCE}@v{__version__}#subdirectory=runtime",
         gitlab_build_tag="docker",
+        actions=GITHUB_ACTIONS,
     )
     return text + f"{CHECKSUM}{_checksum(text)}\n"
+
+
+def _comment(text: str) -> str:
+    """Text for a YAML comment: anything that could end the line is escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _github_pattern(branch: str) -> str:
+    """A branch as a GitHub branch filter matching only itself: its pattern characters escaped."""
+    return "".join("\\" + c if c in "*?+[]!\\" else c for c in branch)
+
+
+def _github_string(text: str) -> str:
+    """A GitHub expression string literal: single quotes, a quote inside doubled."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _gitlab_string(text: str) -> str:
+    """A GitLab rules expression string literal. GitLab's strings have no escapes: the quote used must
+    not occur in the text."""
+    if '"' not in text:
+        return f'"{text}"'
+    if "'" not in text:
+        return f"'{text}'"
+    raise InputError(
+        f"--branch {text}: holds both ' and \", which a GitLab rules expression cannot quote",
+        hint="rename the branch, or edit the rule by hand",
+    )
 
 
 #: The last line of a pipeline mlctl wrote: a hand edit changes the content, not the checksum.
