@@ -8,12 +8,12 @@ runner cancelling a job would. Each process group the test starts is ended by th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def slow_commit(tmp_path: Path) -> Iterator[Path]:
+def slow_commit(tmp_path: Path) -> Path:
     """A global git config whose post-commit hook writes the path in $MLCTL_TEST_READY, then sleeps."""
     hooks = tmp_path / "hooks"
     hooks.mkdir()
@@ -33,7 +33,7 @@ def slow_commit(tmp_path: Path) -> Iterator[Path]:
     hook.chmod(0o755)
     config = Path(os.environ["GIT_CONFIG_GLOBAL"])
     config.write_text(config.read_text() + f"[core]\n\thooksPath = {hooks}\n")
-    yield tmp_path / "ready"
+    return tmp_path / "ready"
 
 
 def start_new(work: Path, name: str, ready: Path | None) -> subprocess.Popen[str]:
@@ -63,10 +63,8 @@ def wait_for(path: Path, process: subprocess.Popen[str], timeout_s: float = 120)
 
 def end_group(process: subprocess.Popen[str]) -> None:
     """End what is left of the process group this test started (git, the hook's sleep)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
