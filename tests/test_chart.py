@@ -8,11 +8,14 @@ schemas in strict mode for each Kubernetes release.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from conftest import REPO
 from manifests import KUBE_VERSIONS, NoSchema, schema_errors
 from ruamel.yaml import YAML
 
@@ -52,6 +55,17 @@ SCENARIOS: dict[str, tuple[dict[str, Any], list[str]]] = {
             "ingress.className=nginx",
         ],
     ),
+    "network-policy": (
+        {},
+        [
+            "networkPolicy.enabled=true",
+            r"networkPolicy.ingressFrom[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=ingress-nginx",
+            "networkPolicy.metricsNamespace=monitoring",
+            "metrics.port=9090",
+        ],
+    ),
+    "existing-account": ({}, ["serviceAccount.create=false", "serviceAccount.name=ml-runner"]),
+    "token-asked": ({}, ["serviceAccount.automountToken=true"]),
 }
 
 
@@ -101,8 +115,9 @@ def test_every_manifest_is_valid_for_kubernetes_1_29_to_1_34(scenarios: dict[str
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "Ingress",
+        "NetworkPolicy",
     }
-    assert checked >= 4 * len(KUBE_VERSIONS) * len(SCENARIOS)  # at least the four every release has
+    assert checked >= 3 * len(KUBE_VERSIONS) * len(SCENARIOS)  # at least the four every release has
 
 
 def test_the_cached_validator_agrees_with_kubernetes_validate(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
@@ -275,6 +290,113 @@ def test_render_json_is_the_rendered_release(cli: Any, service: Path) -> None:
     assert data["release"] == "demo-svc"
     assert data["values"]["image"]["digest"] == DIGEST
     assert "deployment.yaml" in data["manifests"]
+
+
+# --- hardened by default, with the waivers written in the chart ---------------------------------------
+
+
+def pod_of(documents: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    pod: dict[str, Any] = documents["Deployment/demo-svc"]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_no_service_account_token_in_the_pod_unless_asked(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for name, documents in scenarios.items():
+        asked = name == "token-asked"
+        # On the pod itself: with serviceAccount.create false the pod runs as an account that may mount one.
+        assert pod_of(documents)["automountServiceAccountToken"] is asked, name
+        account = documents.get("ServiceAccount/demo-svc")
+        if name == "existing-account":
+            assert account is None
+            assert pod_of(documents)["serviceAccountName"] == "ml-runner"
+        else:
+            assert account is not None
+            assert account["automountServiceAccountToken"] is asked, name
+
+
+def test_every_empty_dir_has_a_size_limit(scenarios: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for name, documents in scenarios.items():
+        volumes = pod_of(documents)["volumes"]
+        assert {v["name"]: v["emptyDir"].get("sizeLimit") for v in volumes if "emptyDir" in v} == {
+            "dshm": "1Gi",
+            "tmp": "1Gi",
+        }, name
+
+
+def test_the_network_policy_lets_in_only_the_serving_and_metrics_ports(
+    scenarios: dict[str, dict[str, dict[str, Any]]],
+) -> None:
+    assert not any(key.startswith("NetworkPolicy/") for key in scenarios["cpu"])  # opt-in
+    documents = scenarios["network-policy"]
+    policy = documents["NetworkPolicy/demo-svc"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == documents["Deployment/demo-svc"]["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]  # egress stays open (weights may be fetched at start)
+    assert policy["ingress"] == [
+        {
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        },
+        {
+            "ports": [{"port": 9090, "protocol": "TCP"}],
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        },
+    ]
+
+
+def test_the_scaffold_deploys_to_a_namespace_of_its_own(cli: Any, service: Path) -> None:
+    documents = render(cli, service)
+    assert {d["metadata"]["namespace"] for d in documents.values()} == {"demo-svc"}
+    assert {d["metadata"]["namespace"] for d in render(cli, service, "--env", "staging").values()} == {
+        "demo-svc-staging"
+    }
+    assert {d["metadata"]["namespace"] for d in render(cli, service, "--env", "prod").values()} == {"demo-svc-prod"}
+
+
+CHECKOV = REPO / ".venv" / "tools" / "checkov" / "bin" / "checkov"
+#: The deviations the chart waives on purpose (each with its reason in the chart), and when.
+WAIVERS = {"CKV_K8S_11", "CKV2_K8S_6", "CKV_K8S_38"}
+
+
+def test_checkov_finds_nothing_in_any_rendered_scenario(
+    scenarios: dict[str, dict[str, dict[str, Any]]], tmp_path: Path
+) -> None:
+    assert CHECKOV.exists(), "checkov is missing: scripts/setup installs it"
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe")
+    for name, documents in scenarios.items():
+        with (tmp_path / f"{name}.yaml").open("w") as out:
+            yaml.dump_all(list(documents.values()), out)
+    done = subprocess.run(
+        [str(CHECKOV), "-d", str(tmp_path), "--framework", "kubernetes", "--output", "json", "--compact"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
+        timeout=600,
+    )
+    report = json.loads(done.stdout)
+    results = report["results"]
+    failed = results.get("failed_checks", [])
+    passed = results.get("passed_checks", [])
+    skipped = results.get("skipped_checks", [])
+    per_file: dict[str, list[int]] = {name: [0, 0, 0] for name in scenarios}
+    for index, checks in enumerate((passed, failed, skipped)):
+        for check in checks:
+            per_file[Path(check["file_path"]).stem][index] += 1
+    print(f"checkov over {len(scenarios)} rendered scenarios: {len(failed)} failed, {len(passed)} passed, "
+          f"{len(skipped)} waived")  # fmt: skip
+    for name, (ok, bad, waived) in per_file.items():
+        print(f"  {name}: {bad} failed, {ok} passed, {waived} waived")
+    assert [f"{c['check_id']} {c['resource']} ({Path(c['file_path']).stem})" for c in failed] == []
+    assert all(ok > 50 for ok, _, _ in per_file.values()), per_file  # every scenario was checked
+    for check in skipped:
+        assert check["check_id"] in WAIVERS, check["check_id"]
+        assert len(check["check_result"].get("suppress_comment", "")) > 40, check  # a reason, not a bare skip
+    waived = {(Path(c["file_path"]).stem, c["check_id"]) for c in skipped}
+    assert ("token-asked", "CKV_K8S_38") in waived
+    assert ("cpu", "CKV_K8S_38") not in waived
+    assert ("network-policy", "CKV2_K8S_6") not in waived  # it has its policy
+    assert ("cpu", "CKV2_K8S_6") in waived
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ _KIND_ORDER = [
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
     "Ingress",
+    "NetworkPolicy",
     "ServiceMonitor",
 ]
 
