@@ -533,6 +533,7 @@ def test_without_image_the_build_tag_of_this_commit_is_deployed(cli: Any, isolat
 
     assert cli("new", "tagged-svc", "--set", "accelerator=cpu").exit_code == 0
     svc = isolated / "tagged-svc"
+    kube.add_namespace("tagged-svc")  # the scaffold deploys to a namespace named after the service
     planned = mlctl(cli, svc, "--json", "deploy", "--dry-run")
     assert planned.exit_code == 0, planned.stderr
     expected = f"tagged-svc:{source_tag(source_state(svc))}"  # what `mlctl build` tags this commit with
