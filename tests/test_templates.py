@@ -70,3 +70,19 @@ def test_a_broken_manifest_is_reported_as_the_template_authors_bug(cli, tmp_path
     assert result.exit_code == ExitCode.FAILURE
     assert result.stderr.startswith(f"error: template manifest {bad / 'template.yaml'} is invalid: ")
     assert "version: String should match pattern" in result.stderr
+
+
+def test_a_hostile_manifest_is_refused_quickly(cli, tmp_path, monkeypatch) -> None:
+    bad = tmp_path / "tpl" / "bomb"
+    (bad / "files").mkdir(parents=True)
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8)
+    )
+    (bad / "template.yaml").write_text("name: bomb\nversion: 1.0.0\ndescription: x\n" + bomb)
+    monkeypatch.setenv("MLCTL_TEMPLATE_PATH", str(tmp_path / "tpl"))
+    result = cli("templates", "list")
+    assert result.exit_code == ExitCode.FAILURE
+    assert result.stderr.splitlines()[0] == (
+        f"error: template manifest {bad / 'template.yaml'} cannot be read: {bad / 'template.yaml'}:7: more than "
+        "2500 keys and values (aliases counted each time they are used): too large for an mlctl config"
+    )

@@ -198,15 +198,18 @@ def template_roots() -> list[Path]:
 
 def load_template(path: Path) -> Template:
     """Read and validate a template's manifest."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from mlctl import safe_yaml
+    from mlctl.errors import ConfigError
 
     manifest_path = path / MANIFEST
     try:
-        raw = YAML(typ="safe").load(manifest_path.read_text(encoding="utf-8"))
+        # A template from MLCTL_TEMPLATE_PATH is someone else's file: read with the same bounds as mlctl.yaml.
+        raw, _ = safe_yaml.load(manifest_path.read_bytes(), str(manifest_path))
         manifest = Manifest.model_validate(raw)
-    except (YAMLError, OSError) as exc:
-        raise TemplateError(f"template manifest {manifest_path} cannot be read: {exc}") from None
+    except OSError as exc:
+        raise TemplateError(f"template manifest {manifest_path} cannot be read: {exc.strerror}") from None
+    except ConfigError as exc:
+        raise TemplateError(f"template manifest {manifest_path} cannot be read: {'; '.join(exc.lines())}") from None
     except ValidationError as exc:
         problems = [
             ConfigProblem(str(manifest_path), None, ".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()
