@@ -52,6 +52,8 @@ class BuildLog:
     step_count: int = 0
     cached_steps: int = 0
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    #: The step images this build committed (not taken from the cache), oldest first.
+    created: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,15 @@ class ImageBuilder:
         except APIError as exc:
             raise BuildError(f"cannot remove {ref}: {exc.explanation or exc}") from None
 
+    def _remove_steps(self, images: list[str]) -> None:
+        """Remove a failed build's own step images, newest first; one that another build now stands
+        on (it found it in the cache meanwhile) is left to that build."""
+        from docker.errors import APIError
+
+        for image in reversed(images):
+            with contextlib.suppress(APIError):
+                self.client.api.remove_image(image, noprune=True)
+
     def containers_using(self, image_id: str) -> list[str]:
         return [c["Names"][0].lstrip("/") for c in self.client.api.containers(all=True, filters={"ancestor": image_id})]
 
@@ -197,12 +208,30 @@ class ImageBuilder:
         127.0.0.1; nothing else in the Dockerfiles uses the network.
 
         Raises:
-            BuildError: naming the failing step and its last log lines.
+            BuildError: naming the failing step and its last log lines. The step images the build
+                committed before it failed are removed (the cached ones it reused stay).
         """
+        log = BuildLog()
+        try:
+            return self._build(context, log, tag, buildargs, nocache, platform, on_line)
+        except BuildError:
+            self._remove_steps(log.created)
+            raise
+
+    def _build(
+        self,
+        context: bytes,
+        log: BuildLog,
+        tag: str,
+        buildargs: dict[str, str],
+        nocache: bool,
+        platform: str | None,
+        on_line: LineHandler | None,
+    ) -> tuple[str, BuildLog]:
         from docker.errors import APIError
 
-        log = BuildLog()
         image_id = None
+        instruction, cached = "", False
         try:
             stream = self.client.api.build(
                 fileobj=io.BytesIO(context),
@@ -241,11 +270,16 @@ class ImageBuilder:
                 text = _ANSI.sub("", text)
                 for line in text.rstrip("\n").splitlines():
                     step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
+                    committed = re.fullmatch(r"\s*---> ([0-9a-f]{12,64})\s*", line)
                     if step:
                         log.step_index, log.step_count = int(step.group(1)), int(step.group(2))
                         log.step = f"step {step.group(1)}/{step.group(2)} ({step.group(3)[:80]})"
+                        instruction, cached = step.group(3).split(" ", 1)[0].upper(), False
                     elif line.strip() == "---> Using cache":
                         log.cached_steps += 1
+                        cached = True
+                    elif committed and not cached and instruction != "FROM":
+                        log.created.append(committed.group(1))
                     if line.strip():
                         log.lines.append(line)
                         if on_line:

@@ -31,6 +31,14 @@ WheelhouseOption = Annotated[
     ),
 ]
 PlatformOption = Annotated[str, typer.Option("--platform", help="Platform to build for: linux/amd64 or linux/arm64.")]
+LabelOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--label",
+        metavar="KEY=VALUE",
+        help="Also label the service image (e.g. ci.pipeline=1234). Repeatable; part of the image's inputs.",
+    ),
+]
 
 
 def build_cmd(
@@ -54,6 +62,7 @@ def build_cmd(
     allow_secrets: Annotated[
         bool, typer.Option("--allow-secrets", help="Let files that look like secrets (.env, *.pem, id_*) in.")
     ] = False,
+    label: LabelOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Build the layered image: root -> python -> torch -> service (reusing unchanged layers).
@@ -61,9 +70,10 @@ def build_cmd(
     Tags come from git: <tree>-g<commit>, plus -dirty-<hash> for uncommitted changes.
     Python packages are resolved on this machine and installed offline in the image.
     """
-    from mlctl.images.core import build_images
+    from mlctl.images.core import build_images, parse_labels
 
     out = state_of(ctx).output(json_)
+    labels = parse_labels(label or ())
     reporter = out.reporter()
     try:
         result = build_images(
@@ -77,6 +87,7 @@ def build_cmd(
             tags=tag or (),
             allow_dirty=allow_dirty,
             allow_secrets=allow_secrets,
+            labels=labels,
             reporter=reporter,
         )
     finally:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlctl.config import LoadedConfig, load_service_config, serving_environment
 from mlctl.errors import BuildError, ConflictError, InputError
-from mlctl.images import wheels
+from mlctl.images import locks, wheels
 from mlctl.images.context import ServiceFiles, collect
 from mlctl.images.matrix import Resolved, resolve
 from mlctl.models import BuildResult, ImageRef, LadderImage, LayerResult, PlanEntry, PushResult
@@ -108,6 +108,7 @@ def build_images(
     tags: Sequence[str] = (),
     allow_dirty: bool = False,
     allow_secrets: bool = False,
+    labels: Mapping[str, str] | None = None,
     reporter: Reporter | None = None,
     builder: ImageBuilder | None = None,
 ) -> BuildResult:
@@ -125,12 +126,14 @@ def build_images(
         tags: Extra tags for the service image.
         allow_dirty: Push even with uncommitted changes.
         allow_secrets: Let files that look like secrets into the image.
+        labels: Extra labels for the service image (a CI pipeline's id, an owner); see ``check_labels``.
 
     Raises:
         ConfigError/InputError: bad config, matrix combination or flags. ConflictError: a dirty push.
         EnvironmentProblem: no Docker engine. BuildError: a build failed. ClusterError: a registry failed.
     """
     reporter = reporter or NullReporter()
+    labels = check_labels(labels or {})
     if platform not in wheels.PLATFORMS:
         raise InputError(f"--platform {platform}: mlctl builds for {', '.join(wheels.PLATFORMS)}")
     unknown = sorted(set(rebuild) - set(LAYERS))
@@ -152,6 +155,7 @@ def build_images(
             wheelhouse=wheelhouse,
             platform=platform,
             tags=tags,
+            labels=labels,
             allow_secrets=allow_secrets,
             pull_root=True,
             reporter=reporter,
@@ -188,11 +192,13 @@ def plan_images(
     wheelhouse: Path | None = None,
     platform: str = DEFAULT_PLATFORM,
     registry: bool = False,
+    labels: Mapping[str, str] | None = None,
     reporter: Reporter | None = None,
     builder: ImageBuilder | None = None,
 ) -> list[PlanEntry]:
     """What ``mlctl build`` would do, layer by layer, and which input changed for each rebuild."""
     reporter = reporter or NullReporter()
+    labels = check_labels(labels or {})
     loaded = load_service_config(project_dir, env=env)
     with _engine(builder) as builder:
         ladder = _plan(
@@ -202,6 +208,7 @@ def plan_images(
             wheelhouse=wheelhouse,
             platform=platform,
             tags=(),
+            labels=labels,
             allow_secrets=True,
             pull_root=False,
             reporter=reporter,
@@ -211,16 +218,28 @@ def plan_images(
         return [PlanEntry(layer.name, layer.image, _plan_status(layer.status), layer.reason) for layer in ladder.layers]
 
 
-def list_ladder_images(builder: ImageBuilder | None = None) -> list[LadderImage]:
-    """The base layer images on this machine, and which service images stand on them."""
+def list_ladder_images(label: str | None = None, builder: ImageBuilder | None = None) -> list[LadderImage]:
+    """The base layer images on this machine, and which service images stand on them.
+
+    Args:
+        label: Only images carrying this label (``KEY`` or ``KEY=VALUE``).
+    """
     with _engine(builder, timeout=30) as engine:
-        return _ladder_images(engine)
+        return _ladder_images(engine, label)
 
 
-def prune_ladder_images(*, dry_run: bool = False, builder: ImageBuilder | None = None) -> list[LadderImage]:
-    """Remove the base layer images no local service image uses; returns them."""
+def prune_ladder_images(
+    *, dry_run: bool = False, label: str | None = None, builder: ImageBuilder | None = None
+) -> list[LadderImage]:
+    """Remove the base layer images no local service image uses; returns them.
+
+    Args:
+        dry_run: Remove nothing; return what would be removed.
+        label: Only consider images carrying this label (``KEY`` or ``KEY=VALUE``), e.g. the ones a
+            CI job or a test run made; whether an image is in use is judged over every image.
+    """
     with _engine(builder, timeout=120) as builder:
-        unused = [image for image in _ladder_images(builder) if not image.used_by]
+        unused = [image for image in _ladder_images(builder, label) if not image.used_by]
         # A torch layer stands on a python layer: remove children first.
         unused.sort(key=lambda image: LAYERS.index(image.layer), reverse=True)
         if not dry_run:
@@ -299,6 +318,48 @@ def base_labels(resolved: Resolved) -> dict[str, str]:
     return labels
 
 
+#: Label keys mlctl sets itself (or Docker reserves), which ``--label`` may not replace.
+_RESERVED_LABELS = re.compile(
+    r"^(mlctl\.|org\.mlctl\.|com\.docker\.|io\.docker\.|org\.dockerproject\.|"
+    r"org\.opencontainers\.image\.(title|version|source|revision|created)$)"
+)
+#: Docker's guideline for label keys: lower-case letters and digits, separated by single '.' or '-'.
+_LABEL_KEY = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
+
+
+def parse_labels(values: Iterable[str], flag: str = "--label") -> dict[str, str]:
+    """``KEY=VALUE`` arguments as a mapping; a value may be empty, a key may not be missing.
+
+    Raises:
+        InputError: an argument without ``=``.
+    """
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep:
+            raise InputError(f"{flag} {value}: expected KEY=VALUE (e.g. {flag} ci.pipeline=1234)")
+        labels[key] = text
+    return labels
+
+
+def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """Extra labels for a service image, checked: keys in Docker's recommended form and none that
+    mlctl sets itself (the ladder, the inputs, the revision) or Docker reserves.
+
+    Raises:
+        InputError: naming the first bad key.
+    """
+    for key in labels:
+        if not _LABEL_KEY.fullmatch(key):
+            raise InputError(
+                f"--label {key}: a label key is lower-case letters and digits separated by '.' or '-' "
+                "(e.g. com.example.team)"
+            )
+        if _RESERVED_LABELS.match(key):
+            raise InputError(f"--label {key}: mlctl or Docker sets this label itself; pick a key of your own")
+    return dict(labels)
+
+
 # --- planning --------------------------------------------------------------------------------------
 
 
@@ -330,6 +391,7 @@ def _plan(
     wheelhouse: Path | None,
     platform: str,
     tags: Sequence[str],
+    labels: Mapping[str, str],
     allow_secrets: bool,
     pull_root: bool,
     reporter: Reporter,
@@ -382,7 +444,7 @@ def _plan(
     files = collect(
         loaded.directory, config.model.path if config.model.source == "baked" else None, allow_secrets=allow_secrets
     )
-    service = _service_layer(loaded, resolved, files, service_house, torch, state, tag)
+    service = _service_layer(loaded, resolved, files, service_house, torch, state, tag, labels)
     for layer in (python, torch, service):
         _mark(layer, builder, state.commit if layer is service else None)
     all_tags = (tag, *(t for t in tags if t != tag))
@@ -448,6 +510,7 @@ def _service_layer(
     parent: Layer,
     state: Any,
     tag: str,
+    extra_labels: Mapping[str, str],
 ) -> Layer:
     from mlctl.adapters.docker import build_context
 
@@ -468,6 +531,7 @@ def _service_layer(
         "weights_dir": files.weights_dir,
     }
     template_labels = {
+        **extra_labels,
         "org.opencontainers.image.title": config.name,
         "org.opencontainers.image.version": _service_version(loaded.directory),
         "org.opencontainers.image.source": state.remote or "",
@@ -492,6 +556,8 @@ def _service_layer(
         "code": files.digest(files.code),
         "parent": parent.digest,
     }
+    if extra_labels:  # only then: an unlabelled build keeps the digest it always had
+        inputs["labels"] = _digest(json.dumps(dict(extra_labels), sort_keys=True))
 
     def context(url: str, extra: dict[str, str]) -> bytes:
         labels = {
@@ -620,6 +686,24 @@ def _plan_status(status: str) -> str:
 def _build(
     ladder: _Ladder, builder: ImageBuilder, *, forced: set[str], platform: str, reporter: Reporter
 ) -> list[LayerResult]:
+    needs = [layer for layer in ladder.layers if layer.status == "build" or layer.name in forced]
+    if not needs:
+        return _build_held(ladder, builder, forced=forced, platform=platform, reporter=reporter)
+    # One build at a time per engine (mlctl.images.locks says why); what another build made while
+    # this one waited is then found, not built again.
+    waiting = "waiting for another mlctl build on this Docker engine to finish"
+    with locks.held(locks.engine_lock_path(), on_wait=lambda: reporter.step(waiting)):
+        for layer in needs:
+            if layer.name not in forced:
+                found = builder.inspect(layer.image)
+                if found is not None and found.labels.get("mlctl.digest") == layer.digest:
+                    layer.status, layer.reason = "present", "built meanwhile by another mlctl build"
+        return _build_held(ladder, builder, forced=forced, platform=platform, reporter=reporter)
+
+
+def _build_held(
+    ladder: _Ladder, builder: ImageBuilder, *, forced: set[str], platform: str, reporter: Reporter
+) -> list[LayerResult]:
     results = []
     needs = [layer for layer in ladder.layers if layer.status == "build" or layer.name in forced]
     serving = wheels.serve(ladder.wheels) if needs else None
@@ -715,12 +799,15 @@ def _merge(a: wheels.Wheelhouse, b: wheels.Wheelhouse) -> wheels.Wheelhouse:
 # --- listing ----------------------------------------------------------------------------------------
 
 
-def _ladder_images(builder: ImageBuilder) -> list[LadderImage]:
+def _ladder_images(builder: ImageBuilder, label: str | None = None) -> list[LadderImage]:
     services = builder.list_images(f"{LABEL_LAYER}=service")
     torch_layers = builder.list_images(f"{LABEL_LAYER}=torch")
+    key, has_value, value = (label or "").partition("=")
     found = []
     for layer in ("python", "torch"):
         for image in builder.list_images(f"{LABEL_LAYER}={layer}"):
+            if label and (key not in image.labels or (has_value and image.labels[key] != value)):
+                continue
             names = [t for t in image.tags if t.startswith(BASE_REPOSITORY.format(layer=layer) + ":")] or list(
                 image.tags
             )

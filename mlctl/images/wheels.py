@@ -12,6 +12,7 @@ import base64
 import csv
 import hashlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mlctl.errors import BuildError, InputError
+from mlctl.images import locks
 from mlctl.reporting import Reporter
 from mlctl.resources import data_dir
 
@@ -82,9 +84,7 @@ def digest_files(paths: Iterable[Path], memo: Path | None = None) -> str:
         total.update(path.name.encode() + b"\0" + known[key].encode())
     if memo is not None and changed:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        partial = memo.with_suffix(".partial")
-        partial.write_text(json.dumps(known))
-        partial.replace(memo)
+        _write_atomically(memo, json.dumps(known).encode())
     return total.hexdigest()
 
 
@@ -125,6 +125,18 @@ def download(
     target = cache / key
     if (target / ".complete").exists():
         return target
+    # Another mlctl resolving the same set into the same cache: wait for it, then use its result.
+    waiting = f"waiting for another mlctl to finish resolving {', '.join(requirements)}"
+    with locks.held(cache / f"{key}.lock", on_wait=lambda: reporter.step(waiting)):
+        if (target / ".complete").exists():
+            return target
+        _download(requirements, python=python, platform=platform, target=target, index_url=index_url, reporter=reporter)
+    return target
+
+
+def _download(
+    requirements: list[str], *, python: str, platform: str, target: Path, index_url: str | None, reporter: Reporter
+) -> None:
     target.mkdir(parents=True, exist_ok=True)
     reporter.step(f"resolving {', '.join(requirements)} for Python {python} ({platform}) on the host")
     tag = python.replace(".", "")
@@ -156,7 +168,6 @@ def download(
             hint="check the network and the versions, or pass --wheelhouse DIR with the wheels (air-gapped)",
         )
     (target / ".complete").write_text("")
-    return target
 
 
 # --- the runtime wheel ---------------------------------------------------------------------------------
@@ -204,17 +215,34 @@ def runtime_wheel(cache: Path) -> Path:
         writer.writerow([path, f"sha256={digest}", len(data)])
     writer.writerow([f"{dist_info}/RECORD", "", ""])
     entries.append((f"{dist_info}/RECORD", record.getvalue().encode()))
-    partial = target.with_suffix(".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as wheel:
+    wheel_bytes = io.BytesIO()
+    with zipfile.ZipFile(wheel_bytes, "w", zipfile.ZIP_DEFLATED) as wheel:
         for path, data in entries:
             info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             wheel.writestr(info, data, zipfile.ZIP_DEFLATED)
-    partial.replace(target)
+    _write_atomically(target, wheel_bytes.getvalue())
     for old in cache.glob(f".{target.name}.*"):
-        old.unlink()
+        if old != marker:
+            old.unlink(missing_ok=True)  # another mlctl may be clearing them too
     marker.write_text("")
     return target
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all; a temporary name of its own, as other mlctl processes
+    may write the same file at the same time (the same bytes: whichever lands last is right)."""
+    import tempfile
+
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def _runtime_version(source: Path) -> str:
