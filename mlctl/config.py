@@ -494,11 +494,13 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, mapping by mapping (a copy; neither is changed): how config layers and
+    chart values (mlctl.yaml, then --values files, then --set) combine."""
+    out = copy.deepcopy(dict(base))
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -507,7 +509,7 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def _merge_layers(layers: list[_Layer]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged = _deep_merge(merged, layer.raw)
+        merged = deep_merge(merged, layer.raw)
     return merged
 
 
@@ -718,35 +720,3 @@ def _unwrap(annotation: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return annotation
-
-
-def serving_environment(config: ServiceConfig) -> dict[str, str]:
-    """The ``SERVING_*`` variables a generated server reads its settings from.
-
-    ``mlctl run``, the service image and the Helm chart all pass the config this way, so the
-    server needs neither mlctl nor a YAML parser at run time.
-    """
-    serving = config.serving
-    env = {
-        "SERVING_MODEL_NAME": config.name,
-        "SERVING_PORT": str(serving.port),
-        "SERVING_WORKERS": str(serving.workers),
-        "SERVING_MAX_BATCH_SIZE": str(serving.max_batch_size),
-        "SERVING_MAX_BATCH_DELAY_MS": str(serving.max_batch_delay_ms)
-        if serving.max_batch_delay_ms == "auto"
-        else f"{serving.max_batch_delay_ms:g}",
-        "SERVING_MAX_QUEUE": str(serving.max_queue),
-        "SERVING_MAX_CONCURRENCY": str(serving.max_concurrency),
-        "SERVING_GRACEFUL_SHUTDOWN_S": f"{serving.graceful_shutdown_s:g}",
-        "SERVING_REQUEST_TIMEOUT_S": f"{serving.request_timeout_s:g}",
-        "SERVING_MAX_PAYLOAD_BYTES": str(serving.max_payload_bytes),
-        "SERVING_WARMUP_BATCH_SIZES": ",".join(str(b) for b in serving.warmup_batch_sizes),
-        "SERVING_COMPILE": "true" if serving.compile.enabled else "false",
-        "SERVING_COMPILE_MODE": serving.compile.mode,
-        "SERVING_TORCH_THREADS": str(serving.torch_threads),
-    }
-    if config.model.source == "baked":
-        env["SERVING_MODEL_PATH"] = config.model.path
-    elif config.model.uri:
-        env["SERVING_MODEL_PATH"] = config.model.uri
-    return env

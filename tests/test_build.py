@@ -131,6 +131,20 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
 
 
+def test_the_build_is_recorded_where_deploys_find_it(first: tuple[Path, dict]) -> None:
+    """The road build -> deploy: the deploy takes the image from the build's record, re-deriving nothing."""
+    service, data = first
+    assert git(service, "status", "--porcelain") == ""  # the record ignores itself: the tree stays clean
+    record = json.loads((service / ".mlctl" / "builds.json").read_text())
+    [build] = [b for b in record["builds"] if b["image"]["repository"] == A]
+    assert (build["image"], build["labels"], build["dirty"]) == (data["image"], data["labels"], False)
+    rendered = mlctl(service, "render", "--json")  # what a deploy would apply, offline
+    assert rendered.exit_code == 0, rendered.stderr
+    image = json.loads(rendered.stdout)["values"]["image"]
+    assert image == {"repository": A, "tag": data["image"]["tag"], "digest": ""}
+    assert f"image {A}:{data['image']['tag']}, built " in rendered.stderr
+
+
 def test_nothing_changed_nothing_rebuilt(first: tuple[Path, dict], root_image: str, wheelhouse: Path) -> None:
     service, _ = first
     again = build(service, root_image, wheelhouse)
@@ -217,6 +231,13 @@ def test_push_and_a_second_service_uploads_only_its_own_layers(
     assert own["layers"]["pushed"] == 2, own  # the weights and the code; everything else was there already
     assert own["layers"]["exists"] + own["layers"]["mounted"] >= 5, own
     assert own["bytes_pushed"] < 1024 * 1024
+    # The deploy of the pushed build takes it by digest, from the record.
+    rendered = mlctl(copy, "render", "--json", env=env)
+    assert json.loads(rendered.stdout)["values"]["image"] == {
+        "repository": repository,
+        "tag": pushed["image"]["tag"],
+        "digest": pushed["image"]["digest"],
+    }
 
 
 def test_the_plan_names_the_input_that_changed(copy: Path, root_image: str, wheelhouse: Path) -> None:
@@ -278,14 +299,14 @@ def test_a_failing_build_names_the_step_and_shows_its_log(workdir: Path, root_im
 def test_a_failed_build_removes_the_step_images_it_made(root_image: str, tmp_path: Path) -> None:
     """The classic builder keeps the steps a failed build committed: untagged images no one can name.
     mlctl removes those it made, and keeps the cached ones it reused (another build's cache)."""
-    from mlctl.adapters.docker import ImageBuilder, build_context
+    from mlctl.adapters.docker import DockerImageBuilder, build_context
     from mlctl.errors import BuildError
 
     def context(*steps: str) -> bytes:
         dockerfile = "\n".join([f"FROM {root_image}", *steps]) + "\n"
         return build_context([("Dockerfile", dockerfile.encode(), 0o644)])
 
-    builder = ImageBuilder.connect()
+    builder = DockerImageBuilder.connect()
     cached_step = f"RUN echo cached-{RUN} > /cached"
     try:
         kept, _ = builder.build(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlctl.config import load_service_config, serving_environment
+from mlctl.config import load_service_config
 from mlctl.errors import ConfigError, ExitCode, NotAServiceError, NotFoundError
 
 MINIMAL = """\
@@ -176,20 +176,6 @@ def test_bad_environment_variables_name_the_variable() -> None:
         "MLCTL_CONFIG__NAME name: cannot be overridden per environment",
         "MLCTL_CONFIG__SERVING__PORT serving.port: must be an integer, got 'abc'",
     ]
-
-
-def test_serving_environment_carries_the_serving_config() -> None:
-    write(
-        MINIMAL.replace(
-            "  app: fraud_scorer.server:app\n",
-            "  app: fraud_scorer.server:app\n  max_batch_size: 32\n  warmup_batch_sizes: [1, 8]\n",
-        )
-    )
-    env = serving_environment(load_service_config().config)
-    assert env["SERVING_MODEL_NAME"] == "fraud-scorer"
-    assert env["SERVING_MAX_BATCH_SIZE"] == "32"
-    assert env["SERVING_WARMUP_BATCH_SIZES"] == "1,8"
-    assert env["SERVING_MODEL_PATH"] == "weights/model.pt"
 
 
 # --- through the CLI ----------------------------------------------------------------------------

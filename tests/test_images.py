@@ -15,8 +15,9 @@ from mlctl.adapters.git import source_state
 from mlctl.errors import InputError
 from mlctl.images import wheels
 from mlctl.images.context import collect, looks_secret
-from mlctl.images.core import render_row, source_tag
+from mlctl.images.ladder import render_row
 from mlctl.images.matrix import load_matrix, resolve, rows
+from mlctl.images.tags import source_tag
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
 
@@ -280,7 +281,7 @@ def test_bad_labels_are_refused_before_any_work(
 
 
 def test_labels_of_ones_own_are_kept_as_given() -> None:
-    from mlctl.images.core import check_labels, parse_labels
+    from mlctl.images.tags import check_labels, parse_labels
 
     labels = parse_labels(["ci.pipeline=1234", "org.opencontainers.image.url=https://x.example/a=b", "empty="])
     assert check_labels(labels) == {

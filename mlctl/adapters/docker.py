@@ -1,8 +1,9 @@
 """The only module that imports the Docker SDK (docker-py).
 
-``ImageBuilder`` is the narrow interface the image core uses: inspect, build (streamed), pull, tag,
-push (streamed), look up a remote image, list and remove. docker-py drives the classic builder,
-which is present on every engine; mlctl's own content tags make its cache-by-tag all that is needed.
+``DockerImageBuilder`` implements ``mlctl.ports.ImageBuilder``, the narrow interface the image core
+uses: inspect, build (streamed), pull, tag, push (streamed), look up a remote image, list and remove.
+docker-py drives the classic builder, which is present on every engine; mlctl's own content tags
+make its cache-by-tag all that is needed.
 
 ``Containers`` is what the local deploy target uses: run a service image as a container, read its
 state and log, stop and remove it.
@@ -14,12 +15,13 @@ import contextlib
 import io
 import os
 import re
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mlctl.errors import BuildError, ClusterError, ConflictError, EnvironmentProblem
+from mlctl.models import ImageRef
+from mlctl.ports import BuildLog, LineHandler, LocalImage, PushReport
 
 
 @dataclass(frozen=True)
@@ -29,43 +31,6 @@ class EngineInfo:
     host: str
 
 
-@dataclass(frozen=True)
-class LocalImage:
-    id: str
-    tags: tuple[str, ...]
-    labels: dict[str, str]
-    #: The uncompressed digests of the image's layers (RootFS.Layers), bottom first.
-    diff_ids: tuple[str, ...]
-    #: The parts of the image config that change what runs: Env, Entrypoint, Cmd, User, WorkingDir.
-    config: dict[str, Any]
-    size: int
-    created: str
-    repo_digests: tuple[str, ...]
-
-
-@dataclass
-class BuildLog:
-    """What a build printed, for progress and for explaining a failure."""
-
-    step: str = ""
-    step_index: int = 0
-    step_count: int = 0
-    cached_steps: int = 0
-    lines: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-    #: The step images this build committed (not taken from the cache), oldest first.
-    created: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PushReport:
-    digest: str | None
-    #: Final status of each layer: "Pushed", "Layer already exists", "Mounted from ...".
-    layers: dict[str, str]
-    #: Bytes uploaded for the layers that were pushed (as the engine reports its progress).
-    bytes_pushed: int
-
-
-LineHandler = Callable[[str, BuildLog], None]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -133,14 +98,14 @@ def _client(timeout: float) -> Any:
     return client
 
 
-class ImageBuilder:
-    """The Docker engine, as far as building and shipping images goes."""
+class DockerImageBuilder:
+    """The Docker engine, as far as building and shipping images goes (``mlctl.ports.ImageBuilder``)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
     @classmethod
-    def connect(cls, timeout: float = 600.0) -> ImageBuilder:
+    def connect(cls, timeout: float = 600.0) -> DockerImageBuilder:
         return cls(_client(timeout))
 
     def close(self) -> None:
@@ -298,9 +263,9 @@ class ImageBuilder:
     def pull(self, ref: str) -> None:
         from docker.errors import APIError
 
-        repository, tag = split_ref(ref)
+        image = ImageRef.parse(ref, source="pull")
         try:
-            for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+            for event in self.client.api.pull(image.repository, tag=image.tag or "latest", stream=True, decode=True):
                 if "error" in event:
                     raise ClusterError(f"cannot pull {ref}: {event['error']}")
         except APIError as exc:
@@ -324,7 +289,8 @@ class ImageBuilder:
         """Push ``ref`` with the credentials of the Docker config (``docker login``)."""
         from docker.errors import APIError
 
-        repository, tag = split_ref(ref)
+        image = ImageRef.parse(ref, source="push")
+        repository, tag = image.repository, image.tag or "latest"
         statuses: dict[str, str] = {}
         progress: dict[str, int] = {}
         digest = None
@@ -349,14 +315,6 @@ class ImageBuilder:
             raise ClusterError(f"push of {ref} failed: {exc.explanation or exc}") from None
         pushed = sum(progress.get(layer, 0) for layer, status in statuses.items() if status == "Pushed")
         return PushReport(digest, statuses, pushed)
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``registry:5000/repo:tag`` -> (``registry:5000/repo``, ``tag``)."""
-    name, _, tag = ref.rpartition(":")
-    if not name or "/" in tag:
-        return ref, "latest"
-    return name, tag
 
 
 def _local_image(data: dict[str, Any]) -> LocalImage:

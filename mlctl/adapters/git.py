@@ -106,7 +106,7 @@ def source_state(directory: Path) -> SourceState:
 
 
 def _walk(directory: Path) -> list[Path]:
-    skip = {".git", "__pycache__", ".venv", ".pytest_cache"}
+    skip = {".git", ".mlctl", "__pycache__", ".venv", ".pytest_cache"}
     return sorted(p for p in directory.rglob("*") if p.is_file() and not skip & set(p.relative_to(directory).parts))
 
 

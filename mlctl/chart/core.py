@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mlctl.config import ServiceConfig, serving_environment
+from mlctl import contract
+from mlctl.config import ServiceConfig
 from mlctl.errors import InputError
 from mlctl.models import ImageRef, RenderedRelease
 from mlctl.quantity import add
@@ -44,34 +45,23 @@ def check_release_name(name: str) -> None:
         raise InputError(f"release name {name!r} must be lowercase letters, digits and '-' (a DNS label)")
 
 
-def parse_image(reference: str) -> ImageRef:
-    """``registry/repo:tag@sha256:...`` (tag and digest optional) -> ImageRef."""
-    name, _, digest = reference.partition("@")
-    if digest and not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
-        raise InputError(f"--image {reference}: the digest must be sha256:<64 hex digits>")
-    repository, tag = name, ""
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = name.rsplit(":", 1)
-    if not repository:
-        raise InputError(f"--image {reference}: no repository")
-    return ImageRef(repository, tag, digest or None)
-
-
 def chart_values(config: ServiceConfig, image: ImageRef, *, min_driver_major: int = 0) -> dict[str, Any]:
-    """The chart's values for a service: everything the chart needs, from mlctl.yaml and the image."""
+    """The chart's values for a service: everything the chart needs, from mlctl.yaml and the image.
+
+    ``min_driver_major`` pins the GPU nodes' driver (the GPU gate decides it from the image's label
+    and what the nodes say)."""
     serving = config.serving
     resources = config.resources
-    env = serving_environment(config)
-    if config.model.source == "baked":
-        env["SERVING_MODEL_PATH"] = "/srv/" + config.model.path
-    for key in ("SERVING_HOST", "SERVING_PORT", "SERVING_MODEL_NAME"):
-        env.pop(key, None)  # the chart sets these itself
     scaling = config.deploy.autoscaling
     return {
         "image": {"repository": image.repository, "tag": image.tag, "digest": image.digest or ""},
         "model": {"name": config.name},
-        "serving": {"port": serving.port, "env": env, "gracefulShutdownSeconds": int(serving.graceful_shutdown_s)},
+        "serving": {
+            "port": contract.port(config),
+            "env": contract.chart_environment(config),
+            "gracefulShutdownSeconds": int(serving.graceful_shutdown_s),
+            "uid": contract.UID,
+        },
         "resources": {
             "cpu": resources.cpu,
             "memory": resources.memory,

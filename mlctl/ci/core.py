@@ -8,13 +8,11 @@ kubeconfig come from the CI system's secrets, never from the file.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from pathlib import Path
 
 from mlctl import __version__
-from mlctl.config import CONFIG_FILE, ServiceConfig, load_service_config
+from mlctl.config import CONFIG_FILE, LoadedConfig, ServiceConfig
 from mlctl.errors import ConflictError, InputError
+from mlctl.files import write_atomically
 from mlctl.models import CiResult
 from mlctl.reporting import NullReporter, Reporter
 from mlctl.resources import data_dir
@@ -92,7 +90,7 @@ def ci_warnings(config: ServiceConfig) -> list[str]:
 
 
 def generate_ci(
-    project_dir: Path | str | None = None,
+    loaded: LoadedConfig,
     *,
     provider: str,
     branch: str = "main",
@@ -100,7 +98,7 @@ def generate_ci(
     dry_run: bool = False,
     reporter: Reporter | None = None,
 ) -> CiResult:
-    """Write the service's pipeline file for ``provider``.
+    """Write the pipeline file for ``provider`` into the service whose config is ``loaded``.
 
     Raises:
         InputError: an unknown provider. ConflictError: the file exists with other content (``force``
@@ -108,7 +106,6 @@ def generate_ci(
     """
     reporter = reporter or NullReporter()
     relative = ci_path(provider)
-    loaded = load_service_config(project_dir)
     text = render_ci(loaded.config, provider, branch=branch)
     warnings = ci_warnings(loaded.config)
     for warning in warnings:
@@ -126,13 +123,6 @@ def generate_ci(
     if dry_run:
         return CiResult(provider, relative, f"would be {status}", tuple(warnings), text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text.encode("utf-8"))
     reporter.step(f"{status} {relative}")
     return CiResult(provider, relative, status, tuple(warnings), text)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlctl.contract import APP_DIR
 from mlctl.errors import InputError
 
 #: Files that look like credentials. A build refuses them unless --allow-secrets.
@@ -34,7 +35,7 @@ SECRET_PATTERNS = (
     "kubeconfig",
 )
 #: Never part of an image, whatever .dockerignore says.
-ALWAYS_LEFT_OUT = (".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+ALWAYS_LEFT_OUT = (".git", ".mlctl", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class ContextFile:
 class ServiceFiles:
     code: tuple[ContextFile, ...]
     weights: tuple[ContextFile, ...]
-    #: Where the weights go in the image (the directory of model.path, under /srv).
+    #: Where the weights go in the image (the directory of model.path, under contract.APP_DIR).
     weights_dir: str
 
     def digest(self, files: tuple[ContextFile, ...]) -> str:
@@ -86,7 +87,7 @@ def collect(service_dir: Path, weights_path: str | None, *, allow_secrets: bool)
             code.append(ContextFile(relative, path.read_bytes(), _mode(path)))
 
     weights: list[ContextFile] = []
-    weights_dir = "/srv/weights"
+    weights_dir = f"{APP_DIR}/weights"
     if weights_root is not None:
         if not weights_root.exists():
             raise InputError(
@@ -94,7 +95,7 @@ def collect(service_dir: Path, weights_path: str | None, *, allow_secrets: bool)
                 hint="make them first (mlctl.yaml model.prepare; `mlctl run` does it too) or fix model.path",
             )
         base = weights_root if weights_root.is_dir() else weights_root.parent
-        weights_dir = "/srv/" + base.relative_to(service_dir.resolve()).as_posix()
+        weights_dir = f"{APP_DIR}/" + base.relative_to(service_dir.resolve()).as_posix()
         members = sorted(p for p in weights_root.rglob("*") if p.is_file()) if weights_root.is_dir() else [weights_root]
         weights = [ContextFile(p.relative_to(base).as_posix(), p.read_bytes(), 0o644) for p in members]
 

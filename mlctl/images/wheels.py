@@ -12,7 +12,6 @@ import base64
 import csv
 import hashlib
 import io
-import os
 import re
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mlctl.errors import BuildError, InputError
+from mlctl.files import write_atomically
 from mlctl.images import locks
 from mlctl.reporting import Reporter
 from mlctl.resources import data_dir
@@ -84,7 +84,7 @@ def digest_files(paths: Iterable[Path], memo: Path | None = None) -> str:
         total.update(path.name.encode() + b"\0" + known[key].encode())
     if memo is not None and changed:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(memo, json.dumps(known).encode())
+        write_atomically(memo, json.dumps(known).encode())
     return total.hexdigest()
 
 
@@ -180,7 +180,7 @@ def runtime_wheel(cache: Path) -> Path:
     so the same source always gives the same bytes (and so the same wheelhouse digest).
     """
     source = data_dir("runtime")
-    project = _read_toml(source / "pyproject.toml")["project"]
+    project = read_toml(source / "pyproject.toml")["project"]
     version = _runtime_version(source)
     name = "mlctl_serve"
     target = cache / f"{name}-{version}-py3-none-any.whl"
@@ -221,28 +221,12 @@ def runtime_wheel(cache: Path) -> Path:
             info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             wheel.writestr(info, data, zipfile.ZIP_DEFLATED)
-    _write_atomically(target, wheel_bytes.getvalue())
+    write_atomically(target, wheel_bytes.getvalue())
     for old in cache.glob(f".{target.name}.*"):
         if old != marker:
             old.unlink(missing_ok=True)  # another mlctl may be clearing them too
     marker.write_text("")
     return target
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` whole or not at all; a temporary name of its own, as other mlctl processes
-    may write the same file at the same time (the same bytes: whichever lands last is right)."""
-    import tempfile
-
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
 
 
 def _runtime_version(source: Path) -> str:
@@ -252,7 +236,7 @@ def _runtime_version(source: Path) -> str:
     return found.group(1)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -267,7 +251,7 @@ def service_requirements(service_dir: Path) -> list[str]:
     pyproject = service_dir / "pyproject.toml"
     requirements: list[str]
     if pyproject.is_file():
-        requirements = list(_read_toml(pyproject).get("project", {}).get("dependencies", []))
+        requirements = list(read_toml(pyproject).get("project", {}).get("dependencies", []))
     elif (service_dir / "requirements.txt").is_file():
         lines = (service_dir / "requirements.txt").read_text().splitlines()
         requirements = [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]

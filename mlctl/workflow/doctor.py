@@ -23,17 +23,28 @@ from mlctl.errors import ClusterError, ConfigError, EnvironmentProblem, MlctlErr
 from mlctl.models import Check, CheckStatus, DoctorReport
 
 if TYPE_CHECKING:
-    from mlctl.adapters.kube import Cluster
-    from mlctl.config import ServiceConfig
+    from mlctl.config import LoadedConfig, ServiceConfig
+    from mlctl.ports import Cluster
 
 MIN_PYTHON = (3, 10)
 
 
 def run_doctor(
-    project_dir: Path | str | None = None, *, kube_context: str | None = None, timeout_s: float = 3.0
+    project_dir: Path | str | None = None,
+    *,
+    kube_context: str | None = None,
+    timeout_s: float = 3.0,
+    loaded: LoadedConfig | None = None,
 ) -> DoctorReport:
-    """Run every check (in parallel: the slow ones are network timeouts) and return the report."""
-    service = _load_service(project_dir)  # read once: three checks look at it
+    """Run every check (in parallel: the slow ones are network timeouts) and return the report.
+
+    Args:
+        project_dir: Where to look for a service (its registry and cluster are checked too).
+        kube_context: The kube context to check (default: the current one).
+        timeout_s: Seconds to wait for each network check.
+        loaded: The service's config, already loaded (then ``project_dir`` is not read).
+    """
+    service: Service = (loaded.config, "") if loaded is not None else _load_service(project_dir)
     checks: list[Callable[[], Check]] = [
         check_python,
         check_git,
@@ -224,10 +235,10 @@ def probe_registry(registry: str, timeout_s: float) -> Check:
 
 
 def check_kubernetes(context: str | None, timeout_s: float, service: Service = (None, "")) -> Check:
-    from mlctl.adapters.kube import Cluster
+    from mlctl.adapters.kube import KubeCluster
 
     try:
-        cluster = Cluster.connect(context, timeout=timeout_s)
+        cluster = KubeCluster.connect(context, timeout=timeout_s)
         try:
             info = cluster.info()
             gpus = _gpu_nodes(cluster)
@@ -265,16 +276,7 @@ def _gpu_nodes(cluster: Cluster) -> list[tuple[str, int, str]] | None:
         nodes = cluster.nodes()
     except ClusterError:
         return None
-    found = []
-    for node in nodes:
-        try:
-            count = int(str(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0")))
-        except ValueError:
-            count = 0
-        if count > 0:
-            product = ((node.get("metadata") or {}).get("labels") or {}).get("nvidia.com/gpu.product", "")
-            found.append((str(node["metadata"]["name"]), count, str(product)))
-    return found
+    return [(node.name, node.gpus, node.product or "") for node in nodes if node.gpus > 0]
 
 
 def _describe_gpus(gpus: list[tuple[str, int, str]]) -> str:
