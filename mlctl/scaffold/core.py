@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlctl.errors import ConfigError, ConflictError, InputError, TemplateError
+from mlctl.files import umask
 from mlctl.models import AnswerValue, PlannedFile, ScaffoldResult
 from mlctl.names import service_name_problem, suggest_service_name
 from mlctl.reporting import NullReporter, Reporter
@@ -230,7 +231,7 @@ def _write_atomically(
             if made.fallback_identity:
                 reporter.warn("git has no user.name/user.email here; the first commit is authored by 'mlctl'")
             commit = made.sha
-        staging.chmod(0o755 & ~_umask())
+        staging.chmod(0o755 & ~umask())
         # rename() replaces an empty directory atomically on POSIX.
         os.replace(staging, target)
         staging = None
@@ -244,12 +245,6 @@ def _write_atomically(
             except OSError:
                 break
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _missing_parents(target: Path) -> list[Path]:

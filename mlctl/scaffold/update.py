@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlctl.config import load_service_config
 from mlctl.errors import ConflictError, InputError, NotFoundError
+from mlctl.files import umask
 from mlctl.models import AnswerValue, FileUpdate, UpdateResult
 from mlctl.reporting import NullReporter, Reporter
 from mlctl.scaffold.core import render_template
@@ -193,7 +194,7 @@ def _apply(directory: Path, plan: _Planned) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(plan.content)
-        mode = target.stat().st_mode if target.exists() else 0o644 & ~_umask()
+        mode = target.stat().st_mode if target.exists() else 0o644 & ~umask()
         if plan.executable:
             mode |= 0o111
         os.chmod(temporary, mode & 0o7777)
@@ -201,9 +202,3 @@ def _apply(directory: Path, plan: _Planned) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
