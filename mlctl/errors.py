@@ -150,6 +150,15 @@ class ClusterError(MlctlError):
 
 
 class ThresholdError(MlctlError):
-    """A measurement crossed a limit the user set (``mlctl bench --max-error-rate``)."""
+    """A measurement crossed a limit the user set (``mlctl bench --max-error-rate``).
+
+    Args:
+        result: What was measured; ``--json`` prints it inside the error, so that the output stays
+            one JSON document.
+    """
 
     exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None, result: Any = None) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result

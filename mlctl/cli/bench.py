@@ -86,9 +86,13 @@ def bench_cmd(
     finally:
         if live:
             live.stop()
+    exceeded = max_error_rate is not None and result.error_rate > max_error_rate
+    message = f"error rate {result.error_rate:.2%} exceeds --max-error-rate {max_error_rate or 0:.2%}"
+    if exceeded and out.json:
+        raise ThresholdError(message, result=result)  # one JSON document: the error, holding the result
     out.result(result, lambda console: _render(console, result))
-    if max_error_rate is not None and result.error_rate > max_error_rate:
-        raise ThresholdError(f"error rate {result.error_rate:.2%} exceeds --max-error-rate {max_error_rate:.2%}")
+    if exceeded:
+        raise ThresholdError(message)
 
 
 def _service_name(state: State) -> str | None:
