@@ -176,8 +176,9 @@ class Output:
                 body["problems"] = [to_data(p) for p in problems]
             if isinstance(exc, DeployError) and exc.findings:
                 body["findings"] = [to_data(f) for f in exc.findings]
-            if getattr(exc, "result", None) is not None:  # ThresholdError: what crossed the limit
-                body["result"] = to_data(exc.result)
+            measured = getattr(exc, "result", None)  # ThresholdError: what crossed the limit
+            if measured is not None:
+                body["result"] = to_data(measured)
             self.stdout.write(json.dumps({"error": body}, indent=2) + "\n")
             self.stdout.flush()
         else:
