@@ -164,12 +164,16 @@ class ServingConfig(_Section):
 
 
 class GpuConfig(_Section):
+    """GPUs per replica and the GPU products allowed."""
+
     count: int = Field(default=0, ge=0, le=16)
     #: Allowed ``nvidia.com/gpu.product`` values; empty means any.
     products: list[str] = Field(default_factory=list)
 
 
 class ResourcesConfig(_Section):
+    """What one replica asks for: GPUs, CPU, memory and /dev/shm."""
+
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     cpu: Quantity = "2"
     memory: Quantity = "4Gi"
@@ -177,11 +181,15 @@ class ResourcesConfig(_Section):
 
 
 class ProbesConfig(_Section):
+    """The start-up budget: model load and warm-up, worst case."""
+
     #: Seconds a replica may take from container start to ready (model load and warm-up).
     startup_budget_s: int = Field(default=300, ge=10, le=7200)
 
 
 class ImageConfig(_Section):
+    """Where the service image is pushed: registry and repository."""
+
     #: Registry and path prefix, e.g. ``ghcr.io/acme``; empty keeps images local.
     registry: str = ""
     #: Repository under the registry; defaults to the service name.
@@ -196,6 +204,8 @@ class ImageConfig(_Section):
 
 
 class AutoscalingConfig(_Section):
+    """Horizontal autoscaling on a serving signal."""
+
     enabled: bool = False
     min_replicas: int = Field(default=1, ge=1)
     max_replicas: int = Field(default=3, ge=1)
@@ -204,6 +214,8 @@ class AutoscalingConfig(_Section):
 
 
 class DeployConfig(_Section):
+    """Where and how the service is deployed."""
+
     #: cluster: a Helm release on Kubernetes; local: a container on this machine's Docker engine.
     target: Literal["cluster", "local"] = "cluster"
     #: None: the namespace of the kube context (or of the pod, in-cluster), else "default".
@@ -478,7 +490,7 @@ def _index_lines(node: Any, path: Path_, out: dict[Path_, int]) -> None:
 
 
 def _plain(node: Any) -> Any:
-    """ruamel's round-trip types (ScalarFloat, CommentedMap, ...) as plain Python values."""
+    """The round-trip types of ruamel.yaml (ScalarFloat, CommentedMap, ...) as plain Python values."""
     if isinstance(node, dict):
         return {str(k): _plain(v) for k, v in node.items()}
     if isinstance(node, list):
@@ -495,8 +507,11 @@ def _plain(node: Any) -> Any:
 
 
 def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``, mapping by mapping (a copy; neither is changed): how config layers and
-    chart values (mlctl.yaml, then --values files, then --set) combine."""
+    """``top`` over ``base``, mapping by mapping (a copy; neither is changed).
+
+    ``top`` over ``base``, mapping by mapping (a copy; neither is changed): how config layers and
+    chart values (mlctl.yaml, then --values files, then --set) combine.
+    """
     out = copy.deepcopy(dict(base))
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

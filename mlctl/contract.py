@@ -32,7 +32,9 @@ def weights_in_image(config: ServiceConfig) -> str | None:
 
 
 def serving_environment(config: ServiceConfig) -> dict[str, str]:
-    """The ``SERVING_*`` variables of the service's settings, with the model path as ``mlctl.yaml``
+    """The ``SERVING_*`` variables of the service's settings, for a server run from source.
+
+    The ``SERVING_*`` variables of the service's settings, with the model path as ``mlctl.yaml``
     gives it (relative to the service, or the URI): what ``mlctl run`` starts a server from source with.
     """
     serving = config.serving
@@ -62,8 +64,11 @@ def serving_environment(config: ServiceConfig) -> dict[str, str]:
 
 
 def container_environment(config: ServiceConfig) -> dict[str, str]:
-    """The variables as a container of the image sees them: listening on every interface, the baked
-    weights at their place in the image. What the local target runs the image with."""
+    """The variables as a container of the image sees them.
+
+    The variables as a container of the image sees them: listening on every interface, the baked
+    weights at their place in the image. What the local target runs the image with.
+    """
     env = serving_environment(config)
     env["SERVING_HOST"] = CONTAINER_HOST
     baked = weights_in_image(config)

@@ -15,7 +15,9 @@ def umask() -> int:
 
 
 def write_atomically(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write ``path`` whole or not at all, through a temporary file of its own in the same folder
+    """Write ``path`` whole or not at all.
+
+    Write ``path`` whole or not at all, through a temporary file of its own in the same folder
     (other processes may write the same file at the same time: whichever lands last wins, whole).
 
     Args:

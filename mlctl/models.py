@@ -170,6 +170,8 @@ class LayerResult:
 
 @dataclass(frozen=True)
 class PushResult:
+    """What a push of one image uploaded."""
+
     image: str
     digest: str | None
     #: Layers by final status: "pushed", "exists" (already in the registry), "mounted" (from another repository).
@@ -282,6 +284,8 @@ class RenderedRelease:
 
 @dataclass(frozen=True)
 class PodState:
+    """A pod in words: what it is doing, on which node, with how many GPUs."""
+
     name: str
     phase: str
     ready: bool
@@ -403,6 +407,8 @@ class UpdateResult:
 
 @dataclass(frozen=True)
 class ReleaseRevision:
+    """A revision of a release, as ``mlctl history`` lists it."""
+
     revision: int
     status: str
     updated: str
@@ -427,6 +433,8 @@ class ReleaseStatus:
 
 @dataclass(frozen=True)
 class ResourceChange:
+    """A resource a deploy would add, remove or change, with the diff."""
+
     resource: str
     #: "added", "removed" or "changed".
     change: str

@@ -21,6 +21,8 @@ from mlctl.views import Deployment, Event, Node, Pod, ReplicaSet
 
 @dataclass(frozen=True)
 class ClusterInfo:
+    """The cluster that answered: its context, server and version."""
+
     context: str
     server: str
     version: str | None
@@ -111,6 +113,8 @@ class Releases(Protocol):
 
 @dataclass(frozen=True)
 class LocalImage:
+    """An image in the local engine."""
+
     id: str
     tags: tuple[str, ...]
     labels: dict[str, str]
@@ -138,6 +142,8 @@ class BuildLog:
 
 @dataclass(frozen=True)
 class PushReport:
+    """What a push uploaded, layer by layer."""
+
     digest: str | None
     #: Final status of each layer: "Pushed", "Layer already exists", "Mounted from ...".
     layers: dict[str, str]

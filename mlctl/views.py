@@ -30,6 +30,8 @@ def _count(value: Any) -> int:
 
 @dataclass(frozen=True)
 class Taint:
+    """A node's taint."""
+
     key: str
     value: str
     effect: str
@@ -37,6 +39,8 @@ class Taint:
 
 @dataclass(frozen=True)
 class Node:
+    """A node: its labels, allocatable GPUs and taints."""
+
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
     #: Allocatable nvidia.com/gpu.
@@ -106,6 +110,8 @@ class Container:
 
 @dataclass(frozen=True)
 class Pod:
+    """A pod: where it is scheduled, what its containers do, what it asks for."""
+
     name: str
     phase: str = "Pending"
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -168,6 +174,8 @@ def _required_products(spec: Mapping[str, Any]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Deployment:
+    """A Deployment: desired replicas, the controller's counts and the rollout's state."""
+
     name: str
     generation: int = 1
     #: Desired replicas (spec).
@@ -229,6 +237,8 @@ class Deployment:
 
 @dataclass(frozen=True)
 class ReplicaSet:
+    """A ReplicaSet: which revision of a Deployment it holds."""
+
     name: str
     revision: str | None = None
     #: The pod-template-hash its pods are labelled with.

@@ -26,6 +26,8 @@ from mlctl.ports import BuildLog, LineHandler, LocalImage, PushReport
 
 @dataclass(frozen=True)
 class EngineInfo:
+    """The Docker engine that answered: its version, API version and address."""
+
     version: str
     api_version: str
     host: str
@@ -144,8 +146,11 @@ class DockerImageBuilder:
             raise BuildError(f"cannot remove {ref}: {exc.explanation or exc}") from None
 
     def _remove_steps(self, images: list[str]) -> None:
-        """Remove a failed build's own step images, newest first; one that another build now stands
-        on (it found it in the cache meanwhile) is left to that build."""
+        """Remove a failed build's own step images.
+
+        Remove a failed build's own step images, newest first; one that another build now stands
+        on (it found it in the cache meanwhile) is left to that build.
+        """
         from docker.errors import APIError
 
         for image in reversed(images):
@@ -272,7 +277,7 @@ class DockerImageBuilder:
             raise ClusterError(f"cannot pull {ref}: {exc.explanation or exc}") from None
 
     def remote_exists(self, ref: str) -> bool:
-        """Does the registry have ``ref``? (The engine asks it, with the engine's credentials.)"""
+        """Whether the registry has ``ref`` (the engine asks it, with the engine's credentials)."""
         from docker.errors import APIError, NotFound
 
         try:
@@ -332,8 +337,11 @@ def _local_image(data: dict[str, Any]) -> LocalImage:
 
 
 def build_context(files: Iterable[tuple[str, bytes, int]]) -> bytes:
-    """A tar build context from ``(path, content, mode)``; fixed owner and times, so equal inputs give
-    equal bytes (the builder's COPY cache keys on content and metadata)."""
+    """A tar build context, the same bytes for the same files.
+
+    A tar build context from ``(path, content, mode)``; fixed owner and times, so equal inputs give
+    equal bytes (the builder's COPY cache keys on content and metadata).
+    """
     import tarfile
 
     buffer = io.BytesIO()
@@ -349,8 +357,11 @@ def build_context(files: Iterable[tuple[str, bytes, int]]) -> bytes:
 
 
 def dockerignore_filter(root: str, patterns: list[str]) -> Callable[[str], bool]:
-    """A predicate: is this path (relative to ``root``) excluded by .dockerignore ``patterns``?
-    Uses docker-py's implementation of Docker's own matching rules."""
+    """A predicate: is this path left out by .dockerignore?
+
+    A predicate: is this path (relative to ``root``) excluded by .dockerignore ``patterns``?
+    Uses docker-py's implementation of Docker's own matching rules.
+    """
     from docker.utils.build import PatternMatcher
 
     matcher = PatternMatcher(patterns)
@@ -359,6 +370,8 @@ def dockerignore_filter(root: str, patterns: list[str]) -> Callable[[str], bool]
 
 @dataclass(frozen=True)
 class ContainerState:
+    """A container as the engine reports it."""
+
     name: str
     id: str
     image: str
@@ -504,6 +517,8 @@ class Containers:
 
 @dataclass(frozen=True)
 class StoredLogin:
+    """A registry login that ``docker login`` stored."""
+
     username: str
     secret: str
     #: Where it came from: "config.json" or the credential helper's name.

@@ -46,6 +46,10 @@ class ValuesError(InputError):
     def lines(self) -> list[str]:
         return [self.message, *(f"  {p}" for p in self.problems)]
 
+    def to_data(self) -> dict[str, Any]:
+        """The error, with every values problem ("key.path: why")."""
+        return {**super().to_data(), "problems": list(self.problems)}
+
 
 def values_error(exc: Exception) -> MlctlError:
     """Helm's schema and template failures as one error listing every problem."""
@@ -65,6 +69,7 @@ def _count(problems: list[str]) -> str:
 
 
 def load_chart(path: Path) -> Any:
+    """The chart at ``path``, loaded by the Helm engine (close it after use)."""
     return _helm().Chart.load(str(path))
 
 
@@ -91,6 +96,7 @@ def parse_set(item: str) -> dict[str, Any]:
 
 
 def lint(path: Path, values: dict[str, Any], kube_version: str | None = None) -> dict[str, Any]:
+    """``helm lint --strict`` of the chart at ``path`` with ``values``: Helm's report."""
     report: dict[str, Any] = _helm().lint(str(path), values, strict=True, kube_version=kube_version)
     return report
 
@@ -160,8 +166,11 @@ class HelmReleases:
         return str(found.get("manifest", ""))
 
     def preview(self, release: str, values: Mapping[str, Any], *, upgrade: bool) -> str:
-        """The manifests an install or upgrade would apply now: a server-side dry run, so that the
-        chart sees the cluster's real capabilities (which APIs exist) and nothing is changed."""
+        """The manifests an install or upgrade would apply now (a server-side dry run).
+
+        The manifests an install or upgrade would apply now: a server-side dry run, so that the
+        chart sees the cluster's real capabilities (which APIs exist) and nothing is changed.
+        """
         action = self._config.upgrade if upgrade else self._config.install
         found = self._call("dry-run", release, action, self._loaded_chart(), release, dict(values), dry_run="server")
         return str(found.get("manifest", ""))

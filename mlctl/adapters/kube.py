@@ -219,8 +219,11 @@ class KubeCluster:
 
 
 def context_namespace(context: str | None = None) -> str:
-    """The namespace kubectl would use: the kube context's, or the pod's in-cluster, else "default".
-    Reads the kubeconfig only (no server contact); a missing or broken one means "default"."""
+    """The namespace kubectl would use.
+
+    The namespace kubectl would use: the kube context's, or the pod's in-cluster, else "default".
+    Reads the kubeconfig only (no server contact); a missing or broken one means "default".
+    """
     if _in_cluster(context):
         return _pod_namespace()
     from kubernetes import config

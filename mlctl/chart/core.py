@@ -35,10 +35,12 @@ _KIND_ORDER = [
 
 
 def chart_dir() -> Path:
+    """The model-service chart's directory."""
     return data_dir("charts") / CHART
 
 
 def check_release_name(name: str) -> None:
+    """Raise InputError for a release name Helm refuses."""
     if len(name) > MAX_RELEASE_NAME:
         raise InputError(f"release name {name!r} is {len(name)} characters long; Helm allows {MAX_RELEASE_NAME}")
     if not _RELEASE.match(name):
@@ -49,7 +51,8 @@ def chart_values(config: ServiceConfig, image: ImageRef, *, min_driver_major: in
     """The chart's values for a service: everything the chart needs, from mlctl.yaml and the image.
 
     ``min_driver_major`` pins the GPU nodes' driver (the GPU gate decides it from the image's label
-    and what the nodes say)."""
+    and what the nodes say).
+    """
     serving = config.serving
     resources = config.resources
     scaling = config.deploy.autoscaling

@@ -24,6 +24,7 @@ SOURCE = "https://github.com/mlctl/mlctl"
 
 
 def ci_path(provider: str) -> str:
+    """The pipeline file of ``provider``, relative to the service."""
     if provider not in PROVIDERS:
         raise InputError(f"--provider {provider}: mlctl writes pipelines for {', '.join(PROVIDERS)}")
     return PROVIDERS[provider]

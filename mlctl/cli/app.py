@@ -149,6 +149,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def load_command(name: str) -> Command:
+    """The click command of ``name`` (its module is imported only now)."""
     module, attribute, _ = COMMANDS[name]
     target = getattr(importlib.import_module(module), attribute)
     if not isinstance(target, typer.Typer):
@@ -211,6 +212,7 @@ def root(
         ),
     ] = False,
 ) -> None:
+    """The global options, applied before any command runs."""
     state = state_of(ctx)
     state.json = state.json or json_
     state.debug = state.debug or debug
@@ -257,4 +259,5 @@ def _env_flag(name: str) -> bool:
 
 
 def main() -> NoReturn:
+    """The ``mlctl`` console script."""
     sys.exit(run_cli())

@@ -68,6 +68,7 @@ def build_cmd(
 
 
 def render_build(console: Console, result: BuildResult) -> None:
+    """A build's result as people read it: the reference, each layer, each push."""
     verb = "Pushed" if result.pushes else "Built"
     console.print(f"[green]{verb}[/] {result.service}: {result.reference}", highlight=False)
     rows = []

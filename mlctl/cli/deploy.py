@@ -133,6 +133,7 @@ def render_deploy(console: Console, result: DeployResult) -> None:
 
 
 def pods_table(console: Console, pods: tuple[PodState, ...]) -> None:
+    """The pods of a release, one line each."""
     rows = [[p.name, p.state, str(p.restarts), p.node or "-", str(p.gpus)] for p in pods]
     print_table(console, ["POD", "STATE", "RESTARTS", "NODE", "GPUS"], rows)
 

@@ -130,8 +130,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def target_options(command: F) -> F:
-    """Give a command the options that say where a release lives, as one ``where: TargetArgs``
-    parameter. They are listed after the command's own options, before ``--json``."""
+    """Give a command the options that say where a release lives.
+
+    Give a command the options that say where a release lives, as one ``where: TargetArgs``
+    parameter. They are listed after the command's own options, before ``--json``.
+    """
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "where"]
     added = [

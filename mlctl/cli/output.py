@@ -19,7 +19,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from mlctl.errors import DeployError, MlctlError
+from mlctl.errors import MlctlError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,13 +32,17 @@ CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL",
 
 
 def running_in_ci(environ: dict[str, str] | None = None) -> bool:
+    """Whether a CI system's variable is set (then there are no prompts and output is plain)."""
     env = os.environ if environ is None else environ
     return any(env.get(v, "").lower() not in ("", "0", "false", "no") for v in CI_VARIABLES)
 
 
 class State:
-    """One run of ``mlctl``: the global options (set by the root callback), its output, and the
-    service config, loaded once and announced once (``config``)."""
+    """One run of ``mlctl``: its global options, its output, the service config.
+
+    One run of ``mlctl``: the global options (set by the root callback), its output, and the
+    service config, loaded once and announced once (``config``).
+    """
 
     def __init__(self, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> None:
         self.json = False
@@ -65,8 +69,11 @@ class State:
         return self._output
 
     def config(self, env: str | None = None) -> LoadedConfig:
-        """The service's mlctl.yaml with ``env`` applied, loaded once per environment; every
-        ``MLCTL_CONFIG__*`` override is announced on stderr, once, whichever command reads the config."""
+        """The service's mlctl.yaml with ``env`` applied, loaded once per environment.
+
+        The service's mlctl.yaml with ``env`` applied, loaded once per environment; every
+        ``MLCTL_CONFIG__*`` override is announced on stderr, once, whichever command reads the config.
+        """
         if env not in self._configs:
             import json
 
@@ -85,6 +92,7 @@ class State:
 
 
 def state_of(ctx: typer.Context) -> State:
+    """The run's ``State`` (made on first use, e.g. when a command runs without the root callback)."""
     obj = ctx.find_root().obj
     if not isinstance(obj, State):
         obj = State()
@@ -163,23 +171,7 @@ class Output:
         if self.json:
             import json
 
-            from mlctl.models import to_data
-
-            body: dict[str, Any] = {
-                "type": type(exc).__name__,
-                "exit_code": int(exc.exit_code),
-                "message": exc.message,
-                "hint": exc.hint,
-            }
-            problems = getattr(exc, "problems", None)  # ConfigError, and the chart's ValuesError
-            if problems:
-                body["problems"] = [to_data(p) for p in problems]
-            if isinstance(exc, DeployError) and exc.findings:
-                body["findings"] = [to_data(f) for f in exc.findings]
-            measured = getattr(exc, "result", None)  # ThresholdError: what crossed the limit
-            if measured is not None:
-                body["result"] = to_data(measured)
-            self.stdout.write(json.dumps({"error": body}, indent=2) + "\n")
+            self.stdout.write(json.dumps({"error": exc.to_data()}, indent=2) + "\n")
             self.stdout.flush()
         else:
             for line in exc.lines():
@@ -242,8 +234,11 @@ def _make_console(stream: IO[str]) -> Console:
 
 
 class _ConsoleReporter:
-    """Steps as lines; tool output (``log``) as a live pane of its last lines in a terminal, and as its
-    ``Step n/m`` lines only in logs (a CI log gets the progress, not every line pip prints)."""
+    """Progress for people: steps as lines, tool output as a live pane.
+
+    Steps as lines; tool output (``log``) as a live pane of its last lines in a terminal, and as its
+    ``Step n/m`` lines only in logs (a CI log gets the progress, not every line pip prints).
+    """
 
     PANE_LINES = 8
 

@@ -81,7 +81,9 @@ def rollback_release(
     cluster: Cluster | None = None,
     releases: Releases | None = None,
 ) -> DeployResult:
-    """Roll the release back to ``revision`` (default: the one before the latest) as a new revision,
+    """Roll the release back to an earlier revision and follow the rollout.
+
+    Roll the release back to ``revision`` (default: the one before the latest) as a new revision,
     and follow the rollout like a deploy's.
 
     Raises:
@@ -158,8 +160,11 @@ def diff_release(
     cluster: Cluster | None = None,
     releases: Releases | None = None,
 ) -> list[ResourceChange]:
-    """What a deploy would change, resource by resource, against the live release (the chart as the
-    values make it; the GPU gate's driver pin, which reads the nodes, is left to the deploy)."""
+    """What a deploy would change, resource by resource, against the live release.
+
+    What a deploy would change, resource by resource, against the live release (the chart as the
+    values make it; the GPU gate's driver pin, which reads the nodes, is left to the deploy).
+    """
     values = plan_values(where, image, values_files=values_files, sets=sets)
     rendered = render(where, values)  # values problems are listed before the cluster is asked anything
     with connected(where, cluster=cluster, releases=releases) as (_, helm):

@@ -1,5 +1,8 @@
-"""Why a rollout is stuck, in plain words, with the fix: read from what the cluster says about the
-pods (their status, their Events, their logs) and the nodes. Pure functions over ``mlctl.views``."""
+"""Why a rollout is stuck, in plain words, with the fix.
+
+Why a rollout is stuck, in plain words, with the fix: read from what the cluster says about the
+pods (their status, their Events, their logs) and the nodes. Pure functions over ``mlctl.views``.
+"""
 
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ def explain(
 
 
 def deadline_finding(deployment: Deployment) -> Finding | None:
+    """The Deployment controller gave up on the rollout (ProgressDeadlineExceeded), if it did."""
     if not deployment.deadline_exceeded:
         return None
     return Finding(
@@ -70,6 +74,7 @@ def deadline_finding(deployment: Deployment) -> Finding | None:
 
 
 def oom_finding(memory_limit: str | None, log: str, restarts: str = "") -> Finding:
+    """The server was killed for going over its memory limit."""
     return Finding(
         "oom",
         f"the server ran out of memory and was killed (OOMKilled, limit {memory_limit or 'unknown'})"
@@ -81,6 +86,7 @@ def oom_finding(memory_limit: str | None, log: str, restarts: str = "") -> Findi
 
 
 def crash_finding(exit_code: object, log: str, restarts: str, hint: str) -> Finding:
+    """The server exited (or keeps exiting), with its last log lines."""
     verb = "keeps exiting" if restarts else "exited"
     detail = f"exit code {exit_code}" + (f", {restarts}" if restarts else "")
     return Finding("crash", f"the server {verb} ({detail})" + _log_tail(log), hint, True)

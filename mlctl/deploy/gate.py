@@ -1,6 +1,9 @@
-"""The GPU gate: before deploying, can any node ever run a replica? Compares the request and the
+"""The GPU gate: before deploying, can any node ever run a replica?
+
+The GPU gate: before deploying, can any node ever run a replica? Compares the request and the
 image's driver floor (its ``mlctl.min-driver`` label) with the nodes' allocatable GPUs and their GPU
-Feature Discovery labels."""
+Feature Discovery labels.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,11 @@ class GpuRequest:
 
     @classmethod
     def of(cls, values: Mapping[str, Any], image: ReleaseImage) -> GpuRequest:
-        """The request in the chart values a deploy installs (mlctl.yaml with --values/--set on top) and the
-        image's label. A count the chart's schema will refuse reads as 0 here: the render reports it."""
+        """The request in the chart values a deploy installs, and the image's driver floor.
+
+        The request in the chart values a deploy installs (mlctl.yaml with --values/--set on top) and the
+        image's label. A count the chart's schema will refuse reads as 0 here: the render reports it.
+        """
         gpu = (values.get("resources") or {}).get("gpu") or {}
         count = gpu.get("count", 0)
         products = gpu.get("products") or []
@@ -38,6 +44,8 @@ class GpuRequest:
 
 @dataclass(frozen=True)
 class GateResult:
+    """What the GPU gate found: the nodes that could run a replica, warnings, the driver pin."""
+
     #: Nodes that could run a replica (ignoring what other pods use now).
     nodes: tuple[str, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)

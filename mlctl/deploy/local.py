@@ -30,6 +30,7 @@ LABEL_ENV = "org.mlctl.env"
 
 
 def container_name(service: str, env: str | None) -> str:
+    """The local container of a service (and environment)."""
     return f"mlctl-{service}" + (f"-{env}" if env else "")
 
 

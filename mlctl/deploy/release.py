@@ -39,7 +39,9 @@ DEADLINE_GRACE_S = 15
 def resolve_image(
     loaded: LoadedConfig, image: str | None, *, require_digest: bool = False, reporter: Reporter | None = None
 ) -> ReleaseImage:
-    """The image to deploy: ``image`` (``--image``), else the latest build of the service's repository
+    """The image to deploy: ``--image``, else the build recorded in the service.
+
+    The image to deploy: ``image`` (``--image``), else the latest build of the service's repository
     that ``mlctl build`` recorded in the service (by digest once pushed). What the record says of
     the image (its labels, whether it was built from uncommitted changes) comes with it.
 

@@ -1,5 +1,8 @@
-"""Where a release lives: the service's release name and namespace in a kube context, and the
-connection to that cluster (the Kubernetes API and Helm) every deploy and day-2 command opens."""
+"""Where a release lives, and the connection to its cluster.
+
+Where a release lives: the service's release name and namespace in a kube context, and the
+connection to that cluster (the Kubernetes API and Helm) every deploy and day-2 command opens.
+"""
 
 from __future__ import annotations
 
@@ -68,7 +71,9 @@ def resolve_target(
 
 
 def check_protected(where: Target, image: ReleaseImage) -> None:
-    """A protected environment (prod) takes only images pushed by digest, and never one its build
+    """Refuse what a protected environment (prod) does not take.
+
+    A protected environment (prod) takes only images pushed by digest, and never one its build
     record knows was built from uncommitted changes.
 
     Raises:

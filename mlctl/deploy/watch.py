@@ -17,6 +17,8 @@ INSTANCE = "app.kubernetes.io/instance"
 
 @dataclass(frozen=True)
 class Rollout:
+    """How a rollout ended: ready, or not and why."""
+
     ok: bool
     findings: tuple[Finding, ...]
     seconds: float
@@ -66,8 +68,11 @@ def watch_rollout(
     reporter: Reporter,
     poll_s: tuple[float, float] = (0.1, 1.0),
 ) -> Rollout:
-    """Follow the release's Deployment until all replicas are ready, a failure that will not fix
-    itself appears (image pull, crash loop, start-up probe kills, progress deadline), or the timeout."""
+    """Follow the release's Deployment until it is ready, fails for good, or time runs out.
+
+    Follow the release's Deployment until all replicas are ready, a failure that will not fix
+    itself appears (image pull, crash loop, start-up probe kills, progress deadline), or the timeout.
+    """
     started = time.monotonic()
     delay = poll_s[0]
     warned: set[str] = set()

@@ -1,5 +1,8 @@
-"""What goes into the service image from the service directory: the code (minus .dockerignore), the
-weights (a layer of their own), and nothing that looks like a secret unless the user says so."""
+"""What goes into the service image from the service directory.
+
+What goes into the service image from the service directory: the code (minus .dockerignore), the
+weights (a layer of their own), and nothing that looks like a secret unless the user says so.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ ALWAYS_LEFT_OUT = (".git", ".mlctl", ".venv", "venv", "__pycache__", ".pytest_ca
 
 @dataclass(frozen=True)
 class ContextFile:
+    """A file of the build context: its path in the context, content and mode."""
+
     path: str
     content: bytes
     mode: int
@@ -47,6 +52,8 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class ServiceFiles:
+    """The service's files for its image: the code and the weights apart."""
+
     code: tuple[ContextFile, ...]
     weights: tuple[ContextFile, ...]
     #: Where the weights go in the image (the directory of model.path, under contract.APP_DIR).
@@ -111,6 +118,7 @@ def collect(service_dir: Path, weights_path: str | None, *, allow_secrets: bool)
 
 
 def looks_secret(relative: str) -> bool:
+    """Whether a file's name looks like a credential (``SECRET_PATTERNS``)."""
     name = relative.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatch(name, pattern) for pattern in SECRET_PATTERNS)
 

@@ -96,8 +96,11 @@ def base_layers(resolved: Resolved, root_ref: str, root_identity: str, wheels_di
 
 
 def render_row(resolved: Resolved) -> dict[str, dict[str, Any]]:
-    """What the base layers of one matrix row would be built from (no engine needed): each layer's
-    Dockerfile as sent to the builder, its build arguments and its labels."""
+    """What the base layers of one matrix row would be built from (no engine needed).
+
+    What the base layers of one matrix row would be built from (no engine needed): each layer's
+    Dockerfile as sent to the builder, its build arguments and its labels.
+    """
     import io
     import tarfile
 

@@ -259,8 +259,11 @@ def _plan_status(status: str) -> str:
 
 
 def _download_requirements(service_dir: Path) -> list[str]:
-    """The service's requirements as pip on the host can resolve them: mlctl-serve is not on an index
-    mlctl relies on, so its own dependencies stand in for it (its wheel is built from mlctl's copy)."""
+    """The service's requirements as pip on the host can resolve them.
+
+    The service's requirements as pip on the host can resolve them: mlctl-serve is not on an index
+    mlctl relies on, so its own dependencies stand in for it (its wheel is built from mlctl's copy).
+    """
     requirements = wheels.service_requirements(service_dir)
     runtime = wheels.read_toml(data_dir("runtime") / "pyproject.toml")["project"]["dependencies"]
     kept = [r for r in requirements if not r.lower().startswith(("mlctl-serve", "mlctl_serve"))]

@@ -20,8 +20,11 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 def source_tag(state: Any) -> str:
-    """The service image's tag for a source state (``mlctl.adapters.git.SourceState``):
-    ``<tree>-g<commit>``, plus ``-dirty-<hash>`` with uncommitted changes; ``untracked-<hash>`` outside git."""
+    """The service image's tag for a source state (``mlctl.adapters.git.SourceState``).
+
+    The service image's tag for a source state (``mlctl.adapters.git.SourceState``):
+    ``<tree>-g<commit>``, plus ``-dirty-<hash>`` with uncommitted changes; ``untracked-<hash>`` outside git.
+    """
     if state.tree is None or state.commit is None:
         return f"untracked-{state.content_hash[:12]}"
     tag = f"{state.tree[:12]}-g{state.commit[:7]}"
@@ -58,7 +61,9 @@ def parse_labels(values: Iterable[str], flag: str = "--label") -> dict[str, str]
 
 
 def check_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """Extra labels for a service image, checked: keys in Docker's recommended form and none that
+    """Extra labels for a service image, checked.
+
+    Extra labels for a service image, checked: keys in Docker's recommended form and none that
     mlctl sets itself (the ladder, the inputs, the revision) or Docker reserves.
 
     Raises:

@@ -1,4 +1,6 @@
-"""Hermetic Python installs: wheels are resolved on the host, served to the build over loopback, and
+"""Hermetic Python installs: resolved on the host, installed offline in the image.
+
+Hermetic Python installs: wheels are resolved on the host, served to the build over loopback, and
 installed offline (``pip install --no-index``) inside the image.
 
 This is also the air-gapped path (``--wheelhouse DIR``), and on networks where pip inside a
@@ -60,7 +62,8 @@ def digest_files(paths: Iterable[Path], memo: Path | None = None) -> str:
     """A digest of wheel files by name and content.
 
     File digests are remembered by path, size and modification time in ``memo`` (a JSON file), so a
-    warm rebuild does not read a 200 MB torch wheel again."""
+    warm rebuild does not read a 200 MB torch wheel again.
+    """
     import json
 
     known: dict[str, str] = {}
@@ -89,6 +92,7 @@ def digest_files(paths: Iterable[Path], memo: Path | None = None) -> str:
 
 
 def wheelhouse(*directories: Path, memo: Path | None = None) -> Wheelhouse:
+    """The wheels in ``directories`` (a name found twice: the first), with their digest."""
     dirs = tuple(d for d in directories if d.is_dir())
     files: dict[str, Path] = {}
     for directory in dirs:
@@ -98,6 +102,7 @@ def wheelhouse(*directories: Path, memo: Path | None = None) -> Wheelhouse:
 
 
 def given_wheelhouse(path: Path) -> Path:
+    """A ``--wheelhouse`` directory, checked to exist and to hold wheels."""
     if not path.is_dir():
         raise InputError(f"--wheelhouse {path}: no such directory")
     if not any(path.glob("*.whl")):
@@ -237,6 +242,7 @@ def _runtime_version(source: Path) -> str:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a mapping (tomllib, or tomli on Python 3.10)."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10

@@ -36,6 +36,8 @@ Ask = Callable[[Question, AnswerValue | None], AnswerValue]
 
 @dataclass(frozen=True)
 class RenderedFile:
+    """A file of a new service, rendered: its path, content and whether it is executable."""
+
     path: str
     content: bytes
     executable: bool

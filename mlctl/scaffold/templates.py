@@ -99,6 +99,8 @@ class Question(BaseModel):
 
 
 class Manifest(BaseModel):
+    """A template's template.yaml."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
@@ -262,8 +264,11 @@ def _store() -> Path:
 
 
 def remember(template: Template) -> None:
-    """Keep a copy of this template version, so that a later ``mlctl update`` can re-render it.
-    Best effort: a read-only cache only means the update will ask for the old version."""
+    """Keep a copy of this template version for a later ``mlctl update``.
+
+    Keep a copy of this template version, so that a later ``mlctl update`` can re-render it.
+    Best effort: a read-only cache only means the update will ask for the old version.
+    """
     import shutil
     import tempfile
 

@@ -68,6 +68,7 @@ def _guarded(check: Callable[[], Check]) -> Check:
 
 
 def check_python() -> Check:
+    """This Python is new enough."""
     version = ".".join(str(v) for v in sys.version_info[:3])
     if sys.version_info[:2] >= MIN_PYTHON:
         return Check("python", CheckStatus.OK, f"Python {version}", True)
@@ -81,6 +82,7 @@ def check_python() -> Check:
 
 
 def check_git() -> Check:
+    """The git binary is installed (mlctl new, build tags)."""
     from mlctl.adapters.git import git_version
 
     try:
@@ -90,6 +92,7 @@ def check_git() -> Check:
 
 
 def check_docker(timeout_s: float) -> Check:
+    """A Docker engine answers (mlctl build, the local target)."""
     from mlctl.adapters.docker import engine_info
 
     try:
@@ -124,6 +127,7 @@ def _load_service(project_dir: Path | str | None) -> Service:
 
 
 def check_registry(service: Service, timeout_s: float) -> Check:
+    """The service's image.registry answers."""
     config, problem = service
     if config is None:
         if problem == "not in a service":
@@ -149,7 +153,7 @@ def _registry_host(registry: str) -> str:
 
 
 def check_registry_login(service: Service, timeout_s: float) -> Check:
-    """Does the registry take the login `docker login` stored? (What `mlctl build --push` will use.)"""
+    """Whether the registry takes the login `docker login` stored (what `mlctl build --push` will use)."""
     config = service[0]
     if config is None or not config.image.registry:
         return Check("registry login", CheckStatus.INFO, "no registry to log in to", False)
@@ -235,6 +239,7 @@ def probe_registry(registry: str, timeout_s: float) -> Check:
 
 
 def check_kubernetes(context: str | None, timeout_s: float, service: Service = (None, "")) -> Check:
+    """The kube context's cluster answers, and what GPU nodes it has."""
     from mlctl.adapters.kube import KubeCluster
 
     try:
@@ -291,6 +296,7 @@ def _describe_gpus(gpus: list[tuple[str, int, str]]) -> str:
 
 
 def check_helm() -> Check:
+    """The Helm engine loads."""
     from mlctl.adapters.helm import engine_version
 
     try:
@@ -305,6 +311,7 @@ def check_helm() -> Check:
 
 
 def check_gpu() -> Check:
+    """The GPUs torch sees on this machine, if any."""
     from mlctl.adapters.gpu import torch_info
 
     driver = _nvidia_smi()
