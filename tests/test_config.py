@@ -239,3 +239,36 @@ def test_env_from_mlctl_env(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLCTL_ENV", "prod")
     data = json.loads(cli("config", "show", "--json").stdout)
     assert data["config"]["deploy"]["replicas"] == 4
+
+
+IMAGE_BY_DIGEST = "demo-svc:v1@sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("build",),
+        ("images", "plan"),
+        ("render", "--image", IMAGE_BY_DIGEST),
+        ("diff", "--image", IMAGE_BY_DIGEST),
+        ("deploy", "--dry-run", "--image", IMAGE_BY_DIGEST),
+        ("deploy", "--target", "local", "--image", IMAGE_BY_DIGEST),
+        ("promote", "--from", "staging", "--to", "prod"),
+        ("status",),
+        ("down",),
+        ("ci", "generate", "--dry-run"),
+        ("doctor", "--timeout", "0.5"),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_every_command_that_reads_the_config_announces_overrides_once(
+    cli, service: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    """DESIGN: MLCTL_* variables never change mlctl.yaml silently. Whether the command then succeeds or
+    fails (no Docker engine, no cluster here) does not matter: the override is said first, once."""
+    monkeypatch.setenv("MLCTL_CONFIG__SERVING__MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = cli("-C", str(service), *args)
+    announced = [line for line in result.stderr.splitlines() if "MLCTL_CONFIG__SERVING__MAX_BATCH_SIZE" in line]
+    assert announced == ["warning: MLCTL_CONFIG__SERVING__MAX_BATCH_SIZE overrides serving.max_batch_size "
+                         "(mlctl.yaml: 16, now: 8)"], result.stderr  # fmt: skip
