@@ -28,7 +28,7 @@ from mlctl.errors import ExitCode
 from mlctl.images import locks
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-A, B = run_name("svc-a"), run_name("svc-b")
+A = run_name("svc-a")
 PACKAGE_A = A.replace("-", "_")
 
 
@@ -200,44 +200,6 @@ def test_dirty_trees_get_their_own_tags_and_are_not_pushed(
     )
     assert refused.exit_code == ExitCode.CONFLICT
     assert refused.stderr.splitlines()[-2].startswith(f"error: refusing to push {A}: the service has uncommitted")
-
-
-def test_push_and_a_second_service_uploads_only_its_own_layers(
-    workdir: Path, copy: Path, root_image: str, wheelhouse: Path, registry: str
-) -> None:
-    env = {"MLCTL_CONFIG__IMAGE__REGISTRY": f"{registry}/{REGISTRY_NAMESPACE}"}
-    other = scaffold(workdir, B)
-    # As in test_a_code_change_rebuilds_only_the_code: no other build between these two, so that both
-    # stand on the same dependency layers. A's change makes its image anew, from today's cache.
-    with locks.held(locks.engine_lock_path()):
-        commit_change(copy, "pushed")
-        pushed = build(copy, root_image, wheelhouse, "--push", "--tag", "stable", env=env)
-        second = build(other, root_image, wheelhouse, "--push", env=env)
-    assert pushed["image"]["digest"].startswith("sha256:")
-    repository = f"{registry}/{REGISTRY_NAMESPACE}/{A}"
-    assert pushed["reference"] == f"{repository}:{pushed['image']['tag']}@{pushed['image']['digest']}"
-    with urllib.request.urlopen(f"http://{registry}/v2/{REGISTRY_NAMESPACE}/{A}/tags/list") as reply:
-        assert set(json.loads(reply.read())["tags"]) == {pushed["image"]["tag"], "stable"}
-    with urllib.request.urlopen(f"http://{registry}/v2/_catalog") as reply:
-        catalog = set(json.loads(reply.read())["repositories"])
-    assert {f"{REGISTRY_NAMESPACE}/{name}" for name in ("mlctl-python", "mlctl-torch", A, B)} <= catalog
-
-    assert statuses(second) == {"python": "reused", "torch": "reused", "service": "built"}
-    by_image = {p["image"]: p for p in second["pushes"]}
-    for base in ("mlctl-python", "mlctl-torch"):
-        [push] = [p for name, p in by_image.items() if f"/{base}:" in name]
-        assert push["layers"]["pushed"] == 0, push
-    [own] = [p for name, p in by_image.items() if f"/{B}:" in name]
-    assert own["layers"]["pushed"] == 2, own  # the weights and the code; everything else was there already
-    assert own["layers"]["exists"] + own["layers"]["mounted"] >= 5, own
-    assert own["bytes_pushed"] < 1024 * 1024
-    # The deploy of the pushed build takes it by digest, from the record.
-    rendered = mlctl(copy, "render", "--json", env=env)
-    assert json.loads(rendered.stdout)["values"]["image"] == {
-        "repository": repository,
-        "tag": pushed["image"]["tag"],
-        "digest": pushed["image"]["digest"],
-    }
 
 
 def test_the_plan_names_the_input_that_changed(copy: Path, root_image: str, wheelhouse: Path) -> None:
