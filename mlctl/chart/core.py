@@ -47,11 +47,11 @@ def check_release_name(name: str) -> None:
         raise InputError(f"release name {name!r} must be lowercase letters, digits and '-' (a DNS label)")
 
 
-def chart_values(config: ServiceConfig, image: ImageRef, *, min_driver_major: int = 0) -> dict[str, Any]:
+def chart_values(config: ServiceConfig, image: ImageRef) -> dict[str, Any]:
     """The chart's values for a service: everything the chart needs, from mlctl.yaml and the image.
 
-    ``min_driver_major`` pins the GPU nodes' driver (the GPU gate decides it from the image's label
-    and what the nodes say).
+    The driver pin (``resources.gpu.minDriverMajor``) stays 0 here: the GPU gate sets it, from the
+    image's label and what the nodes say (``mlctl.deploy.release.render``).
     """
     serving = config.serving
     resources = config.resources
@@ -73,7 +73,7 @@ def chart_values(config: ServiceConfig, image: ImageRef, *, min_driver_major: in
             "gpu": {
                 "count": resources.gpu.count,
                 "products": list(resources.gpu.products),
-                "minDriverMajor": min_driver_major if resources.gpu.count else 0,
+                "minDriverMajor": 0,
                 "tolerateGpuTaint": True,
             },
         },
