@@ -145,6 +145,17 @@ def test_the_build_is_recorded_where_deploys_find_it(first: tuple[Path, dict]) -
     assert f"image {A}:{data['image']['tag']}, built " in rendered.stderr
 
 
+def test_a_build_that_cannot_be_recorded_still_builds(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    import shutil
+
+    shutil.rmtree(copy / ".mlctl")
+    (copy / ".mlctl").write_text("in the way")  # not a folder: the record cannot be written
+    result = mlctl(copy, *build_args(root_image, wheelhouse))
+    assert result.exit_code == 0, result.stderr
+    assert "warning: the build could not be recorded in the service (" in result.stderr
+    assert "deploys need --image" in result.stderr
+
+
 def test_nothing_changed_nothing_rebuilt(first: tuple[Path, dict], root_image: str, wheelhouse: Path) -> None:
     service, _ = first
     again = build(service, root_image, wheelhouse)

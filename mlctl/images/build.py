@@ -117,7 +117,10 @@ def build_images(
             built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
     if record:
-        record_build(loaded.directory, result)
+        try:
+            record_build(loaded.directory, result)
+        except OSError as exc:  # a read-only checkout: the image is built all the same
+            reporter.warn(f"the build could not be recorded in the service ({exc.strerror}): deploys need --image")
     return result
 
 
