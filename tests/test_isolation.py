@@ -69,3 +69,24 @@ def test_cleanup_takes_what_carries_the_runs_mark_and_leaves_the_rest() -> None:
     finally:
         subprocess.run(["docker", "rm", "-f", *containers], capture_output=True)
         subprocess.run(["docker", "rmi", "-f", *ours.values(), *theirs.values()], capture_output=True)
+
+
+def test_an_image_removed_by_another_client_while_listed_is_left_out() -> None:
+    """The engine is shared: between listing images and inspecting each, another client (a concurrent
+    build's cleanup, a user's docker rmi) may remove one. The race is replayed: the engine's listing is
+    taken, the image removed, then the listing handed back as it was."""
+    from mlctl.adapters.docker import DockerImageBuilder
+
+    label = f"{RUN_LABEL_KEY}={RUN}-race"
+    kept = make_image(f"mlctl-test-{RUN}/kept:1", label)
+    gone = make_image(f"mlctl-test-{RUN}/gone:1", label)
+    builder = DockerImageBuilder.connect()
+    try:
+        listed = builder.client.api.images(filters={"label": label})
+        assert {i["Id"] for i in listed} == {kept, gone}
+        subprocess.run(["docker", "rmi", gone], check=True, capture_output=True)
+        builder.client.api.images = lambda filters: listed  # the listing from before the removal
+        assert [image.id for image in builder.list_images(label)] == [kept]
+    finally:
+        builder.close()
+        subprocess.run(["docker", "rmi", "-f", kept, gone], capture_output=True)

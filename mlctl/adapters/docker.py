@@ -128,11 +128,12 @@ class DockerImageBuilder:
         return _local_image(data)
 
     def list_images(self, label: str) -> list[LocalImage]:
-        """Local images carrying ``label`` (``key`` or ``key=value``)."""
-        return [
-            _local_image(self.client.api.inspect_image(i["Id"]))
-            for i in self.client.api.images(filters={"label": label})
-        ]
+        """Local images carrying ``label`` (``key`` or ``key=value``).
+
+        An image removed between the listing and its inspection (by another client of the engine) is left out.
+        """
+        found = (self.inspect(i["Id"]) for i in self.client.api.images(filters={"label": label}))
+        return [image for image in found if image is not None]
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         self.client.api.tag(image, repository, tag)
