@@ -85,7 +85,9 @@ def overhead(service: Path, runs: int) -> tuple[float, float]:
 
     from mlctl.chart.core import chart_dir
     from mlctl.config import load_service_config
-    from mlctl.deploy.core import deploy_service, render, target
+    from mlctl.deploy.release import deploy_service, plan_values, render
+    from mlctl.deploy.target import resolve_target
+    from mlctl.models import ImageRef, ReleaseImage
 
     with FakeCluster() as cluster, tempfile.TemporaryDirectory() as tmp:
         cluster.add_namespace("ml")
@@ -93,11 +95,11 @@ def overhead(service: Path, runs: int) -> tuple[float, float]:
         kubeconfig = cluster.kubeconfig(Path(tmp) / "kubeconfig", namespace="ml")
         os.environ["KUBECONFIG"] = str(kubeconfig)
         config = helm_python.Config(kubeconfig_path=str(kubeconfig), namespace="ml")
-        load_service_config(service)  # warm the imports both sides use
-        where = target(service, namespace="ml")
-        from mlctl.chart.core import parse_image
-
-        values = dict(render(where, parse_image(IMAGE)).values)
+        loaded = load_service_config(service)  # also warms the imports both sides use
+        image = ReleaseImage(ImageRef.parse(IMAGE))
+        where = resolve_target(loaded, namespace="ml")
+        values = dict(render(where, plan_values(where, image)).values)
+        mlctl_release = resolve_target(loaded, namespace="ml", release="bench-mlctl")
         chart = helm_python.Chart.load(str(chart_dir()))
         times: dict[str, list[float]] = {"helm": [], "mlctl": []}
         for i in range(runs + 1):  # the first round warms both up (discovery caches, imports)
@@ -107,7 +109,7 @@ def overhead(service: Path, runs: int) -> tuple[float, float]:
             config.uninstall("bench-helm", wait="watcher", timeout=120)
 
             started = time.perf_counter()
-            result = deploy_service(service, image=IMAGE, namespace="ml", release="bench-mlctl")
+            result = deploy_service(mlctl_release, image)
             mlctl_s = time.perf_counter() - started
             if result.ready != result.desired:
                 raise SystemExit(f"mlctl deploy did not finish: {result}")

@@ -1,8 +1,14 @@
 """mlctl: the fixed road from a PyTorch model to a GPU service.
 
-The library comes first; the ``mlctl`` command is a thin layer over these functions::
+The library comes first; the ``mlctl`` command is a thin layer over these functions. Each step
+takes the typed result of the one before::
 
-    from mlctl import new_service, load_service_config, run_doctor
+    from mlctl import build_images, deploy_service, load_service_config, resolve_image, resolve_target
+
+    loaded = load_service_config("fraud-scorer", env="staging")
+    built = build_images(loaded, push=True)          # recorded in the service for deploys
+    where = resolve_target(loaded)
+    deploy_service(where, resolve_image(loaded, None))
 
 Names are imported on first use so that ``import mlctl`` stays cheap.
 """
@@ -21,13 +27,17 @@ __all__ = [
     "load_service_config",
     "new_service",
     "plan_run",
+    "resolve_image",
+    "resolve_target",
     "run_doctor",
     "serve",
 ]
 
 _LAZY = {
-    "build_images": "mlctl.images.core",
-    "deploy_service": "mlctl.deploy.core",
+    "build_images": "mlctl.images.build",
+    "deploy_service": "mlctl.deploy.release",
+    "resolve_image": "mlctl.deploy.release",
+    "resolve_target": "mlctl.deploy.target",
     "new_service": "mlctl.scaffold.core",
     "list_templates": "mlctl.scaffold.templates",
     "load_service_config": "mlctl.config",
@@ -38,8 +48,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from mlctl.config import load_service_config
-    from mlctl.deploy.core import deploy_service
-    from mlctl.images.core import build_images
+    from mlctl.deploy.release import deploy_service, resolve_image
+    from mlctl.deploy.target import resolve_target
+    from mlctl.images.build import build_images
     from mlctl.scaffold.core import new_service
     from mlctl.scaffold.templates import list_templates
     from mlctl.workflow.doctor import run_doctor

@@ -1,3 +1,5 @@
+"""``python -m mlctl``: the same as the ``mlctl`` command."""
+
 from mlctl.cli.app import main
 
 main()

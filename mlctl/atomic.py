@@ -41,8 +41,11 @@ class Interrupts:
 
     @contextmanager
     def held(self, *, then_raise: bool = True) -> Iterator[None]:
-        """Signals that arrive inside this block take effect when it ends (or never, without ``then_raise``:
-        for cleanup that is already on its way out because of an exception)."""
+        """Hold signals back until the block ends.
+
+        Signals that arrive inside this block take effect when it ends (or never, without ``then_raise``:
+        for cleanup that is already on its way out because of an exception).
+        """
         self.holding += 1
         try:
             yield
@@ -76,17 +79,34 @@ def interruptible() -> Iterator[Interrupts]:
             signal.signal(caught, handler)
 
 
+def umask() -> int:
+    """The process's umask (reading it means setting it: it is set straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def replace_file(path: Path, content: bytes, *, mode: int | None = None) -> None:
-    """Write ``path`` through a temporary file beside it and one rename: readers see the old content or
-    the new, and an interrupted write (Ctrl-C, SIGTERM, SIGHUP) leaves no temporary file behind."""
+    """Write ``path`` whole or not at all.
+
+    The content goes to a temporary file of its own beside ``path``, then one rename: readers see the
+    old content or the new, concurrent writers each land whole (the last one wins), and an interrupted
+    write (Ctrl-C, SIGTERM, SIGHUP) leaves no temporary file behind.
+
+    Args:
+        path: The file; its folder must exist.
+        content: The bytes to write.
+        mode: Its permission bits (default: an existing file's, else 0o644 less the umask).
+    """
     with interruptible() as interrupts:
         with interrupts.held():
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
         try:
             with os.fdopen(handle, "wb") as out:
                 out.write(content)
-            if mode is not None:
-                os.chmod(temporary, mode & 0o7777)
+            if mode is None:
+                mode = path.stat().st_mode if path.exists() else 0o644 & ~umask()
+            os.chmod(temporary, mode & 0o7777)
             with interrupts.held():
                 os.replace(temporary, path)
         except BaseException:

@@ -164,12 +164,16 @@ class ServingConfig(_Section):
 
 
 class GpuConfig(_Section):
+    """GPUs per replica and the GPU products allowed."""
+
     count: int = Field(default=0, ge=0, le=16)
     #: Allowed ``nvidia.com/gpu.product`` values; empty means any.
     products: list[str] = Field(default_factory=list)
 
 
 class ResourcesConfig(_Section):
+    """What one replica asks for: GPUs, CPU, memory and /dev/shm."""
+
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     cpu: Quantity = "2"
     memory: Quantity = "4Gi"
@@ -177,11 +181,15 @@ class ResourcesConfig(_Section):
 
 
 class ProbesConfig(_Section):
+    """The start-up budget: model load and warm-up, worst case."""
+
     #: Seconds a replica may take from container start to ready (model load and warm-up).
     startup_budget_s: int = Field(default=300, ge=10, le=7200)
 
 
 class ImageConfig(_Section):
+    """Where the service image is pushed: registry and repository."""
+
     #: Registry and path prefix, e.g. ``ghcr.io/acme``; empty keeps images local.
     registry: str = ""
     #: Repository under the registry; defaults to the service name.
@@ -196,6 +204,8 @@ class ImageConfig(_Section):
 
 
 class AutoscalingConfig(_Section):
+    """Horizontal autoscaling on a serving signal."""
+
     enabled: bool = False
     min_replicas: int = Field(default=1, ge=1)
     max_replicas: int = Field(default=3, ge=1)
@@ -204,6 +214,8 @@ class AutoscalingConfig(_Section):
 
 
 class DeployConfig(_Section):
+    """Where and how the service is deployed."""
+
     #: cluster: a Helm release on Kubernetes; local: a container on this machine's Docker engine.
     target: Literal["cluster", "local"] = "cluster"
     #: None: the namespace of the kube context (or of the pod, in-cluster), else "default".
@@ -458,11 +470,16 @@ def _parse_yaml(text: str | bytes, filename: str) -> tuple[dict[str, Any], dict[
     return doc, index
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, mapping by mapping (a copy; neither is changed).
+
+    ``top`` over ``base``, mapping by mapping (a copy; neither is changed): how config layers and
+    chart values (mlctl.yaml, then --values files, then --set) combine.
+    """
+    out = copy.deepcopy(dict(base))
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -471,7 +488,7 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def _merge_layers(layers: list[_Layer]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged = _deep_merge(merged, layer.raw)
+        merged = deep_merge(merged, layer.raw)
     return merged
 
 
@@ -681,35 +698,3 @@ def _unwrap(annotation: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return annotation
-
-
-def serving_environment(config: ServiceConfig) -> dict[str, str]:
-    """The ``SERVING_*`` variables a generated server reads its settings from.
-
-    ``mlctl run``, the service image and the Helm chart all pass the config this way, so the
-    server needs neither mlctl nor a YAML parser at run time.
-    """
-    serving = config.serving
-    env = {
-        "SERVING_MODEL_NAME": config.name,
-        "SERVING_PORT": str(serving.port),
-        "SERVING_WORKERS": str(serving.workers),
-        "SERVING_MAX_BATCH_SIZE": str(serving.max_batch_size),
-        "SERVING_MAX_BATCH_DELAY_MS": str(serving.max_batch_delay_ms)
-        if serving.max_batch_delay_ms == "auto"
-        else f"{serving.max_batch_delay_ms:g}",
-        "SERVING_MAX_QUEUE": str(serving.max_queue),
-        "SERVING_MAX_CONCURRENCY": str(serving.max_concurrency),
-        "SERVING_GRACEFUL_SHUTDOWN_S": f"{serving.graceful_shutdown_s:g}",
-        "SERVING_REQUEST_TIMEOUT_S": f"{serving.request_timeout_s:g}",
-        "SERVING_MAX_PAYLOAD_BYTES": str(serving.max_payload_bytes),
-        "SERVING_WARMUP_BATCH_SIZES": ",".join(str(b) for b in serving.warmup_batch_sizes),
-        "SERVING_COMPILE": "true" if serving.compile.enabled else "false",
-        "SERVING_COMPILE_MODE": serving.compile.mode,
-        "SERVING_TORCH_THREADS": str(serving.torch_threads),
-    }
-    if config.model.source == "baked":
-        env["SERVING_MODEL_PATH"] = config.model.path
-    elif config.model.uri:
-        env["SERVING_MODEL_PATH"] = config.model.uri
-    return env

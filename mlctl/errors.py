@@ -1,8 +1,14 @@
 """One exception tree, one set of exit codes.
 
 Every error the core raises is an :class:`MlctlError`. Each class carries the exit code the CLI
-returns for it and, where one exists, a hint that tells the user what to do next. The CLI maps
-errors to output and exit codes in exactly one place (``mlctl.cli.app.run_cli``).
+returns for it and, where one exists, a hint that tells the user what to do next; ``to_data()`` is
+the error as ``--json`` prints it. The CLI maps errors to output and exit codes in exactly one place
+(``mlctl.cli.app.run_cli``).
+
+The classes of this module are one per kind of failure (its exit code), with what each carries
+(``ConfigError`` its problems, ``DeployError`` its findings). Two are declared where they arise,
+beside the code that raises them: ``ValuesError`` (``mlctl.adapters.helm``), which lists every
+problem of the chart's values in its ``to_data()``, and ``ServiceExited`` (``mlctl.workflow.run``).
 
 Exit codes are part of mlctl's API: CI pipelines branch on them. Never renumber one.
 """
@@ -60,6 +66,18 @@ class MlctlError(Exception):
         """The error as the lines a user sees (without the hint)."""
         return [self.message]
 
+    def to_data(self) -> dict[str, Any]:
+        """The error as ``--json`` prints it (under ``"error"``).
+
+        Its type, exit code, message and hint, and what a subclass carries besides.
+        """
+        return {
+            "type": type(self).__name__,
+            "exit_code": int(self.exit_code),
+            "message": self.message,
+            "hint": self.hint,
+        }
+
 
 @dataclass(frozen=True)
 class ConfigProblem:
@@ -88,6 +106,15 @@ class ConfigError(MlctlError):
         if not self.problems:
             return [self.message]
         return [str(p) for p in self.problems]
+
+    def to_data(self) -> dict[str, Any]:
+        """The error, with every problem (file, line, key, message) when there are any."""
+        from mlctl.models import to_data
+
+        data = super().to_data()
+        if self.problems:
+            data["problems"] = [to_data(p) for p in self.problems]
+        return data
 
 
 class NotAServiceError(ConfigError):
@@ -142,6 +169,15 @@ class DeployError(MlctlError):
         super().__init__(message, hint=hint)
         self.findings = tuple(findings)
 
+    def to_data(self) -> dict[str, Any]:
+        """The error, with its findings (kind, message, hint, final) when there are any."""
+        from mlctl.models import to_data
+
+        data = super().to_data()
+        if self.findings:
+            data["findings"] = [to_data(f) for f in self.findings]
+        return data
+
 
 class ClusterError(MlctlError):
     """The cluster, registry or a service is unreachable or refused a request."""
@@ -150,6 +186,24 @@ class ClusterError(MlctlError):
 
 
 class ThresholdError(MlctlError):
-    """A measurement crossed a limit the user set (``mlctl bench --max-error-rate``)."""
+    """A measurement crossed a limit the user set (``mlctl bench --max-error-rate``).
+
+    Args:
+        result: What was measured; ``--json`` prints it inside the error, so that the output stays
+            one JSON document.
+    """
 
     exit_code = ExitCode.FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None, result: Any = None) -> None:
+        super().__init__(message, hint=hint)
+        self.result = result
+
+    def to_data(self) -> dict[str, Any]:
+        """The error, with the result that crossed the limit when it has one."""
+        from mlctl.models import to_data
+
+        data = super().to_data()
+        if self.result is not None:
+            data["result"] = to_data(self.result)
+        return data

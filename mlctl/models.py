@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -106,6 +107,9 @@ class ConfigOverride:
     file_value: Any
 
 
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """An image in a repository, by tag and, once pushed or pulled, by digest."""
@@ -116,8 +120,35 @@ class ImageRef:
 
     @property
     def reference(self) -> str:
-        """``repository:tag@digest`` when the digest is known, else ``repository:tag``."""
-        return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
+        """``repository:tag@digest`` when both are known; ``repository@digest`` or ``repository:tag``."""
+        return self.repository + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
+    @property
+    def tagged(self) -> str:
+        """``repository:tag`` (``latest`` when there is no tag): what the engine's pull and push take."""
+        return f"{self.repository}:{self.tag or 'latest'}"
+
+    @classmethod
+    def parse(cls, reference: str, *, source: str = "--image") -> ImageRef:
+        """The one parser of image references: ``[registry[:port]/]repository[:tag][@sha256:...]``.
+
+        A colon after the last slash starts the tag (``127.0.0.1:5000/repo`` has none).
+
+        Raises:
+            InputError: no repository, or a digest that is not ``sha256:<64 hex digits>``; the message
+                starts with ``source`` (where the reference came from).
+        """
+        from mlctl.errors import InputError
+
+        name, _, digest = reference.strip().partition("@")
+        if digest and not _DIGEST.fullmatch(digest):
+            raise InputError(f"{source} {reference}: the digest must be sha256:<64 hex digits>")
+        repository, tag = name, ""
+        if ":" in name.rsplit("/", 1)[-1]:
+            repository, tag = name.rsplit(":", 1)
+        if not repository or (":" in name.rsplit("/", 1)[-1] and not tag):
+            raise InputError(f"{source} {reference}: " + ("no repository" if not repository else "an empty tag"))
+        return cls(repository, tag, digest or None)
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,8 @@ class LayerResult:
 
 @dataclass(frozen=True)
 class PushResult:
+    """What a push of one image uploaded."""
+
     image: str
     digest: str | None
     #: Layers by final status: "pushed", "exists" (already in the registry), "mounted" (from another repository).
@@ -148,21 +181,72 @@ class PushResult:
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What ``mlctl build`` made: the service image, with the layers under it and what was pushed."""
+    """What ``mlctl build`` made: the service image, with the layers under it and what was pushed.
+
+    ``mlctl build`` records it in the service (``mlctl.images.record``); ``mlctl deploy`` takes the
+    image from there. Fields added later must have defaults: older records are read with them.
+    """
 
     json_properties: ClassVar[tuple[str, ...]] = ("reference",)
 
     service: str
+    #: By digest once pushed.
     image: ImageRef
     tags: tuple[str, ...]
+    #: Built from uncommitted changes (a protected environment refuses it).
     dirty: bool
     layers: tuple[LayerResult, ...]
     pushes: tuple[PushResult, ...]
+    #: The image's labels as the engine recorded them (``mlctl.min-driver``, ``mlctl.cuda``, OCI labels).
     labels: Mapping[str, str]
+    #: When it was built, UTC, ISO 8601.
+    built_at: str = ""
 
     @property
     def reference(self) -> str:
         return self.image.reference
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> BuildResult:
+        """A result as ``to_data`` wrote it (a build record); unknown keys are ignored.
+
+        Raises:
+            KeyError, TypeError, ValueError: the data is not a build result.
+        """
+        image = data["image"]
+        return cls(
+            service=str(data["service"]),
+            image=ImageRef(str(image["repository"]), str(image["tag"]), image.get("digest") or None),
+            tags=tuple(str(t) for t in data.get("tags", ())),
+            dirty=bool(data["dirty"]),
+            layers=tuple(_known(LayerResult, layer) for layer in data.get("layers", ())),
+            pushes=tuple(_known(PushResult, push) for push in data.get("pushes", ())),
+            labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+            built_at=str(data.get("built_at", "")),
+        )
+
+
+@dataclass(frozen=True)
+class ReleaseImage:
+    """The image a deploy installs, and what is known of it beyond its reference."""
+
+    ref: ImageRef
+    #: The image's labels where known (from the build record): the GPU gate reads ``mlctl.min-driver``.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: Built from uncommitted changes; None when unknown (an image named with --image that this
+    #: service's build record does not hold).
+    dirty: bool | None = None
+    #: Where it came from, in words: "mlctl build", "--image", "staging".
+    origin: str = "--image"
+
+    @classmethod
+    def from_build(cls, build: BuildResult) -> ReleaseImage:
+        return cls(build.image, dict(build.labels), build.dirty, "mlctl build")
+
+    @property
+    def min_driver(self) -> str | None:
+        """The NVIDIA driver the image needs (its ``mlctl.min-driver`` label), if known."""
+        return self.labels.get("mlctl.min-driver") or None
 
 
 @dataclass(frozen=True)
@@ -200,6 +284,8 @@ class RenderedRelease:
 
 @dataclass(frozen=True)
 class PodState:
+    """A pod in words: what it is doing, on which node, with how many GPUs."""
+
     name: str
     phase: str
     ready: bool
@@ -247,6 +333,41 @@ class LocalDeployResult:
 
 
 @dataclass(frozen=True)
+class DeleteResult:
+    """What ``mlctl delete`` removed."""
+
+    deleted: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class DownResult:
+    """What ``mlctl down`` stopped: the service's local containers."""
+
+    stopped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """``mlctl config validate``: the file is valid (an invalid one is an error, exit 3)."""
+
+    valid: bool
+    path: str
+    service: str
+    environments: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfigView:
+    """``mlctl config show``: the effective config, and the variables that changed it."""
+
+    path: str
+    environment: str | None
+    config: Mapping[str, Any]
+    overrides: tuple[ConfigOverride, ...]
+
+
+@dataclass(frozen=True)
 class CiResult:
     """What ``mlctl ci generate`` did."""
 
@@ -286,6 +407,8 @@ class UpdateResult:
 
 @dataclass(frozen=True)
 class ReleaseRevision:
+    """A revision of a release, as ``mlctl history`` lists it."""
+
     revision: int
     status: str
     updated: str
@@ -310,6 +433,8 @@ class ReleaseStatus:
 
 @dataclass(frozen=True)
 class ResourceChange:
+    """A resource a deploy would add, remove or change, with the diff."""
+
     resource: str
     #: "added", "removed" or "changed".
     change: str
@@ -327,6 +452,12 @@ class RunPlan:
     env: Mapping[str, str] = field(default_factory=dict)
     #: A command that makes the missing weights before the server starts (mlctl.yaml model.prepare).
     prepare: str | None = None
+
+
+def _known(cls: type[Any], data: Mapping[str, Any]) -> Any:
+    """``cls(**data)`` with the keys ``cls`` has (a record may come from a newer mlctl)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def to_data(obj: Any) -> Any:

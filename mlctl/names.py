@@ -133,7 +133,7 @@ def dns_label_problem(value: str, *, max_length: int = 63) -> str | None:
 
 
 def branch_name_problem(branch: str) -> str | None:
-    """Say why ``branch`` is not a git branch name, or return None.
+    r"""Say why ``branch`` is not a git branch name, or return None.
 
     The rules of ``git check-ref-format --branch``: no component starting with ``.`` or ending with
     ``.lock``, no ``..``, no control characters, space, ``~ ^ : ? * [ \\``, no ``@{``, not ``@``, no

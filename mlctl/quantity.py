@@ -42,4 +42,5 @@ def from_bytes(value: int) -> str:
 
 
 def add(*quantities: str) -> str:
+    """The sum of Kubernetes quantities, in the largest binary unit that keeps it whole."""
     return from_bytes(sum(to_bytes(q) for q in quantities))

@@ -28,7 +28,7 @@ def data_dir(kind: DataKind) -> Path:
 
 
 def cache_dir() -> Path:
-    """mlctl's cache (wheels, template versions): ``MLCTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlctl``."""
+    """The cache of mlctl (wheels, template versions): ``MLCTL_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlctl``."""
     base = os.environ.get("MLCTL_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlctl"
     )

@@ -356,7 +356,7 @@ def _copy(value: Any) -> Any:
 
 @functools.cache
 def _core_schema() -> tuple[Any, Any]:
-    """ruamel's YAML 1.2 resolver (which tag a plain scalar has) and its constructor for those tags."""
+    """Ruamel's YAML 1.2 resolver (which tag a plain scalar has) and its constructor for those tags."""
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="safe", pure=True)

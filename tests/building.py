@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Result
+from conftest import RUN_LABEL, Result
 
 from mlctl.cli.app import run_cli
 
@@ -59,10 +59,24 @@ def scaffold(base: Path, name: str) -> Path:
     return service
 
 
+def build_args(root: str, house: Path) -> list[str]:
+    """``mlctl build``'s arguments for a test build: the test root, the wheelhouse, this run's label."""
+    return ["build", "--root", root, "--wheelhouse", str(house), "--label", RUN_LABEL]
+
+
 def build(service: Path, root: str, house: Path, *args: str, env: dict[str, str] | None = None) -> dict:
-    result = mlctl(service, "build", "--root", root, "--wheelhouse", str(house), "--json", *args, env=env)
+    result = mlctl(service, *build_args(root, house), "--json", *args, env=env)
     assert result.exit_code == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
+
+
+def copy_service(service: Path, target: Path) -> Path:
+    """A copy of a scaffolded service with its git history: the same tree, commit and tag, so its
+    image is the original's until the copy changes. Tests change copies, never a shared original."""
+    import shutil
+
+    shutil.copytree(service, target, symlinks=True)
+    return target
 
 
 def statuses(data: dict) -> dict[str, str]:

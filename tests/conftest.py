@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,76 @@ MLCTL = [sys.executable, "-m", "mlctl"]
 #: The root image the image tests build on (scripts/make-test-root), and the packages their ladder holds.
 ROOT_IMAGE = "mlctl-test/debian:bookworm"
 RUNTIME_REQUIREMENTS = ["torch==2.13.0", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20"]
+
+# --- what this test process makes on the shared Docker engine, and only that, it removes ---------------
+# Other runs (other checkouts, other engineers, the user's own images) share the engine at the same
+# time. Everything a test makes there carries this process's mark: service names end in -RUN
+# (images, their containers), images and containers carry the label RUN_LABEL, registry tags live
+# under REGISTRY_NAMESPACE. Teardown removes only what carries the mark. The content-addressed base
+# layers (mlctl/python, mlctl/torch) and the root image are a build cache shared by every run: they stay.
+RUN = uuid.uuid4().hex[:8]
+RUN_LABEL_KEY = "mlctl-test.run"
+RUN_LABEL = f"{RUN_LABEL_KEY}={RUN}"
+REGISTRY_NAMESPACE = f"ml-{RUN}"
+
+
+def run_name(base: str) -> str:
+    """A service name of this test process's own (its images and containers are named after it)."""
+    return f"{base}-{RUN}"
+
+
+def remove_leftovers(run: str = RUN) -> list[str]:
+    """Remove the containers and images test process ``run`` made, and nothing else; their IDs.
+
+    Theirs: what carries its label, and the service images and containers named for it (a build
+    that forgot ``--label``). Images that a rebuild untagged still carry both, so they go too.
+    """
+    import docker
+    from docker.errors import APIError
+
+    def ours(labels: dict[str, str] | None, service_key: str) -> bool:
+        labels = labels or {}
+        return labels.get(RUN_LABEL_KEY) == run or labels.get(service_key, "").endswith(f"-{run}")
+
+    removed = []
+    client = docker.from_env(timeout=120)
+    try:
+        for container in client.api.containers(
+            all=True, filters={"label": "org.mlctl.service"}
+        ) + client.api.containers(all=True, filters={"label": f"{RUN_LABEL_KEY}={run}"}):
+            if ours(container.get("Labels"), "org.mlctl.service") and container["Id"] not in removed:
+                client.api.remove_container(container["Id"], force=True)
+                removed.append(container["Id"])
+        images = client.api.images(filters={"label": "mlctl.service"}) + client.api.images(
+            filters={"label": f"{RUN_LABEL_KEY}={run}"}
+        )
+        for image in images:
+            if ours(image.get("Labels"), "mlctl.service") and image["Id"] not in removed:
+                try:
+                    client.api.remove_image(image["Id"], force=True)
+                except APIError as exc:
+                    if exc.status_code != 404:  # already gone with a parent: fine
+                        raise
+                removed.append(image["Id"])
+    finally:
+        client.close()
+    return removed
+
+
+def untag_namespace(address: str, namespace: str = REGISTRY_NAMESPACE) -> list[str]:
+    """Remove the local tags pointing into ``address/namespace`` (pushes and pulls leave them); the
+    images themselves stay where another tag holds them. Returns the tags removed."""
+    import docker
+
+    prefix = f"{address}/{namespace}/"
+    client = docker.from_env(timeout=120)
+    try:
+        tags = [tag for image in client.images.list() for tag in image.tags if tag.startswith(prefix)]
+        for tag in tags:
+            client.api.remove_image(tag, noprune=False)
+    finally:
+        client.close()
+    return tags
 
 
 @dataclass
@@ -111,9 +182,11 @@ def service(cli: object, isolated: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def root_image() -> str:
+def root_image() -> Iterator[str]:
+    """The shared root image; at the end of the session, this process's leftovers on the engine go."""
     subprocess.run([str(REPO / "scripts" / "make-test-root"), ROOT_IMAGE], check=True, capture_output=True)
-    return ROOT_IMAGE
+    yield ROOT_IMAGE
+    remove_leftovers()
 
 
 @pytest.fixture(scope="session")
@@ -165,6 +238,76 @@ def running_registry(data: Path, *, auth: str = "") -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """docker-registry on loopback for pushes (the engine treats 127.0.0.0/8 as insecure)."""
+    """docker-registry on loopback for pushes (the engine treats 127.0.0.0/8 as insecure).
+
+    Tests push under ``ADDRESS/REGISTRY_NAMESPACE``; the local tags of that namespace are removed at
+    the end (the registry's own storage is a temporary directory)."""
     with running_registry(tmp_path_factory.mktemp("registry")) as address:
-        yield address
+        try:
+            yield address
+        finally:
+            untag_namespace(address)
+
+
+# --- the guard: a run leaves what it did not make in place ------------------------------------------------
+# Before the first test, the controlling process puts things on the engine that look like a user's
+# own: a service image built by hand, an unused base layer (what `mlctl images prune` would remove)
+# and a stopped container of a service. After the last test and every teardown (of every xdist
+# worker too), each must still be there; if one is gone, the run fails. Then they are removed.
+
+
+def _bystanders_wanted(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and docker_available()
+
+
+def _docker(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=120)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not _bystanders_wanted(session.config):
+        return
+    empty_tar = b"\0" * 1024  # an empty tar archive: two zero blocks
+    made: list[tuple[str, str]] = []
+    for ref, labels in (
+        (
+            f"mlctl-bystander-{RUN}/fraud-scorer:built-by-hand",
+            ["org.mlctl.layer=service", "mlctl.service=fraud-scorer"],
+        ),
+        (f"mlctl/python:bystander-{RUN}", ["org.mlctl.layer=python", "mlctl.python=3.11"]),
+    ):
+        changes = [arg for label in labels for arg in ("--change", f"LABEL {label}")]
+        if _docker("import", *changes, "-", ref, stdin=empty_tar).returncode == 0:
+            made.append(("image", ref))
+    container = f"mlctl-fraud-scorer-bystander-{RUN}"
+    if (
+        made
+        and _docker(
+            "create", "--name", container, "--label", "org.mlctl.service=fraud-scorer", made[0][1], "x"
+        ).returncode
+        == 0
+    ):
+        made.append(("container", container))
+    session.config.stash[_BYSTANDERS] = made
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    made = session.config.stash.get(_BYSTANDERS, [])
+    if not made:
+        return
+    missing = [f"{kind} {name}" for kind, name in made if _docker(kind, "inspect", name).returncode != 0]
+    for kind, name in reversed(made):
+        _docker("rm" if kind == "container" else "rmi", name)
+    if missing:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(
+                "error: the test run removed what it did not make (bystanders put on the engine before it "
+                "started): " + ", ".join(missing),
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BYSTANDERS = pytest.StashKey[list[tuple[str, str]]]()

@@ -63,10 +63,16 @@ def test_errors_are_counted_by_status(cli, doubler: LiveServer, tmp_path: Path) 
         "bench", doubler.url, "-m", "doubler", "-n", "10", "--body", str(bad), "--json", "--max-error-rate", "0.5"
     )
     assert result.exit_code == ExitCode.FAILURE
-    data, _ = json.JSONDecoder().raw_decode(result.stdout)  # the result, then the error object
+    error = json.loads(result.stdout)["error"]  # exactly one JSON document, as every --json output
+    assert (error["type"], error["exit_code"]) == ("ThresholdError", 1)
+    assert error["message"] == "error rate 100.00% exceeds --max-error-rate 50.00%"
+    data = error["result"]
     assert data["statuses"] == {"400": 10}
     assert data["error_rate"] == 1.0
-    assert "error rate 100.00% exceeds --max-error-rate 50.00%" in result.stdout + result.stderr
+    plain = cli("bench", doubler.url, "-m", "doubler", "-n", "10", "--body", str(bad), "--max-error-rate", "0.5")
+    assert plain.exit_code == ExitCode.FAILURE
+    assert "error rate" in plain.stdout  # the table first
+    assert plain.stderr.splitlines()[-1] == "error: error rate 100.00% exceeds --max-error-rate 50.00%"
 
 
 def test_generate_models_are_benched_on_generate(cli) -> None:

@@ -3,43 +3,51 @@
 The whole cpu ladder is built from a root image made locally (scripts/make-test-root), with torch
 installed from a wheelhouse holding the CPU wheel; the service image is run and asked for a
 prediction; pushes go to a docker-registry started on loopback.
+
+The engine is shared with other test runs and with the user's own images: services are named for
+this run (conftest.run_name), builds carry its label, and only those are removed (conftest). Tests
+that change a service change a copy of their own (``copy``), so they pass in any order.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from building import build, git, mlctl, scaffold, statuses
-from conftest import free_port
+from building import build, build_args, copy_service, git, mlctl, scaffold, statuses
+from conftest import REGISTRY_NAMESPACE, RUN, RUN_LABEL, RUN_LABEL_KEY, free_port, run_name
 
 from mlctl.errors import ExitCode
+from mlctl.images import locks
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
+A = run_name("svc-a")
+PACKAGE_A = A.replace("-", "_")
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    base = tmp_path_factory.mktemp("services")
-    yield base
-    images = subprocess.run(
-        ["docker", "images", "-q", "--filter", "label=org.mlctl.layer=service"], capture_output=True, text=True
-    ).stdout.split()
-    for image in set(images):
-        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
 
 
 @pytest.fixture(scope="module")
 def first(workdir: Path, root_image: str, wheelhouse: Path) -> tuple[Path, dict]:
-    service = scaffold(workdir, "svc-a")
+    """Service A, built once; never changed (tests that change it take a ``copy``)."""
+    service = scaffold(workdir, A)
     return service, build(service, root_image, wheelhouse)
+
+
+@pytest.fixture
+def copy(first: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A copy of service A for this test to change: same tree and tag, so the same image to start with."""
+    return copy_service(first[0], tmp_path / A)
 
 
 def docker_json(*args: str) -> object:
@@ -59,20 +67,25 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
     config = inspected["Config"]
     labels = config["Labels"]
     assert labels["org.opencontainers.image.revision"] == commit
-    assert labels["org.opencontainers.image.title"] == "svc-a"
+    assert labels["org.opencontainers.image.title"] == A
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.created"].endswith("Z")
     assert "org.opencontainers.image.source" in labels
     assert (labels["mlctl.python"], labels["mlctl.torch"], labels["mlctl.flavor"]) == ("3.11", "2.13.0", "cpu")
-    assert (labels["mlctl.template"], labels["mlctl.service"]) == ("pytorch-predict", "svc-a")
+    assert (labels["mlctl.template"], labels["mlctl.service"]) == ("pytorch-predict", A)
+    assert labels[RUN_LABEL_KEY] == RUN  # mlctl build --label
+    assert data["labels"][RUN_LABEL_KEY] == RUN
     assert config["User"] == "10001:10001"
     assert config["Healthcheck"]["Test"][0] == "CMD"
     assert "/v2/health/ready" in config["Healthcheck"]["Test"][-1]
-    assert config["Cmd"] == ["python", "-m", "mlctl_serve", "svc_a.server:app"]
+    assert config["Cmd"] == ["python", "-m", "mlctl_serve", f"{PACKAGE_A}.server:app"]
 
     port = free_port()
     container = subprocess.run(
-        ["docker", "run", "-d", "-p", f"127.0.0.1:{port}:8080", reference], capture_output=True, text=True, check=True
+        ["docker", "run", "-d", "--label", RUN_LABEL, "-p", f"127.0.0.1:{port}:8080", reference],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     try:
         deadline = time.monotonic() + 120
@@ -89,7 +102,7 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
             time.sleep(0.2)
         rows = [[0.5 * i for i in range(8)]]
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v2/models/svc-a/infer",
+            f"http://127.0.0.1:{port}/v2/models/{A}/infer",
             data=json.dumps(
                 {"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32", "data": rows}]}
             ).encode(),
@@ -101,7 +114,7 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
             [
                 sys.executable,
                 "-c",
-                "import json,sys,torch; from svc_a.model import load_model; "
+                f"import json,sys,torch; from {PACKAGE_A}.model import load_model; "
                 "m=load_model('weights/model.pt', torch.device('cpu')); "
                 "print(json.dumps(m(torch.tensor(json.loads(sys.argv[1]))).reshape(-1).tolist()))",
                 json.dumps(rows),
@@ -118,22 +131,58 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
 
 
+def test_the_build_is_recorded_where_deploys_find_it(first: tuple[Path, dict]) -> None:
+    """The road build -> deploy: the deploy takes the image from the build's record, re-deriving nothing."""
+    service, data = first
+    assert git(service, "status", "--porcelain") == ""  # the record ignores itself: the tree stays clean
+    record = json.loads((service / ".mlctl" / "builds.json").read_text())
+    [build] = [b for b in record["builds"] if b["image"]["repository"] == A]
+    assert (build["image"], build["labels"], build["dirty"]) == (data["image"], data["labels"], False)
+    rendered = mlctl(service, "render", "--json")  # what a deploy would apply, offline
+    assert rendered.exit_code == 0, rendered.stderr
+    image = json.loads(rendered.stdout)["values"]["image"]
+    assert image == {"repository": A, "tag": data["image"]["tag"], "digest": ""}
+    assert f"image {A}:{data['image']['tag']}, built " in rendered.stderr
+
+
+def test_a_build_that_cannot_be_recorded_still_builds(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    import shutil
+
+    shutil.rmtree(copy / ".mlctl")
+    (copy / ".mlctl").write_text("in the way")  # not a folder: the record cannot be written
+    result = mlctl(copy, *build_args(root_image, wheelhouse))
+    assert result.exit_code == 0, result.stderr
+    assert "warning: the build could not be recorded in the service (" in result.stderr
+    assert "deploys need --image" in result.stderr
+
+
 def test_nothing_changed_nothing_rebuilt(first: tuple[Path, dict], root_image: str, wheelhouse: Path) -> None:
     service, _ = first
     again = build(service, root_image, wheelhouse)
     assert statuses(again) == {"python": "reused", "torch": "reused", "service": "reused"}
 
 
-def test_a_code_change_rebuilds_only_the_code(first: tuple[Path, dict], root_image: str, wheelhouse: Path) -> None:
-    service, data = first
-    before = docker_json("image", "inspect", f"{data['image']['repository']}:{data['image']['tag']}")[0]  # type: ignore[index]
-    server = service / "svc_a" / "server.py"
-    server.write_text(server.read_text() + "\n# a code change\n")
-    git(service, "commit", "-q", "-am", "code change")
-    after = build(service, root_image, wheelhouse)
+def commit_change(service: Path, text: str) -> None:
+    server = service / PACKAGE_A / "server.py"
+    server.write_text(server.read_text() + f"\n# {text}\n")
+    git(service, "commit", "-q", "-am", text)
+
+
+def test_a_code_change_rebuilds_only_the_code(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    # The builder reuses the newest image made by the same step, so a --no-cache build elsewhere on the
+    # engine could give the two builds different dependency layers: the engine's build lock keeps
+    # other builds out from the first build to the second.
+    with locks.held(locks.engine_lock_path()):
+        commit_change(copy, "a first change")
+        data = build(copy, root_image, wheelhouse)
+        commit_change(copy, "a second change")
+        after = build(copy, root_image, wheelhouse)
     assert statuses(after) == {"python": "reused", "torch": "reused", "service": "built"}
     [service_layer] = [layer for layer in after["layers"] if layer["layer"] == "service"]
     assert service_layer["reason"] == "changed: code"
+    # Every step but ARG BASE, FROM, the code's COPY and the final LABEL came from the builder's cache.
+    assert service_layer["steps"] - service_layer["cached_steps"] == 4, service_layer
+    before = docker_json("image", "inspect", f"{data['image']['repository']}:{data['image']['tag']}")[0]  # type: ignore[index]
     new = docker_json("image", "inspect", f"{after['image']['repository']}:{after['image']['tag']}")[0]  # type: ignore[index]
     old_layers, new_layers = before["RootFS"]["Layers"], new["RootFS"]["Layers"]
     assert len(old_layers) == len(new_layers)
@@ -142,72 +191,34 @@ def test_a_code_change_rebuilds_only_the_code(first: tuple[Path, dict], root_ima
 
 
 def test_dirty_trees_get_their_own_tags_and_are_not_pushed(
-    first: tuple[Path, dict], root_image: str, wheelhouse: Path, registry: str
+    copy: Path, root_image: str, wheelhouse: Path, registry: str
 ) -> None:
-    service, _ = first
-    model = service / "svc_a" / "model.py"
+    model = copy / PACKAGE_A / "model.py"
     original = model.read_text()
     tags = []
-    try:
-        for variant in ("# one\n", "# two\n"):
-            model.write_text(original + variant)
-            data = build(service, root_image, wheelhouse)
-            assert data["dirty"] is True
-            tags.append(data["image"]["tag"])
-        assert tags[0] != tags[1]
-        assert all("-dirty-" in tag for tag in tags)
-        refused = mlctl(
-            service,
-            "build",
-            "--root",
-            root_image,
-            "--wheelhouse",
-            str(wheelhouse),
-            "--push",
-            env={"MLCTL_CONFIG__IMAGE__REGISTRY": f"{registry}/ml"},
-        )
-        assert refused.exit_code == ExitCode.CONFLICT
-        assert refused.stderr.splitlines()[-2].startswith("error: refusing to push svc-a: the service has uncommitted")
-    finally:
-        model.write_text(original)
+    for variant in ("# one\n", "# two\n"):
+        model.write_text(original + variant)
+        data = build(copy, root_image, wheelhouse)
+        assert data["dirty"] is True
+        tags.append(data["image"]["tag"])
+    assert tags[0] != tags[1]
+    assert all("-dirty-" in tag for tag in tags)
+    refused = mlctl(
+        copy,
+        *build_args(root_image, wheelhouse),
+        "--push",
+        env={"MLCTL_CONFIG__IMAGE__REGISTRY": f"{registry}/{REGISTRY_NAMESPACE}"},
+    )
+    assert refused.exit_code == ExitCode.CONFLICT
+    assert refused.stderr.splitlines()[-2].startswith(f"error: refusing to push {A}: the service has uncommitted")
 
 
-def test_push_and_a_second_service_uploads_only_its_own_layers(
-    workdir: Path, first: tuple[Path, dict], root_image: str, wheelhouse: Path, registry: str
-) -> None:
-    service, _ = first
-    env = {"MLCTL_CONFIG__IMAGE__REGISTRY": f"{registry}/ml"}
-    pushed = build(service, root_image, wheelhouse, "--push", "--tag", "stable", env=env)
-    assert pushed["image"]["digest"].startswith("sha256:")
-    assert pushed["reference"] == f"{registry}/ml/svc-a:{pushed['image']['tag']}@{pushed['image']['digest']}"
-    with urllib.request.urlopen(f"http://{registry}/v2/ml/svc-a/tags/list") as reply:
-        assert set(json.loads(reply.read())["tags"]) == {pushed["image"]["tag"], "stable"}
-    with urllib.request.urlopen(f"http://{registry}/v2/_catalog") as reply:
-        catalog = set(json.loads(reply.read())["repositories"])
-    assert {"ml/mlctl-python", "ml/mlctl-torch", "ml/svc-a"} <= catalog
-
-    other = scaffold(workdir, "svc-b")
-    second = build(other, root_image, wheelhouse, "--push", env=env)
-    assert statuses(second) == {"python": "reused", "torch": "reused", "service": "built"}
-    by_image = {p["image"]: p for p in second["pushes"]}
-    for base in ("mlctl-python", "mlctl-torch"):
-        [push] = [p for name, p in by_image.items() if f"/{base}:" in name]
-        assert push["layers"]["pushed"] == 0, push
-    [own] = [p for name, p in by_image.items() if "/svc-b:" in name]
-    assert own["layers"]["pushed"] == 2, own  # the weights and the code; everything else was there already
-    assert own["layers"]["exists"] + own["layers"]["mounted"] >= 5, own
-    assert own["bytes_pushed"] < 1024 * 1024
-
-
-def test_the_plan_names_the_input_that_changed(first: tuple[Path, dict], root_image: str, wheelhouse: Path) -> None:
-    service, _ = first
-    model = service / "svc_a" / "model.py"
-    original = model.read_text()
-    model.write_text(original + "# planned\n")
-    try:
-        result = mlctl(service, "images", "plan", "--root", root_image, "--wheelhouse", str(wheelhouse), "--json")
-    finally:
-        model.write_text(original)
+def test_the_plan_names_the_input_that_changed(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    model = copy / PACKAGE_A / "model.py"
+    model.write_text(model.read_text() + "# planned\n")
+    result = mlctl(
+        copy, "images", "plan", "--root", root_image, "--wheelhouse", str(wheelhouse), "--label", RUN_LABEL, "--json"
+    )
     assert result.exit_code == 0, result.stderr
     plan = {entry["layer"]: entry for entry in json.loads(result.stdout)}
     assert (plan["python"]["status"], plan["torch"]["status"]) == ("present", "present")
@@ -218,52 +229,83 @@ def test_list_shows_the_ladder_and_its_users(first: tuple[Path, dict]) -> None:
     service, _ = first
     result = mlctl(service, "images", "list", "--json")
     assert result.exit_code == 0, result.stderr
-    images = {entry["layer"]: entry for entry in json.loads(result.stdout) if "svc-a" in entry["used_by"]}
+    images = {entry["layer"]: entry for entry in json.loads(result.stdout) if A in entry["used_by"]}
     assert set(images) == {"python", "torch"}
     assert images["torch"]["size"] > 500_000_000
     pruned = mlctl(service, "images", "prune", "--dry-run", "--json")
-    assert all("svc-a" not in entry["used_by"] for entry in json.loads(pruned.stdout))
+    assert all(A not in entry["used_by"] for entry in json.loads(pruned.stdout))
 
 
-def test_rebuild_forces_a_layer_without_the_cache(first: tuple[Path, dict], root_image: str, wheelhouse: Path) -> None:
-    service, _ = first
-    data = build(service, root_image, wheelhouse, "--rebuild", "service")
+def test_rebuild_forces_a_layer_without_the_cache(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    data = build(copy, root_image, wheelhouse, "--rebuild", "service")
     [layer] = [layer for layer in data["layers"] if layer["layer"] == "service"]
     assert (layer["status"], layer["cached_steps"]) == ("built", 0)
 
 
-def test_files_that_look_like_secrets_are_refused(first: tuple[Path, dict], root_image: str, wheelhouse: Path) -> None:
-    service, _ = first
-    secret = service / "svc_a" / "credentials.json"
-    secret.write_text('{"token": "not-real"}')
-    try:
-        result = mlctl(service, "build", "--root", root_image, "--wheelhouse", str(wheelhouse))
-    finally:
-        secret.unlink()
+def test_files_that_look_like_secrets_are_refused(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    (copy / PACKAGE_A / "credentials.json").write_text('{"token": "not-real"}')
+    result = mlctl(copy, *build_args(root_image, wheelhouse))
     assert result.exit_code == ExitCode.INPUT
     assert result.stderr.splitlines()[-2:] == [
-        "error: refusing to put files that look like secrets into the image: svc_a/credentials.json",
+        f"error: refusing to put files that look like secrets into the image: {PACKAGE_A}/credentials.json",
         "hint: add them to .dockerignore, or pass --allow-secrets if they are really meant to ship",
     ]
 
 
 def test_a_failing_build_names_the_step_and_shows_its_log(workdir: Path, root_image: str, wheelhouse: Path) -> None:
-    service = scaffold(workdir, "svc-broken")
+    name = run_name("svc-broken")
+    service = scaffold(workdir, name)
     pyproject = service / "pyproject.toml"
     pyproject.write_text(
         pyproject.read_text().replace('"torch>=2.5",', '"torch>=2.5",\n  "no-such-package-mlctl==1.0",')
     )
     git(service, "commit", "-q", "-am", "a dependency the wheelhouse lacks")
-    result = mlctl(service, "build", "--root", root_image, "--wheelhouse", str(wheelhouse))
+    result = mlctl(service, *build_args(root_image, wheelhouse))
     assert result.exit_code == ExitCode.BUILD
     error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert error[0].startswith("error: svc-broken:")
+    assert error[0].startswith(f"error: {name}:")
     assert "exited with status 1" in error[0]
     assert "RUN echo" in error[0]
     assert "No matching distribution found for no-such-package-mlctl==1.0" in result.stderr
 
 
-def test_a_root_image_that_cannot_be_found(workdir: Path, wheelhouse: Path, first: tuple[Path, dict]) -> None:
+def test_a_failed_build_removes_the_step_images_it_made(root_image: str, tmp_path: Path) -> None:
+    """The classic builder keeps the steps a failed build committed: untagged images no one can name.
+    mlctl removes those it made, and keeps the cached ones it reused (another build's cache)."""
+    from mlctl.adapters.docker import DockerImageBuilder, build_context
+    from mlctl.errors import BuildError
+
+    def context(*steps: str) -> bytes:
+        dockerfile = "\n".join([f"FROM {root_image}", *steps]) + "\n"
+        return build_context([("Dockerfile", dockerfile.encode(), 0o644)])
+
+    builder = DockerImageBuilder.connect()
+    cached_step = f"RUN echo cached-{RUN} > /cached"
+    try:
+        kept, _ = builder.build(
+            context(cached_step, f"LABEL {RUN_LABEL}"), tag=f"mlctl-test-{RUN}/steps:ok", buildargs={}
+        )
+        lines: list[str] = []
+        with pytest.raises(BuildError) as failed:
+            builder.build(
+                context(cached_step, f"RUN echo new-{RUN} > /new", "ENV STEP=made", "RUN exit 3"),
+                tag=f"mlctl-test-{RUN}/steps:broken",
+                buildargs={},
+                on_line=lambda line, log: lines.append(line),
+            )
+    finally:
+        builder.close()
+    assert "exited with status 3" in failed.value.message
+    committed = [line.split("---> ")[1].strip() for line in lines if line.strip().startswith("---> ")]
+    committed = [c for c in committed if c not in ("Using cache",) and not c.startswith("Running in")]
+    # FROM (the root), the cached step (reused), then the two steps this build made.
+    assert len(committed) == 4, lines
+    exists = [subprocess.run(["docker", "image", "inspect", c], capture_output=True).returncode == 0 for c in committed]
+    assert exists == [True, True, False, False]
+    assert subprocess.run(["docker", "image", "inspect", kept], capture_output=True).returncode == 0
+
+
+def test_a_root_image_that_cannot_be_found(wheelhouse: Path, first: tuple[Path, dict]) -> None:
     service, _ = first
     result = mlctl(service, "build", "--root", "127.0.0.1:9/nowhere/root:1", "--wheelhouse", str(wheelhouse))
     assert result.exit_code == ExitCode.BUILD
@@ -280,54 +322,65 @@ def test_no_engine_is_an_environment_problem(first: tuple[Path, dict], wheelhous
     assert "error: no Docker engine answers at unix:///nonexistent.sock" in result.stderr
 
 
-def test_plain_progress_names_each_layer_and_its_steps(
-    first: tuple[Path, dict], root_image: str, wheelhouse: Path
-) -> None:
-    service, _ = first
-    result = mlctl(service, "build", "--root", root_image, "--wheelhouse", str(wheelhouse), "--rebuild", "service")
+def test_plain_progress_names_each_layer_and_its_steps(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    result = mlctl(copy, *build_args(root_image, wheelhouse), "--rebuild", "service")
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith("• python layer: reusing mlctl/python:")
     assert lines[1].startswith("• torch layer: reusing mlctl/torch:")
-    assert lines[2].startswith("• service layer: building svc-a:")
+    assert lines[2].startswith(f"• service layer: building {A}:")
     assert any(line.startswith("  [service] Step 1/") for line in lines)
     assert not any("Using cache" in line for line in lines)  # logs get the steps, not every line
-    assert result.stdout.startswith("Built svc-a: svc-a:")
+    assert result.stdout.startswith(f"Built {A}: {A}:")
     assert "LAYER    IMAGE" in result.stdout
 
 
 def test_a_layer_never_changes_a_package_of_its_parent(workdir: Path, root_image: str, wheelhouse: Path) -> None:
-    service = scaffold(workdir, "svc-pinned")
+    service = scaffold(workdir, run_name("svc-pinned"))
     pyproject = service / "pyproject.toml"
     # The torch layer holds typing-extensions 4.x; asking for another version must fail, not downgrade it.
     pyproject.write_text(pyproject.read_text().replace('"torch>=2.5",', '"torch>=2.5",\n  "typing-extensions<4",'))
     git(service, "commit", "-q", "-am", "a requirement that conflicts with the torch layer")
-    result = mlctl(service, "build", "--root", root_image, "--wheelhouse", str(wheelhouse))
+    result = mlctl(service, *build_args(root_image, wheelhouse))
     assert result.exit_code == ExitCode.BUILD
     assert "typing-extensions<4" in result.stderr
     assert "exited with status 1" in result.stderr
 
 
-def test_prune_removes_base_layers_no_service_uses(root_image: str, tmp_path: Path, first: tuple[Path, dict]) -> None:
-    (tmp_path / "Dockerfile").write_text(f"FROM {root_image}\nLABEL org.mlctl.layer=python mlctl.python=0.0\n")
-    subprocess.run(
-        ["docker", "build", "-q", "-t", "mlctl/python:unused-by-anything", str(tmp_path)],
-        check=True,
-        capture_output=True,
-    )
+def test_prune_removes_only_unused_base_layers_and_only_those_asked_about(
+    root_image: str, tmp_path: Path, first: tuple[Path, dict]
+) -> None:
+    """Hand-made base layers: a python layer, a torch layer standing on it (used by no service), and
+    an unused python layer of someone else's. ``prune --label`` touches only what carries the label."""
+    python, torch, theirs = f"mlctl/python:test-{RUN}", f"mlctl/torch:test-{RUN}", f"mlctl/python:theirs-{RUN}"
+
+    def make(ref: str, base: str, labels: str) -> None:
+        (tmp_path / "Dockerfile").write_text(f"FROM {base}\nLABEL {labels}\n")
+        subprocess.run(["docker", "build", "-q", "-t", ref, str(tmp_path)], check=True, capture_output=True)
+
+    make(python, root_image, f"org.mlctl.layer=python mlctl.python=0.0 {RUN_LABEL}")
+    make(torch, python, f"org.mlctl.layer=torch mlctl.parent={python} {RUN_LABEL}")
+    make(theirs, root_image, f"org.mlctl.layer=python mlctl.python=0.1 {RUN_LABEL_KEY}=someone-else")
     service, _ = first
-    listed = json.loads(mlctl(service, "images", "list", "--json").stdout)
-    assert {"layer": "python", "image": "mlctl/python:unused-by-anything"}.items() <= next(
-        e for e in listed if e["image"] == "mlctl/python:unused-by-anything"
-    ).items()
-    result = mlctl(service, "images", "prune")
-    assert result.exit_code == 0, result.stderr
-    assert "removed mlctl/python:unused-by-anything" in result.stdout
-    assert (
-        subprocess.run(
-            ["docker", "image", "inspect", "mlctl/python:unused-by-anything"], capture_output=True
-        ).returncode
-        != 0
-    )
-    still = {e["image"] for e in json.loads(mlctl(service, "images", "list", "--json").stdout)}
-    assert any(image.startswith("mlctl/torch:") for image in still)  # in use by svc-a: kept
+    try:
+        listed = json.loads(mlctl(service, "images", "list", "--label", RUN_LABEL, "--json").stdout)
+        assert {(e["image"], tuple(e["used_by"])) for e in listed} == {(python, (torch,)), (torch, ())}
+        result = mlctl(service, "images", "prune", "--label", RUN_LABEL)
+        assert result.exit_code == 0, result.stderr
+        # Only the torch layer: the python layer was in use by it when prune looked.
+        assert re.fullmatch(rf"removed {re.escape(torch)} \([0-9.]+ MB\)\n", result.stdout), result.stdout
+        present = {
+            ref: subprocess.run(["docker", "image", "inspect", ref], capture_output=True).returncode == 0
+            for ref in (python, torch, theirs)
+        }
+        assert present == {python: True, torch: False, theirs: True}
+        again = mlctl(service, "images", "prune", "--label", RUN_LABEL)
+        assert re.fullmatch(rf"removed {re.escape(python)} \([0-9.]+ MB\)\n", again.stdout), again.stdout
+        assert mlctl(service, "images", "prune", "--label", RUN_LABEL).stdout == (
+            f"nothing to prune: every base layer labelled {RUN_LABEL} is in use\n"
+        )
+        still = {e["image"] for e in json.loads(mlctl(service, "images", "list", "--json").stdout)}
+        assert theirs in still
+        assert any(image.startswith("mlctl/torch:") for image in still)  # svc-a's, in use: never a candidate
+    finally:
+        subprocess.run(["docker", "rmi", theirs, python, torch], capture_output=True)

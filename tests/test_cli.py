@@ -91,6 +91,25 @@ def test_json_errors_carry_the_exit_code_and_hint(cli) -> None:
     }
 
 
+def test_json_errors_carry_what_their_class_carries(cli, service) -> None:
+    """Each error says in its own to_data() what --json prints of it: a config error its problems with
+    file, line and key; the chart's values error every values problem."""
+    path = service / "mlctl.yaml"
+    path.write_text(path.read_text().replace("  max_batch_size: 16", "  max_batch_size: 0"))
+    config = json.loads(cli("-C", str(service), "--json", "config", "validate").stdout)["error"]
+    assert (config["type"], config["exit_code"]) == ("ConfigError", 3)
+    [problem] = config["problems"]
+    assert (problem["file"], problem["key"]) == ("mlctl.yaml", "serving.max_batch_size")
+    assert problem["line"] > 0
+    path.write_text(path.read_text().replace("  max_batch_size: 0", "  max_batch_size: 16"))
+    image = "demo-svc:v1@sha256:" + "a" * 64
+    values = json.loads(
+        cli("-C", str(service), "--json", "render", "--image", image, "--set", "replicaCount=-1").stdout
+    )
+    assert values["error"]["type"] == "ValuesError"
+    assert values["error"]["problems"] == ["replicaCount: minimum: got -1, want 0"]
+
+
 def test_json_from_the_environment(cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLCTL_JSON", "1")
     result = cli("templates", "list")

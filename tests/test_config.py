@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlctl.config import load_service_config, serving_environment
+from mlctl.config import load_service_config
 from mlctl.errors import ConfigError, ExitCode, NotAServiceError, NotFoundError
 
 MINIMAL = """\
@@ -178,20 +178,6 @@ def test_bad_environment_variables_name_the_variable() -> None:
         "MLCTL_CONFIG__NAME name: cannot be overridden per environment",
         "MLCTL_CONFIG__SERVING__PORT serving.port: must be an integer, got 'abc'",
     ]
-
-
-def test_serving_environment_carries_the_serving_config() -> None:
-    write(
-        MINIMAL.replace(
-            "  app: fraud_scorer.server:app\n",
-            "  app: fraud_scorer.server:app\n  max_batch_size: 32\n  warmup_batch_sizes: [1, 8]\n",
-        )
-    )
-    env = serving_environment(load_service_config().config)
-    assert env["SERVING_MODEL_NAME"] == "fraud-scorer"
-    assert env["SERVING_MAX_BATCH_SIZE"] == "32"
-    assert env["SERVING_WARMUP_BATCH_SIZES"] == "1,8"
-    assert env["SERVING_MODEL_PATH"] == "weights/model.pt"
 
 
 # --- through the CLI ----------------------------------------------------------------------------
@@ -446,3 +432,36 @@ def test_nothing_in_mlctl_yaml_reaches_internal_error(cli, parts: list[str]) -> 
     assert result.exit_code in (ExitCode.OK, ExitCode.CONFIG), result.stderr
     if result.exit_code == ExitCode.CONFIG:
         assert result.stderr.startswith("error: mlctl.yaml"), result.stderr
+
+
+IMAGE_BY_DIGEST = "demo-svc:v1@sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("build",),
+        ("images", "plan"),
+        ("render", "--image", IMAGE_BY_DIGEST),
+        ("diff", "--image", IMAGE_BY_DIGEST),
+        ("deploy", "--dry-run", "--image", IMAGE_BY_DIGEST),
+        ("deploy", "--target", "local", "--image", IMAGE_BY_DIGEST),
+        ("promote", "--from", "staging", "--to", "prod"),
+        ("status",),
+        ("down",),
+        ("ci", "generate", "--dry-run"),
+        ("doctor", "--timeout", "0.5"),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_every_command_that_reads_the_config_announces_overrides_once(
+    cli, service: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    """DESIGN: MLCTL_* variables never change mlctl.yaml silently. Whether the command then succeeds or
+    fails (no Docker engine, no cluster here) does not matter: the override is said first, once."""
+    monkeypatch.setenv("MLCTL_CONFIG__SERVING__MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = cli("-C", str(service), *args)
+    announced = [line for line in result.stderr.splitlines() if "MLCTL_CONFIG__SERVING__MAX_BATCH_SIZE" in line]
+    assert announced == ["warning: MLCTL_CONFIG__SERVING__MAX_BATCH_SIZE overrides serving.max_batch_size "
+                         "(mlctl.yaml: 16, now: 8)"], result.stderr  # fmt: skip

@@ -22,6 +22,9 @@ import pytest
 from conftest import Result, free_port
 from kube.emulator import FakeCluster
 
+from mlctl.images.record import record_build
+from mlctl.models import BuildResult, ImageRef
+
 NS = "ml"
 DIGEST1 = "sha256:" + "1" * 64
 DIGEST2 = "sha256:" + "2" * 64
@@ -100,6 +103,17 @@ def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+#: The labels `mlctl build` gives a CUDA 13.0 image (the matrix's driver floor for it).
+CUDA_LABELS = {"mlctl.flavor": "13.0", "mlctl.cuda": "13.0", "mlctl.min-driver": "580.65.06"}
+
+
+def record(svc: Path, image: str, *, dirty: bool = False, labels: dict[str, str] | None = None) -> None:
+    """What `mlctl build` leaves in the service for deploys (mlctl.images.record), for a build of ``image``."""
+    ref = ImageRef.parse(image)
+    build = BuildResult("demo-svc", ref, (ref.tag,), dirty, (), (), labels or {}, "2026-01-02T03:04:05Z")
+    record_build(svc, build)
 
 
 def release_secrets(kube: FakeCluster) -> list[str]:
@@ -196,7 +210,10 @@ def test_gpu_shortage_on_upgrade_rolls_back(cli: Any, svc: Path, kube: FakeClust
     assert result.exit_code == 8
     error = json.loads(result.stdout)["error"]
     assert error["exit_code"] == 8
-    assert error["message"].startswith("demo-svc: 1/3 replicas ready after 4 s; rolled back to revision 1")
+    # --timeout 4: the watch gives up after 4 s, or a little more on a busy machine.
+    waited = re.match(r"demo-svc: 1/3 replicas ready after (\d+) s; rolled back to revision 1", error["message"])
+    assert waited is not None, error["message"]
+    assert 4 <= int(waited.group(1)) <= 8
     assert error["findings"][0]["kind"] == "gpu_shortage"
     assert "waiting for 3 replica(s) to be ready (up to 4 s)" in result.stderr
     live = deployment(kube)
@@ -361,22 +378,44 @@ def test_the_gate_refuses_before_anything_is_installed(cli: Any, svc: Path, kube
     assert release_secrets(kube) == []
 
 
-def test_the_gate_pins_the_driver_when_nodes_say_it(cli: Any, svc: Path, kube: FakeCluster) -> None:
+def test_the_gate_pins_the_driver_the_image_label_asks_for(cli: Any, svc: Path, kube: FakeCluster) -> None:
+    """The floor is the image's own mlctl.min-driver label (from the build record), not mlctl.yaml's:
+    here mlctl.yaml's gpu environment asks for no CUDA version at all."""
     kube.add_node("gpu-old", gpus=1, driver_major=535)
     kube.add_node("gpu-new", gpus=1, driver_major=580)
-    result = deploy_json(cli, svc, "--env", "gpu", "--image", IMAGE1)
+    record(svc, IMAGE1, labels=CUDA_LABELS)
+    result = deploy_json(cli, svc, "--env", "gpu", "--image", IMAGE1)  # built here: its labels are recorded
     assert result["pods"][0]["node"] == "gpu-new"
     terms = deployment(kube)["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"
     ]["nodeSelectorTerms"]
-    assert terms[0]["matchExpressions"][0]["key"] == "nvidia.com/cuda.driver.major"
+    assert terms[0]["matchExpressions"] == [
+        {"key": "nvidia.com/cuda.driver.major", "operator": "Gt", "values": ["579"]}
+    ]
+    record(svc, IMAGE2, labels={**CUDA_LABELS, "mlctl.min-driver": "590.10"})
+    newer = mlctl(cli, svc, "deploy", "--env", "gpu", "--image", IMAGE2)
+    assert newer.exit_code == 8
+    assert "the image needs an NVIDIA driver >= 590.10 (its CUDA build); the GPU nodes run driver 535, 580" in (
+        newer.stderr
+    )
 
 
-def test_the_gate_warns_without_gpu_labels(cli: Any, svc: Path, kube: FakeCluster) -> None:
+def test_the_gate_warns_where_it_cannot_tell(cli: Any, svc: Path, kube: FakeCluster) -> None:
     kube.add_node("gpu-0", gpus=1)
+    record(svc, IMAGE1, labels=CUDA_LABELS)
     result = mlctl(cli, svc, "deploy", "--env", "gpu", "--image", IMAGE1)
     assert result.exit_code == 0, result.stderr
-    assert "cannot check the NVIDIA driver" in result.stderr
+    assert (
+        "warning: cannot check the NVIDIA driver (the image needs >= 580.65.06): the GPU nodes carry no "
+        "nvidia.com/cuda.driver.major labels" in result.stderr
+    )
+    # Not built here: its labels are unknown (a dry run: the gate runs, nothing changes).
+    unknown = mlctl(cli, svc, "deploy", "--env", "gpu", "--image", IMAGE2, "--dry-run")
+    assert unknown.exit_code == 0, unknown.stderr
+    assert (
+        f"warning: cannot check the NVIDIA driver: {IMAGE2} is not in this service's build record, so its "
+        "mlctl.min-driver label is unknown here" in unknown.stderr
+    )
 
 
 # --- cluster access -------------------------------------------------------------------------------
@@ -527,18 +566,32 @@ def test_delete_asks_in_a_terminal(cli: Any, svc: Path, kube: FakeCluster) -> No
         assert len(kube.objects("deployments", NS)) == left
 
 
-def test_without_image_the_build_tag_of_this_commit_is_deployed(cli: Any, isolated: Path, kube: FakeCluster) -> None:
-    from mlctl.adapters.git import source_state
-    from mlctl.images.core import source_tag
-
-    assert cli("new", "tagged-svc", "--set", "accelerator=cpu").exit_code == 0
-    svc = isolated / "tagged-svc"
-    kube.add_namespace("tagged-svc")  # the scaffold deploys to a namespace named after the service
-    planned = mlctl(cli, svc, "--json", "deploy", "--dry-run")
+def test_without_image_the_recorded_build_is_deployed(
+    cli: Any, svc: Path, kube: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = mlctl(cli, svc, "deploy", "--env", "staging", "--dry-run")
+    assert missing.exit_code == 4
+    assert missing.stderr.splitlines() == [
+        "error: no build of demo-svc is recorded in this service, so there is no image to deploy",
+        "hint: build it first (mlctl build, with --push for a cluster), or pass --image REPO:TAG@sha256:...",
+    ]
+    record(svc, "demo-svc:cccc-g3333333")  # built, never pushed: by tag, with a warning
+    planned = mlctl(cli, svc, "--json", "deploy", "--env", "staging", "--dry-run")
     assert planned.exit_code == 0, planned.stderr
-    expected = f"tagged-svc:{source_tag(source_state(svc))}"  # what `mlctl build` tags this commit with
-    assert json.loads(planned.stdout)["image"] == expected
-    assert f"{expected} has no digest" in planned.stderr  # never pushed from here: by tag, with a warning
+    assert json.loads(planned.stdout)["image"] == "demo-svc:cccc-g3333333"
+    assert "demo-svc:cccc-g3333333 has no digest" in planned.stderr
+    # A registry set for an environment is another repository: its own build, found by digest.
+    record(svc, f"ghcr.io/acme/demo-svc:cccc-g3333333@{DIGEST1}")
+    monkeypatch.setenv("MLCTL_CONFIG__IMAGE__REGISTRY", "ghcr.io/acme")
+    pushed = mlctl(cli, svc, "--json", "deploy", "--env", "staging", "--dry-run")
+    assert pushed.exit_code == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["image"] == f"ghcr.io/acme/demo-svc:cccc-g3333333@{DIGEST1}"
+    assert "has no digest" not in pushed.stderr
+    events = [json.loads(line) for line in pushed.stderr.splitlines()]
+    assert {
+        "event": "warn",
+        "message": 'MLCTL_CONFIG__IMAGE__REGISTRY overrides image.registry (mlctl.yaml: "", now: "ghcr.io/acme")',
+    } in events  # announced, as every command that reads the config announces it
 
 
 # --- promotion -------------------------------------------------------------------------------------
@@ -568,10 +621,14 @@ def test_prod_takes_only_pushed_clean_images(cli: Any, svc: Path, kube: FakeClus
     by_tag = mlctl(cli, svc, "deploy", "--env", "prod", "--image", f"{REPO}:aaaa-g1111111")
     assert by_tag.exit_code == 4
     assert f"prod takes only pushed images, by digest: {REPO}:aaaa-g1111111 has none" in by_tag.stderr
-    dirty = f"{REPO}:aaaa-g1111111-dirty-0123456789ab@{DIGEST1}"
-    refused = mlctl(cli, svc, "deploy", "--env", "prod", "--image", dirty)
+    dirty = f"demo-svc:aaaa-g1111111-dirty-0123456789ab@{DIGEST1}"
+    record(svc, dirty, dirty=True)  # the build record knows, whatever the tag says
+    refused = mlctl(cli, svc, "deploy", "--env", "prod")
     assert refused.exit_code == 4
-    assert "prod takes only images built from committed code" in refused.stderr
+    assert f"prod takes only images built from committed code: {dirty} was built from uncommitted" in refused.stderr
+    named = mlctl(cli, svc, "deploy", "--env", "prod", "--image", dirty)
+    assert named.exit_code == 4
+    assert "prod takes only images built from committed code" in named.stderr
     assert kube.objects("deployments", "ml-prod") == []
     # staging runs a tag: there is no exact image to promote
     deploy_json(cli, svc, "--env", "staging", "--image", f"{REPO}:aaaa-g1111111")

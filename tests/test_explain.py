@@ -1,6 +1,7 @@
 """Why a rollout is stuck, and whether a cluster can run a replica at all: the explanations and the GPU
-gate over the API's own JSON (pod status, Events, Nodes as a real API server returns them, with the
-scheduler's and kubelet's real message texts). The same code runs against the emulator in test_deploy.py."""
+gate over views parsed from the API's own JSON (pod status, Events, Nodes as a real API server returns
+them, with the scheduler's and kubelet's real message texts). The same code runs against the emulator in
+test_deploy.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 import pytest
 
 from mlctl.deploy.explain import deadline_finding, explain
-from mlctl.deploy.gate import gpu_gate
+from mlctl.deploy.gate import GpuRequest, gpu_gate
 from mlctl.errors import DeployError
+from mlctl.views import Deployment, Event, Node, Pod
 
 IMAGE = "registry.example.com/acme/demo-svc:1f2e-g0123@sha256:" + "ab" * 32
 
@@ -23,7 +25,7 @@ def pod(
     restarts: int = 0,
     gpus: int = 1,
     products: list[str] | None = None,
-) -> dict[str, Any]:
+) -> Pod:
     conditions = [{"type": "PodScheduled", "status": "True" if scheduled else "False"}]
     if not scheduled:
         conditions[0].update(reason="Unschedulable", message="0/1 nodes are available")
@@ -40,7 +42,7 @@ def pod(
         "state": {"waiting": waiting} if waiting else {"running": {"startedAt": "2026-11-28T10:00:00Z"}},
         "lastState": {"terminated": terminated} if terminated else {},
     }
-    return {
+    return Pod.from_api({
         "metadata": {"name": "demo-svc-7d9f8-abcde", "namespace": "ml"},
         "spec": {
             "containers": [{"name": "server", "image": IMAGE, "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
@@ -51,22 +53,28 @@ def pod(
             "conditions": conditions,
             **({"containerStatuses": [container_status]} if scheduled else {}),
         },
-    }
+    })  # fmt: skip
 
 
-def event(reason: str, message: str, kind: str = "Warning") -> dict[str, Any]:
-    return {"type": kind, "reason": reason, "message": message, "lastTimestamp": "2026-11-28T10:00:05Z"}
+def event(reason: str, message: str, kind: str = "Warning") -> Event:
+    return Event.from_api({"type": kind, "reason": reason, "message": message, "lastTimestamp": "2026-11-28T10:00:05Z"})
 
 
-def node(name: str, gpus: int, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "labels": labels or {}},
-        "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": str(gpus)}},
-    }
+def node(name: str, gpus: int, labels: dict[str, str] | None = None) -> Node:
+    return Node.from_api(
+        {
+            "metadata": {"name": name, "labels": labels or {}},
+            "status": {"allocatable": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": str(gpus)}},
+        }
+    )
 
 
-def explain_one(p: dict[str, Any], events: list[dict[str, Any]], nodes: list[dict[str, Any]] | None = None, **kw: Any):  # type: ignore[no-untyped-def]
-    findings = explain([p], {p["metadata"]["name"]: events}, nodes, **kw)
+def gpus(count: int, products: tuple[str, ...] = (), min_driver: str | None = None) -> GpuRequest:
+    return GpuRequest(count, products, min_driver)
+
+
+def explain_one(p: Pod, events: list[Event], nodes: list[Node] | None = None, **kw: Any):  # type: ignore[no-untyped-def]
+    findings = explain([p], {p.name: events}, nodes, **kw)
     assert len(findings) >= 1
     return findings
 
@@ -176,7 +184,8 @@ def test_startup_probe_kills_suggest_a_budget() -> None:
 
 
 def test_the_progress_deadline() -> None:
-    deployment = {
+    raw = {
+        "metadata": {"name": "demo-svc"},
         "spec": {"progressDeadlineSeconds": 600},
         "status": {
             "conditions": [
@@ -185,11 +194,11 @@ def test_the_progress_deadline() -> None:
             ]
         },
     }
-    finding = deadline_finding(deployment)
+    finding = deadline_finding(Deployment.from_api(raw))
     assert finding is not None
     assert "no progress for 600 s" in finding.message
-    deployment["status"]["conditions"][1] = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
-    assert deadline_finding(deployment) is None
+    raw["status"]["conditions"][1] = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}  # type: ignore[index]
+    assert deadline_finding(Deployment.from_api(raw)) is None
 
 
 def test_a_ready_or_starting_pod_has_nothing_to_explain() -> None:
@@ -203,34 +212,34 @@ def test_the_gate_refuses_a_cluster_without_gpus() -> None:
     with pytest.raises(
         DeployError, match=r"no node in the cluster offers nvidia\.com/gpu, and each replica asks for 1"
     ):
-        gpu_gate([node("cpu-0", 0)], gpus=1, products=[], min_driver=None)
+        gpu_gate([node("cpu-0", 0)], gpus(1))
 
 
 def test_the_gate_refuses_more_gpus_than_any_node_has() -> None:
     with pytest.raises(DeployError, match=r"no node has 8 GPUs; the largest has 4 \(gpu-b\)") as caught:
-        gpu_gate([node("gpu-a", 2), node("gpu-b", 4)], gpus=8, products=[], min_driver=None)
+        gpu_gate([node("gpu-a", 2), node("gpu-b", 4)], gpus(8))
     assert caught.value.hint == "lower resources.gpu.count to at most 4"
 
 
 def test_the_gate_refuses_a_product_no_node_has() -> None:
     nodes = [node("gpu-a", 4, {"nvidia.com/gpu.product": "NVIDIA-L4"})]
     with pytest.raises(DeployError, match="has a GPU of type NVIDIA-H100-80GB-HBM3; they have NVIDIA-L4"):
-        gpu_gate(nodes, gpus=1, products=["NVIDIA-H100-80GB-HBM3"], min_driver=None)
+        gpu_gate(nodes, gpus(1, ("NVIDIA-H100-80GB-HBM3",)))
 
 
 def test_the_gate_refuses_an_old_driver_and_pins_a_new_enough_one() -> None:
     old = node("gpu-a", 1, {"nvidia.com/cuda.driver.major": "535"})
     with pytest.raises(DeployError, match=r"needs an NVIDIA driver >= 570.124.06 .* run driver 535"):
-        gpu_gate([old], gpus=1, products=[], min_driver="570.124.06")
+        gpu_gate([old], gpus(1, (), "570.124.06"))
     new = node("gpu-b", 1, {"nvidia.com/cuda.driver.major": "575"})
-    result = gpu_gate([old, new], gpus=1, products=[], min_driver="570.124.06")
+    result = gpu_gate([old, new], gpus(1, (), "570.124.06"))
     assert result.nodes == ("gpu-b",)
     assert result.min_driver_major == 570
     assert result.warnings == ()
 
 
 def test_the_gate_warns_and_goes_on_without_gpu_labels() -> None:
-    result = gpu_gate([node("gpu-a", 2)], gpus=1, products=["NVIDIA-A100-SXM4-80GB"], min_driver="570.124.06")
+    result = gpu_gate([node("gpu-a", 2)], gpus(1, ("NVIDIA-A100-SXM4-80GB",), "570.124.06"))
     assert result.nodes == ("gpu-a",)
     assert result.min_driver_major == 0
     assert len(result.warnings) == 2
@@ -239,4 +248,4 @@ def test_the_gate_warns_and_goes_on_without_gpu_labels() -> None:
 
 
 def test_the_gate_has_nothing_to_say_about_cpu_services() -> None:
-    assert gpu_gate([node("cpu-0", 0)], gpus=0, products=[], min_driver=None).nodes == ("cpu-0",)
+    assert gpu_gate([node("cpu-0", 0)], gpus(0)).nodes == ("cpu-0",)

@@ -15,8 +15,9 @@ from mlctl.adapters.git import source_state
 from mlctl.errors import InputError
 from mlctl.images import wheels
 from mlctl.images.context import collect, looks_secret
-from mlctl.images.core import render_row, source_tag
+from mlctl.images.ladder import render_row
 from mlctl.images.matrix import load_matrix, resolve, rows
+from mlctl.images.tags import source_tag
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
 
@@ -248,6 +249,73 @@ def test_build_flags_are_checked_before_any_work(cli, service: Path, monkeypatch
     result = cli("build", "--push")
     assert result.exit_code == 4
     assert result.stderr.splitlines()[0] == "error: --push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--label", "team"), "error: --label team: expected KEY=VALUE (e.g. --label ci.pipeline=1234)"),
+        (
+            ("--label", "Team=ml"),
+            "error: --label Team: a label key is lower-case letters and digits separated by '.' or '-' "
+            "(e.g. com.example.team)",
+        ),
+        (
+            ("--label", "ok.key=1", "--label", "mlctl.digest=0"),
+            "error: --label mlctl.digest: mlctl or Docker sets this label itself; pick a key of your own",
+        ),
+        (
+            ("--label", "org.opencontainers.image.revision=abc"),
+            "error: --label org.opencontainers.image.revision: mlctl or Docker sets this label itself; "
+            "pick a key of your own",
+        ),
+    ],
+)
+def test_bad_labels_are_refused_before_any_work(
+    cli, service: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str
+) -> None:
+    monkeypatch.chdir(service)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")  # no engine is asked: the flags fail first
+    result = cli("build", *args)
+    assert (result.exit_code, result.stderr.splitlines()[0]) == (4, message)
+
+
+def test_labels_of_ones_own_are_kept_as_given() -> None:
+    from mlctl.images.tags import check_labels, parse_labels
+
+    labels = parse_labels(["ci.pipeline=1234", "org.opencontainers.image.url=https://x.example/a=b", "empty="])
+    assert check_labels(labels) == {
+        "ci.pipeline": "1234",
+        "org.opencontainers.image.url": "https://x.example/a=b",  # only the first '=' splits
+        "empty": "",
+    }
+
+
+def test_the_build_lock_is_exclusive_between_processes_and_reentrant_within_one(tmp_path: Path) -> None:
+    """Two mlctl processes building on one engine take turns (mlctl.images.locks); one process may
+    hold the lock around several builds."""
+    from mlctl.images import locks
+
+    lock = tmp_path / "engine.lock"
+    holder = (
+        "import sys, time; from pathlib import Path; from mlctl.images import locks\n"
+        "with locks.held(Path(sys.argv[1])):\n"
+        "    print('held', flush=True); time.sleep(1.0); Path(sys.argv[2]).write_text('done')\n"
+    )
+    done = tmp_path / "done"
+    other = subprocess.Popen([sys.executable, "-c", holder, str(lock), str(done)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "held"
+        waited: list[str] = []
+        with locks.held(lock, on_wait=lambda: waited.append("waiting")):
+            assert done.exists()  # we got it only once the other process was done with it
+            with locks.held(lock, on_wait=lambda: waited.append("again")):  # re-entrant: no self-deadlock
+                pass
+        assert waited == ["waiting"]
+    finally:
+        other.kill()
+        other.wait()
 
 
 @pytest.mark.parametrize("host", ["tcp://docker:2375", "ssh://builder@10.0.0.5", "tcp://192.168.1.20:2376"])

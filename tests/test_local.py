@@ -3,6 +3,9 @@
 The service image is built once (on the test root image, from the wheelhouse, as test_build does),
 then run as the cluster would run it; failures are real ones (a missing weights file, an OOM kill)
 explained from the container's own state and log.
+
+The service is named for this test run (conftest.run_name), so its container and images are its own
+on an engine other runs share; only they are removed.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from pathlib import Path
 
 import pytest
 from building import build, mlctl, scaffold
-from conftest import free_port
+from conftest import free_port, run_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-NAME = "svc-local"
+NAME = run_name("svc-local")
 CONTAINER = f"mlctl-{NAME}"
 
 

@@ -1,8 +1,9 @@
 """The only module that imports the Docker SDK (docker-py).
 
-``ImageBuilder`` is the narrow interface the image core uses: inspect, build (streamed), pull, tag,
-push (streamed), look up a remote image, list and remove. docker-py drives the classic builder,
-which is present on every engine; mlctl's own content tags make its cache-by-tag all that is needed.
+``DockerImageBuilder`` implements ``mlctl.ports.ImageBuilder``, the narrow interface the image core
+uses: inspect, build (streamed), pull, tag, push (streamed), look up a remote image, list and remove.
+docker-py drives the classic builder, which is present on every engine; mlctl's own content tags
+make its cache-by-tag all that is needed.
 
 ``Containers`` is what the local deploy target uses: run a service image as a container, read its
 state and log, stop and remove it.
@@ -14,56 +15,24 @@ import contextlib
 import io
 import os
 import re
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mlctl.errors import BuildError, ClusterError, ConflictError, EnvironmentProblem
+from mlctl.models import ImageRef
+from mlctl.ports import BuildLog, LineHandler, LocalImage, PushReport
 
 
 @dataclass(frozen=True)
 class EngineInfo:
+    """The Docker engine that answered: its version, API version and address."""
+
     version: str
     api_version: str
     host: str
 
 
-@dataclass(frozen=True)
-class LocalImage:
-    id: str
-    tags: tuple[str, ...]
-    labels: dict[str, str]
-    #: The uncompressed digests of the image's layers (RootFS.Layers), bottom first.
-    diff_ids: tuple[str, ...]
-    #: The parts of the image config that change what runs: Env, Entrypoint, Cmd, User, WorkingDir.
-    config: dict[str, Any]
-    size: int
-    created: str
-    repo_digests: tuple[str, ...]
-
-
-@dataclass
-class BuildLog:
-    """What a build printed, for progress and for explaining a failure."""
-
-    step: str = ""
-    step_index: int = 0
-    step_count: int = 0
-    cached_steps: int = 0
-    lines: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-
-
-@dataclass(frozen=True)
-class PushReport:
-    digest: str | None
-    #: Final status of each layer: "Pushed", "Layer already exists", "Mounted from ...".
-    layers: dict[str, str]
-    #: Bytes uploaded for the layers that were pushed (as the engine reports its progress).
-    bytes_pushed: int
-
-
-LineHandler = Callable[[str, BuildLog], None]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -131,14 +100,14 @@ def _client(timeout: float) -> Any:
     return client
 
 
-class ImageBuilder:
-    """The Docker engine, as far as building and shipping images goes."""
+class DockerImageBuilder:
+    """The Docker engine, as far as building and shipping images goes (``mlctl.ports.ImageBuilder``)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
     @classmethod
-    def connect(cls, timeout: float = 600.0) -> ImageBuilder:
+    def connect(cls, timeout: float = 600.0) -> DockerImageBuilder:
         return cls(_client(timeout))
 
     def close(self) -> None:
@@ -159,11 +128,12 @@ class ImageBuilder:
         return _local_image(data)
 
     def list_images(self, label: str) -> list[LocalImage]:
-        """Local images carrying ``label`` (``key`` or ``key=value``)."""
-        return [
-            _local_image(self.client.api.inspect_image(i["Id"]))
-            for i in self.client.api.images(filters={"label": label})
-        ]
+        """Local images carrying ``label`` (``key`` or ``key=value``).
+
+        An image removed between the listing and its inspection (by another client of the engine) is left out.
+        """
+        found = (self.inspect(i["Id"]) for i in self.client.api.images(filters={"label": label}))
+        return [image for image in found if image is not None]
 
     def tag(self, image: str, repository: str, tag: str) -> None:
         self.client.api.tag(image, repository, tag)
@@ -175,6 +145,18 @@ class ImageBuilder:
             self.client.api.remove_image(ref, noprune=False)
         except APIError as exc:
             raise BuildError(f"cannot remove {ref}: {exc.explanation or exc}") from None
+
+    def _remove_steps(self, images: list[str]) -> None:
+        """Remove a failed build's own step images.
+
+        Remove a failed build's own step images, newest first; one that another build now stands
+        on (it found it in the cache meanwhile) is left to that build.
+        """
+        from docker.errors import APIError
+
+        for image in reversed(images):
+            with contextlib.suppress(APIError):
+                self.client.api.remove_image(image, noprune=True)
 
     def containers_using(self, image_id: str) -> list[str]:
         return [c["Names"][0].lstrip("/") for c in self.client.api.containers(all=True, filters={"ancestor": image_id})]
@@ -197,12 +179,30 @@ class ImageBuilder:
         127.0.0.1; nothing else in the Dockerfiles uses the network.
 
         Raises:
-            BuildError: naming the failing step and its last log lines.
+            BuildError: naming the failing step and its last log lines. The step images the build
+                committed before it failed are removed (the cached ones it reused stay).
         """
+        log = BuildLog()
+        try:
+            return self._build(context, log, tag, buildargs, nocache, platform, on_line)
+        except BuildError:
+            self._remove_steps(log.created)
+            raise
+
+    def _build(
+        self,
+        context: bytes,
+        log: BuildLog,
+        tag: str,
+        buildargs: dict[str, str],
+        nocache: bool,
+        platform: str | None,
+        on_line: LineHandler | None,
+    ) -> tuple[str, BuildLog]:
         from docker.errors import APIError
 
-        log = BuildLog()
         image_id = None
+        instruction, cached = "", False
         try:
             stream = self.client.api.build(
                 fileobj=io.BytesIO(context),
@@ -241,11 +241,16 @@ class ImageBuilder:
                 text = _ANSI.sub("", text)
                 for line in text.rstrip("\n").splitlines():
                     step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
+                    committed = re.fullmatch(r"\s*---> ([0-9a-f]{12,64})\s*", line)
                     if step:
                         log.step_index, log.step_count = int(step.group(1)), int(step.group(2))
                         log.step = f"step {step.group(1)}/{step.group(2)} ({step.group(3)[:80]})"
+                        instruction, cached = step.group(3).split(" ", 1)[0].upper(), False
                     elif line.strip() == "---> Using cache":
                         log.cached_steps += 1
+                        cached = True
+                    elif committed and not cached and instruction != "FROM":
+                        log.created.append(committed.group(1))
                     if line.strip():
                         log.lines.append(line)
                         if on_line:
@@ -264,16 +269,16 @@ class ImageBuilder:
     def pull(self, ref: str) -> None:
         from docker.errors import APIError
 
-        repository, tag = split_ref(ref)
+        image = ImageRef.parse(ref, source="pull")
         try:
-            for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+            for event in self.client.api.pull(image.repository, tag=image.tag or "latest", stream=True, decode=True):
                 if "error" in event:
                     raise ClusterError(f"cannot pull {ref}: {event['error']}")
         except APIError as exc:
             raise ClusterError(f"cannot pull {ref}: {exc.explanation or exc}") from None
 
     def remote_exists(self, ref: str) -> bool:
-        """Does the registry have ``ref``? (The engine asks it, with the engine's credentials.)"""
+        """Whether the registry has ``ref`` (the engine asks it, with the engine's credentials)."""
         from docker.errors import APIError, NotFound
 
         try:
@@ -290,7 +295,8 @@ class ImageBuilder:
         """Push ``ref`` with the credentials of the Docker config (``docker login``)."""
         from docker.errors import APIError
 
-        repository, tag = split_ref(ref)
+        image = ImageRef.parse(ref, source="push")
+        repository, tag = image.repository, image.tag or "latest"
         statuses: dict[str, str] = {}
         progress: dict[str, int] = {}
         digest = None
@@ -317,14 +323,6 @@ class ImageBuilder:
         return PushReport(digest, statuses, pushed)
 
 
-def split_ref(ref: str) -> tuple[str, str]:
-    """``registry:5000/repo:tag`` -> (``registry:5000/repo``, ``tag``)."""
-    name, _, tag = ref.rpartition(":")
-    if not name or "/" in tag:
-        return ref, "latest"
-    return name, tag
-
-
 def _local_image(data: dict[str, Any]) -> LocalImage:
     config = data.get("Config") or {}
     return LocalImage(
@@ -340,8 +338,11 @@ def _local_image(data: dict[str, Any]) -> LocalImage:
 
 
 def build_context(files: Iterable[tuple[str, bytes, int]]) -> bytes:
-    """A tar build context from ``(path, content, mode)``; fixed owner and times, so equal inputs give
-    equal bytes (the builder's COPY cache keys on content and metadata)."""
+    """A tar build context, the same bytes for the same files.
+
+    A tar build context from ``(path, content, mode)``; fixed owner and times, so equal inputs give
+    equal bytes (the builder's COPY cache keys on content and metadata).
+    """
     import tarfile
 
     buffer = io.BytesIO()
@@ -357,8 +358,11 @@ def build_context(files: Iterable[tuple[str, bytes, int]]) -> bytes:
 
 
 def dockerignore_filter(root: str, patterns: list[str]) -> Callable[[str], bool]:
-    """A predicate: is this path (relative to ``root``) excluded by .dockerignore ``patterns``?
-    Uses docker-py's implementation of Docker's own matching rules."""
+    """A predicate: is this path left out by .dockerignore?
+
+    A predicate: is this path (relative to ``root``) excluded by .dockerignore ``patterns``?
+    Uses docker-py's implementation of Docker's own matching rules.
+    """
     from docker.utils.build import PatternMatcher
 
     matcher = PatternMatcher(patterns)
@@ -367,6 +371,8 @@ def dockerignore_filter(root: str, patterns: list[str]) -> Callable[[str], bool]
 
 @dataclass(frozen=True)
 class ContainerState:
+    """A container as the engine reports it."""
+
     name: str
     id: str
     image: str
@@ -512,6 +518,8 @@ class Containers:
 
 @dataclass(frozen=True)
 class StoredLogin:
+    """A registry login that ``docker login`` stored."""
+
     username: str
     secret: str
     #: Where it came from: "config.json" or the credential helper's name.

@@ -15,6 +15,8 @@ FALLBACK_EMAIL = "mlctl@localhost"
 
 @dataclass(frozen=True)
 class Commit:
+    """A commit mlctl made."""
+
     sha: str
     #: True when git had no user.name/user.email and the commit was made as "mlctl".
     fallback_identity: bool
@@ -106,7 +108,7 @@ def source_state(directory: Path) -> SourceState:
 
 
 def _walk(directory: Path) -> list[Path]:
-    skip = {".git", "__pycache__", ".venv", ".pytest_cache"}
+    skip = {".git", ".mlctl", "__pycache__", ".venv", ".pytest_cache"}
     return sorted(p for p in directory.rglob("*") if p.is_file() and not skip & set(p.relative_to(directory).parts))
 
 
@@ -131,8 +133,11 @@ def _remote(repo: object) -> str | None:
 
 
 def merge_file(ours: str, base: str, theirs: str, labels: tuple[str, str, str]) -> tuple[str, int]:
-    """Three-way merge of one text file (``git merge-file``): the merged text, with conflict markers
-    labelled ``labels`` (ours, base, theirs) where both sides changed the same lines, and their count."""
+    """Three-way merge of one text file (``git merge-file``).
+
+    Three-way merge of one text file (``git merge-file``): the merged text, with conflict markers
+    labelled ``labels`` (ours, base, theirs) where both sides changed the same lines, and their count.
+    """
     import subprocess
     import tempfile
 

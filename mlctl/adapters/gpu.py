@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TorchInfo:
+    """What torch on this machine can use."""
+
     version: str
     cuda_available: bool
     cuda_version: str | None

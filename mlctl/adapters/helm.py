@@ -1,18 +1,20 @@
 """The only module that imports the Helm engine (helm-python-sdk: Helm v4's Go SDK, in-process).
 
-``HelmEngine`` is the narrow interface deploys use: install, upgrade, rollback, uninstall, history,
-status and the live manifest of a release. Releases are ordinary Helm releases (Secrets in the
-release's namespace), so ``helm list`` and ``helm rollback`` work for the platform team too.
+``HelmReleases`` implements ``mlctl.ports.Releases``, the narrow interface deploys use: install,
+upgrade, rollback, uninstall, history, status and the live manifest of a release of one chart.
+Releases are ordinary Helm releases (Secrets in the release's namespace), so ``helm list`` and
+``helm rollback`` work for the platform team too.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mlctl.errors import ClusterError, EnvironmentProblem, InputError, MlctlError
+from mlctl.ports import Revision
 
 
 def _helm() -> Any:
@@ -44,6 +46,10 @@ class ValuesError(InputError):
     def lines(self) -> list[str]:
         return [self.message, *(f"  {p}" for p in self.problems)]
 
+    def to_data(self) -> dict[str, Any]:
+        """The error, with every values problem ("key.path: why")."""
+        return {**super().to_data(), "problems": list(self.problems)}
+
 
 def values_error(exc: Exception) -> MlctlError:
     """Helm's schema and template failures as one error listing every problem."""
@@ -63,6 +69,7 @@ def _count(problems: list[str]) -> str:
 
 
 def load_chart(path: Path) -> Any:
+    """The chart at ``path``, loaded by the Helm engine (close it after use)."""
     return _helm().Chart.load(str(path))
 
 
@@ -89,33 +96,36 @@ def parse_set(item: str) -> dict[str, Any]:
 
 
 def lint(path: Path, values: dict[str, Any], kube_version: str | None = None) -> dict[str, Any]:
+    """``helm lint --strict`` of the chart at ``path`` with ``values``: Helm's report."""
     report: dict[str, Any] = _helm().lint(str(path), values, strict=True, kube_version=kube_version)
     return report
-
-
-@dataclass(frozen=True)
-class Revision:
-    revision: int
-    status: str
-    updated: str
-    chart: str
-    app_version: str
 
 
 #: Revisions Helm keeps per release (each is a Secret in the namespace): enough to roll back a while.
 MAX_HISTORY = 10
 
 
-class HelmEngine:
-    """Helm actions on one cluster (kubeconfig and context) and namespace."""
+class HelmReleases:
+    """Helm releases of the chart at ``chart`` on one cluster (kubeconfig and context) and namespace."""
 
-    def __init__(self, *, namespace: str, kubeconfig: str | None = None, context: str | None = None) -> None:
+    def __init__(
+        self, chart: Path, *, namespace: str, kubeconfig: str | None = None, context: str | None = None
+    ) -> None:
         helm = _helm()
         self.namespace = namespace
         self._helm = helm
+        self._chart_path = chart
+        self._chart: Any = None
         self._config = helm.Config(kubeconfig_path=kubeconfig, kube_context=context, namespace=namespace)
 
+    def _loaded_chart(self) -> Any:
+        if self._chart is None:
+            self._chart = load_chart(self._chart_path)
+        return self._chart
+
     def close(self) -> None:
+        if self._chart is not None:
+            self._chart.close()
         self._config.close()
 
     def _call(self, action: str, release: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -155,24 +165,30 @@ class HelmEngine:
         found = self._call("get manifest", release, self._config.status, release, revision=revision)
         return str(found.get("manifest", ""))
 
-    def preview(self, chart: Any, release: str, values: dict[str, Any], *, upgrade: bool) -> str:
-        """The manifests an install or upgrade would apply now: a server-side dry run, so that the
-        chart sees the cluster's real capabilities (which APIs exist) and nothing is changed."""
+    def preview(self, release: str, values: Mapping[str, Any], *, upgrade: bool) -> str:
+        """The manifests an install or upgrade would apply now (a server-side dry run).
+
+        The manifests an install or upgrade would apply now: a server-side dry run, so that the
+        chart sees the cluster's real capabilities (which APIs exist) and nothing is changed.
+        """
         action = self._config.upgrade if upgrade else self._config.install
-        found = self._call("dry-run", release, action, chart, release, values, dry_run="server")
+        found = self._call("dry-run", release, action, self._loaded_chart(), release, dict(values), dry_run="server")
         return str(found.get("manifest", ""))
 
-    def install(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int, description: str) -> int:
+    def install(self, release: str, values: Mapping[str, Any], *, timeout: int, description: str) -> int:
         """Install without waiting (mlctl follows the rollout itself); returns the revision."""
+        options = {"timeout": timeout, "description": description}
         result = self._call(
-            "install", release, self._config.install, chart, release, values, timeout=timeout, description=description
+            "install", release, self._config.install, self._loaded_chart(), release, dict(values), **options
         )
         return int(result["revision"])
 
-    def upgrade(self, chart: Any, release: str, values: dict[str, Any], *, timeout: int, description: str) -> int:
+    def upgrade(self, release: str, values: Mapping[str, Any], *, timeout: int, description: str) -> int:
         """Upgrade without waiting, keeping the last MAX_HISTORY revisions; returns the new revision."""
         options = {"timeout": timeout, "description": description, "max_history": MAX_HISTORY}
-        result = self._call("upgrade", release, self._config.upgrade, chart, release, values, **options)
+        result = self._call(
+            "upgrade", release, self._config.upgrade, self._loaded_chart(), release, dict(values), **options
+        )
         return int(result["revision"])
 
     def rollback(self, release: str, revision: int | None, *, timeout: int) -> None:

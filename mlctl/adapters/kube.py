@@ -1,8 +1,9 @@
 """The only module that imports the official Kubernetes client.
 
-``Cluster`` is the narrow interface deploys use: reachability, namespaces, nodes, the rollout's
-Deployment, ReplicaSets, pods, events and logs. Objects come back as plain dicts (the API's own JSON
-shape), so the core reads them without the client's model classes.
+``KubeCluster`` implements ``mlctl.ports.Cluster``, the narrow interface deploys use: reachability,
+namespaces, nodes, the rollout's Deployment, ReplicaSets, pods, events and logs. Each object is read
+as the API's JSON and parsed once into a frozen view (``mlctl.views``), so the core never reads the
+client's model classes or dict keys.
 """
 
 from __future__ import annotations
@@ -10,17 +11,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from mlctl.errors import ClusterError, EnvironmentProblem
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    context: str
-    server: str
-    version: str | None
+from mlctl.ports import ClusterInfo
+from mlctl.views import Deployment, Event, Node, Pod, ReplicaSet
 
 
 def _kubeconfig_path() -> str:
@@ -41,8 +36,8 @@ def _in_cluster(context: str | None) -> bool:
     return context is None and "KUBERNETES_SERVICE_HOST" in os.environ and not os.environ.get("KUBECONFIG")
 
 
-class Cluster:
-    """A Kubernetes API server, reached as kubectl would reach it."""
+class KubeCluster:
+    """A Kubernetes API server, reached as kubectl would reach it (``mlctl.ports.Cluster``)."""
 
     def __init__(self, api: Any, *, context: str, server: str, namespace: str, kubeconfig: str | None) -> None:
         self._api = api
@@ -56,7 +51,7 @@ class Cluster:
         self.timeout = 10.0
 
     @classmethod
-    def connect(cls, context: str | None = None, *, timeout: float = 10.0) -> Cluster:
+    def connect(cls, context: str | None = None, *, timeout: float = 10.0) -> KubeCluster:
         """Load the kube context (or the in-cluster service account) without contacting the server.
 
         Raises:
@@ -175,29 +170,29 @@ class Cluster:
             raise
         return True
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(self._get("/api/v1/nodes").get("items", []))
+    def nodes(self) -> list[Node]:
+        return [Node.from_api(item) for item in self._get("/api/v1/nodes").get("items", [])]
 
-    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def deployment(self, namespace: str, name: str) -> Deployment | None:
         try:
-            return dict(self._get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"))
+            return Deployment.from_api(self._get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"))
         except ClusterError as exc:
             if exc.message.startswith("not found"):
                 return None
             raise
 
-    def replica_sets(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return list(
-            self._get(f"/apis/apps/v1/namespaces/{namespace}/replicasets", {"labelSelector": selector}).get("items", [])
-        )
+    def replica_sets(self, namespace: str, selector: str) -> list[ReplicaSet]:
+        found = self._get(f"/apis/apps/v1/namespaces/{namespace}/replicasets", {"labelSelector": selector})
+        return [ReplicaSet.from_api(item) for item in found.get("items", [])]
 
-    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return list(self._get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector}).get("items", []))
+    def pods(self, namespace: str, selector: str) -> list[Pod]:
+        found = self._get(f"/api/v1/namespaces/{namespace}/pods", {"labelSelector": selector})
+        return [Pod.from_api(item) for item in found.get("items", [])]
 
-    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+    def events(self, namespace: str, name: str) -> list[Event]:
         """Events about the object called ``name`` (core/v1 Events, as kubectl describe shows them)."""
         items = self._get(f"/api/v1/namespaces/{namespace}/events", {"fieldSelector": f"involvedObject.name={name}"})
-        return list(items.get("items", []))
+        return [Event.from_api(item) for item in items.get("items", [])]
 
     def pod_log(
         self, namespace: str, pod: str, *, container: str | None = None, previous: bool = False, tail: int | None = None
@@ -224,8 +219,11 @@ class Cluster:
 
 
 def context_namespace(context: str | None = None) -> str:
-    """The namespace kubectl would use: the kube context's, or the pod's in-cluster, else "default".
-    Reads the kubeconfig only (no server contact); a missing or broken one means "default"."""
+    """The namespace kubectl would use.
+
+    The namespace kubectl would use: the kube context's, or the pod's in-cluster, else "default".
+    Reads the kubeconfig only (no server contact); a missing or broken one means "default".
+    """
     if _in_cluster(context):
         return _pod_namespace()
     from kubernetes import config

@@ -1,0 +1,1 @@
+"""``mlctl bench``: load-testing a running service."""

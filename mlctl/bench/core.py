@@ -32,6 +32,8 @@ _SAMPLE = re.compile(r'^mlserve_batch_size_(bucket|sum|count)(?:\{le="([^"]+)"\}
 
 @dataclass(frozen=True)
 class Latency:
+    """Latency percentiles of a load test, in milliseconds."""
+
     p50_ms: float
     p90_ms: float
     p99_ms: float
@@ -52,6 +54,8 @@ class BatchSizes:
 
 @dataclass(frozen=True)
 class BenchResult:
+    """What ``mlctl bench`` measured."""
+
     url: str
     model: str
     endpoint: str
@@ -97,6 +101,7 @@ def run_bench(
             the server need not speak the Open Inference Protocol.
         max_tokens: ``max_tokens`` of generate requests.
         timeout_s: A request without an answer by then counts as an error.
+        reporter: Progress.
         on_tick: Called about twice a second with the samples so far (live views).
 
     Raises:
@@ -147,6 +152,7 @@ def run_bench(
 
 
 def summarize(samples: Samples, **fields: Any) -> BenchResult:
+    """The result of a load test from its samples."""
     elapsed = max(samples.finished - samples.started, 1e-9)
     count = len(samples.latencies)
     statuses = Counter("error" if s == 0 else str(s) for s in samples.statuses)
@@ -163,6 +169,7 @@ def summarize(samples: Samples, **fields: Any) -> BenchResult:
 
 
 def latency_summary(latencies: list[float]) -> Latency:
+    """Percentiles, mean and maximum of latencies given in seconds."""
     if not latencies:
         return Latency(0.0, 0.0, 0.0, 0.0, 0.0)
     ordered = sorted(latencies)

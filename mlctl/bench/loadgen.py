@@ -1,6 +1,9 @@
-"""A small, fast HTTP/1.1 load generator on asyncio: keep-alive connections, one request at a time
+"""A small, fast HTTP/1.1 load generator on asyncio.
+
+A small, fast HTTP/1.1 load generator on asyncio: keep-alive connections, one request at a time
 each, latencies recorded per request. No HTTP library: the client must cost less than the servers it
-measures (a Python HTTP client library would be the bottleneck at a few thousand requests/s)."""
+measures (a Python HTTP client library would be the bottleneck at a few thousand requests/s).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ T = TypeVar("T")
 
 @dataclass
 class Target:
+    """Where the load goes: host, port, path and the request body."""
+
     host: str
     port: int
     tls: bool

@@ -1,0 +1,1 @@
+"""charts/model-service: ``mlctl.yaml`` and an image become chart values, then manifests (offline)."""

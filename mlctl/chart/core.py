@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mlctl.config import ServiceConfig, serving_environment
+from mlctl import contract
+from mlctl.config import ServiceConfig
 from mlctl.errors import InputError
 from mlctl.models import ImageRef, RenderedRelease
 from mlctl.quantity import add
@@ -35,44 +36,36 @@ _KIND_ORDER = [
 
 
 def chart_dir() -> Path:
+    """The model-service chart's directory."""
     return data_dir("charts") / CHART
 
 
 def check_release_name(name: str) -> None:
+    """Raise InputError for a release name Helm refuses."""
     if len(name) > MAX_RELEASE_NAME:
         raise InputError(f"release name {name!r} is {len(name)} characters long; Helm allows {MAX_RELEASE_NAME}")
     if not _RELEASE.match(name):
         raise InputError(f"release name {name!r} must be lowercase letters, digits and '-' (a DNS label)")
 
 
-def parse_image(reference: str) -> ImageRef:
-    """``registry/repo:tag@sha256:...`` (tag and digest optional) -> ImageRef."""
-    name, _, digest = reference.partition("@")
-    if digest and not re.fullmatch(r"sha256:[a-f0-9]{64}", digest):
-        raise InputError(f"--image {reference}: the digest must be sha256:<64 hex digits>")
-    repository, tag = name, ""
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:
-        repository, tag = name.rsplit(":", 1)
-    if not repository:
-        raise InputError(f"--image {reference}: no repository")
-    return ImageRef(repository, tag, digest or None)
+def chart_values(config: ServiceConfig, image: ImageRef) -> dict[str, Any]:
+    """The chart's values for a service: everything the chart needs, from mlctl.yaml and the image.
 
-
-def chart_values(config: ServiceConfig, image: ImageRef, *, min_driver_major: int = 0) -> dict[str, Any]:
-    """The chart's values for a service: everything the chart needs, from mlctl.yaml and the image."""
+    The driver pin (``resources.gpu.minDriverMajor``) stays 0 here: the GPU gate sets it, from the
+    image's label and what the nodes say (``mlctl.deploy.release.render``).
+    """
     serving = config.serving
     resources = config.resources
-    env = serving_environment(config)
-    if config.model.source == "baked":
-        env["SERVING_MODEL_PATH"] = "/srv/" + config.model.path
-    for key in ("SERVING_HOST", "SERVING_PORT", "SERVING_MODEL_NAME"):
-        env.pop(key, None)  # the chart sets these itself
     scaling = config.deploy.autoscaling
     return {
         "image": {"repository": image.repository, "tag": image.tag, "digest": image.digest or ""},
         "model": {"name": config.name},
-        "serving": {"port": serving.port, "env": env, "gracefulShutdownSeconds": int(serving.graceful_shutdown_s)},
+        "serving": {
+            "port": contract.port(config),
+            "env": contract.chart_environment(config),
+            "gracefulShutdownSeconds": int(serving.graceful_shutdown_s),
+            "uid": contract.UID,
+        },
         "resources": {
             "cpu": resources.cpu,
             "memory": resources.memory,
@@ -81,7 +74,7 @@ def chart_values(config: ServiceConfig, image: ImageRef, *, min_driver_major: in
             "gpu": {
                 "count": resources.gpu.count,
                 "products": list(resources.gpu.products),
-                "minDriverMajor": min_driver_major if resources.gpu.count else 0,
+                "minDriverMajor": 0,
                 "tolerateGpuTaint": True,
             },
         },

@@ -1,0 +1,1 @@
+"""``mlctl ci``: the service's CI pipeline files (GitHub Actions, GitLab CI)."""

@@ -8,11 +8,10 @@ kubeconfig come from the CI system's secrets, never from the file.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from mlctl import __version__
 from mlctl.atomic import replace_file
-from mlctl.config import CONFIG_FILE, ServiceConfig, load_service_config
+from mlctl.config import CONFIG_FILE, LoadedConfig, ServiceConfig
 from mlctl.errors import ConflictError, InputError
 from mlctl.models import CiResult
 from mlctl.reporting import NullReporter, Reporter
@@ -25,6 +24,7 @@ SOURCE = "https://github.com/mlctl/mlctl"
 
 
 def ci_path(provider: str) -> str:
+    """The pipeline file of ``provider``, relative to the service."""
     if provider not in PROVIDERS:
         raise InputError(f"--provider {provider}: mlctl writes pipelines for {', '.join(PROVIDERS)}")
     return PROVIDERS[provider]
@@ -119,8 +119,10 @@ def _github_string(text: str) -> str:
 
 
 def _gitlab_string(text: str) -> str:
-    """A GitLab rules expression string literal. GitLab's strings have no escapes: the quote used must
-    not occur in the text."""
+    """A GitLab rules expression string literal.
+
+    GitLab's strings have no escapes: the quote used must not occur in the text.
+    """
     if '"' not in text:
         return f'"{text}"'
     if "'" not in text:
@@ -160,7 +162,7 @@ def ci_warnings(config: ServiceConfig) -> list[str]:
 
 
 def generate_ci(
-    project_dir: Path | str | None = None,
+    loaded: LoadedConfig,
     *,
     provider: str,
     branch: str = "main",
@@ -168,7 +170,7 @@ def generate_ci(
     dry_run: bool = False,
     reporter: Reporter | None = None,
 ) -> CiResult:
-    """Write the service's pipeline file for ``provider``.
+    """Write the pipeline file for ``provider`` into the service whose config is ``loaded``.
 
     Raises:
         InputError: an unknown provider. ConflictError: the file exists with other content (``force``
@@ -176,7 +178,6 @@ def generate_ci(
     """
     reporter = reporter or NullReporter()
     relative = ci_path(provider)
-    loaded = load_service_config(project_dir)
     text = render_ci(loaded.config, provider, branch=branch)
     warnings = ci_warnings(loaded.config)
     for warning in warnings:

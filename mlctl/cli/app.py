@@ -79,28 +79,28 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Show what a deploy would change against the live release, resource by resource.",
     ),
     "status": (
-        "mlctl.cli.deploy",
+        "mlctl.cli.release",
         "status_cmd",
         "Show the release: revision, image, ready replicas, and each pod with its node and GPUs.",
     ),
     "logs": (
-        "mlctl.cli.deploy",
+        "mlctl.cli.release",
         "logs_cmd",
         "Print the server's log: every pod of the release, each line prefixed with its pod.",
     ),
-    "history": ("mlctl.cli.deploy", "history_cmd", "List the release's revisions (Helm history)."),
+    "history": ("mlctl.cli.release", "history_cmd", "List the release's revisions (Helm history)."),
     "rollback": (
-        "mlctl.cli.deploy",
+        "mlctl.cli.release",
         "rollback_cmd",
         "Roll the release back to an earlier revision (as a new revision) and follow the rollout.",
     ),
     "delete": (
-        "mlctl.cli.deploy",
+        "mlctl.cli.release",
         "delete_cmd",
         "Delete the release and everything it created (asks first, unless --yes).",
     ),
     "down": (
-        "mlctl.cli.deploy",
+        "mlctl.cli.local",
         "down_cmd",
         "Stop and remove the service's local container (started by mlctl deploy --target local).",
     ),
@@ -149,6 +149,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def load_command(name: str) -> Command:
+    """The click command of ``name`` (its module is imported only now)."""
     module, attribute, _ = COMMANDS[name]
     target = getattr(importlib.import_module(module), attribute)
     if not isinstance(target, typer.Typer):
@@ -211,6 +212,7 @@ def root(
         ),
     ] = False,
 ) -> None:
+    """The global options, applied before any command runs."""
     state = state_of(ctx)
     state.json = state.json or json_
     state.debug = state.debug or debug
@@ -257,4 +259,5 @@ def _env_flag(name: str) -> bool:
 
 
 def main() -> NoReturn:
+    """The ``mlctl`` console script."""
     sys.exit(run_cli())

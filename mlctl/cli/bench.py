@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlctl.cli.output import JsonOption, print_table, state_of
+from mlctl.cli.options import JsonOption
+from mlctl.cli.output import State, print_table, state_of
 from mlctl.errors import InputError, ThresholdError
 
 if TYPE_CHECKING:
@@ -56,9 +57,10 @@ def bench_cmd(
     """
     from mlctl.bench.core import run_bench
 
-    out = state_of(ctx).output(json_)
+    state = state_of(ctx)
+    out = state.output(json_)
     if model is None and "/v2/models/" not in url and body is None:
-        model = _service_name()
+        model = _service_name(state)
     payload = None
     if body is not None:
         try:
@@ -84,17 +86,20 @@ def bench_cmd(
     finally:
         if live:
             live.stop()
+    exceeded = max_error_rate is not None and result.error_rate > max_error_rate
+    message = f"error rate {result.error_rate:.2%} exceeds --max-error-rate {max_error_rate or 0:.2%}"
+    if exceeded and out.json:
+        raise ThresholdError(message, result=result)  # one JSON document: the error, holding the result
     out.result(result, lambda console: _render(console, result))
-    if max_error_rate is not None and result.error_rate > max_error_rate:
-        raise ThresholdError(f"error rate {result.error_rate:.2%} exceeds --max-error-rate {max_error_rate:.2%}")
+    if exceeded:
+        raise ThresholdError(message)
 
 
-def _service_name() -> str | None:
-    from mlctl.config import load_service_config
+def _service_name(state: State) -> str | None:
     from mlctl.errors import ConfigError
 
     try:
-        return load_service_config().config.name
+        return state.config().config.name
     except ConfigError:
         return None
 

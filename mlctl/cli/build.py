@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.output import JsonOption, print_table, state_of
+from mlctl.cli.options import EnvOption, JsonOption, LabelOption, PlatformOption, RootOption, WheelhouseOption
+from mlctl.cli.output import print_table, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from mlctl.models import BuildResult
-
-EnvOption = Annotated[
-    str | None,
-    typer.Option("--env", "-e", envvar="MLCTL_ENV", metavar="ENV", help="Apply the overrides of environments.ENV."),
-]
-RootOption = Annotated[
-    str | None,
-    typer.Option(
-        "--root", metavar="IMAGE", help="Start from this local root image instead of the matrix's (air-gapped)."
-    ),
-]
-WheelhouseOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--wheelhouse", metavar="DIR", help="Install Python packages from this directory of wheels (offline)."
-    ),
-]
-PlatformOption = Annotated[str, typer.Option("--platform", help="Platform to build for: linux/amd64 or linux/arm64.")]
 
 
 def build_cmd(
@@ -54,6 +36,7 @@ def build_cmd(
     allow_secrets: Annotated[
         bool, typer.Option("--allow-secrets", help="Let files that look like secrets (.env, *.pem, id_*) in.")
     ] = False,
+    label: LabelOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Build the layered image: root -> python -> torch -> service (reusing unchanged layers).
@@ -61,30 +44,31 @@ def build_cmd(
     Tags come from git: <tree>-g<commit>, plus -dirty-<hash> for uncommitted changes.
     Python packages are resolved on this machine and installed offline in the image.
     """
-    from mlctl.images.core import build_images
+    from mlctl.images.build import build_images
+    from mlctl.images.tags import parse_labels
 
-    out = state_of(ctx).output(json_)
-    reporter = out.reporter()
-    try:
-        result = build_images(
-            env=env,
-            root=root,
-            wheelhouse=wheelhouse,
-            push=push,
-            platform=platform,
-            no_cache=no_cache,
-            rebuild=rebuild or (),
-            tags=tag or (),
-            allow_dirty=allow_dirty,
-            allow_secrets=allow_secrets,
-            reporter=reporter,
-        )
-    finally:
-        reporter.close()
+    state = state_of(ctx)
+    out = state.output(json_)
+    labels = parse_labels(label or ())
+    result = build_images(
+        state.config(env),
+        root=root,
+        wheelhouse=wheelhouse,
+        push=push,
+        platform=platform,
+        no_cache=no_cache,
+        rebuild=rebuild or (),
+        tags=tag or (),
+        allow_dirty=allow_dirty,
+        allow_secrets=allow_secrets,
+        labels=labels,
+        reporter=out.reporter(),
+    )
     out.result(result, lambda console: render_build(console, result))
 
 
 def render_build(console: Console, result: BuildResult) -> None:
+    """A build's result as people read it: the reference, each layer, each push."""
     verb = "Pushed" if result.pushes else "Built"
     console.print(f"[green]{verb}[/] {result.service}: {result.reference}", highlight=False)
     rows = []
@@ -92,12 +76,12 @@ def render_build(console: Console, result: BuildResult) -> None:
         detail = layer.reason
         if layer.status == "built" and layer.steps:
             detail += f"; {layer.cached_steps}/{layer.steps} steps cached"
-        rows.append([layer.layer, layer.image, layer.status, f"{layer.seconds:.1f} s", _size(layer.size), detail])
+        rows.append([layer.layer, layer.image, layer.status, f"{layer.seconds:.1f} s", size_text(layer.size), detail])
     print_table(console, ["LAYER", "IMAGE", "STATUS", "TIME", "SIZE", "WHY"], rows)
     for push in result.pushes:
         counts = push.layers
         console.print(
-            f"pushed {push.image}: {counts['pushed']} layers uploaded ({_size(push.bytes_pushed)}), "
+            f"pushed {push.image}: {counts['pushed']} layers uploaded ({size_text(push.bytes_pushed)}), "
             f"{counts['exists']} already there, {counts['mounted']} mounted",
             markup=False,
         )
@@ -105,7 +89,8 @@ def render_build(console: Console, result: BuildResult) -> None:
         console.print("[yellow]note:[/] built from uncommitted changes (the tag says -dirty-)")
 
 
-def _size(size: int) -> str:
+def size_text(size: int) -> str:
+    """Bytes as people read them: 12.3 MB."""
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

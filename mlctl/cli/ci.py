@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.output import JsonOption, state_of
+from mlctl.cli.options import JsonOption
+from mlctl.cli.output import state_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,12 +45,11 @@ def generate_cmd(
     """
     from mlctl.ci.core import generate_ci
 
-    out = state_of(ctx).output(json_)
-    reporter = out.reporter()
-    try:
-        result = generate_ci(provider=provider, branch=branch, force=force, dry_run=dry_run, reporter=reporter)
-    finally:
-        reporter.close()
+    state = state_of(ctx)
+    out = state.output(json_)
+    result = generate_ci(
+        state.config(), provider=provider, branch=branch, force=force, dry_run=dry_run, reporter=out.reporter()
+    )
 
     def show(console: Console) -> None:
         if dry_run:

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.output import JsonOption, state_of
+from mlctl.cli.options import JsonOption
+from mlctl.cli.output import state_of
 from mlctl.errors import ExitCode
 
 if TYPE_CHECKING:
@@ -26,10 +27,16 @@ def doctor_cmd(
     json_: JsonOption = False,
 ) -> None:
     """Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails."""
+    from mlctl.errors import MlctlError
     from mlctl.workflow.doctor import run_doctor
 
-    out = state_of(ctx).output(json_)
-    report = run_doctor(kube_context=context, timeout_s=timeout)
+    state = state_of(ctx)
+    out = state.output(json_)
+    try:
+        loaded = state.config()  # announced like every command's; outside a service, doctor says so itself
+    except MlctlError:
+        loaded = None
+    report = run_doctor(kube_context=context, timeout_s=timeout, loaded=loaded)
     out.result(report, lambda console: _render(console, report))
     if not report.ok:
         raise typer.Exit(int(ExitCode.ENVIRONMENT))

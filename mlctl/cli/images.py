@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from mlctl.cli.build import EnvOption, PlatformOption, RootOption, WheelhouseOption, _size
-from mlctl.cli.output import JsonOption, print_table, state_of
+from mlctl.cli.build import size_text
+from mlctl.cli.options import EnvOption, JsonOption, LabelOption, PlatformOption, RootOption, WheelhouseOption
+from mlctl.cli.output import print_table, state_of
 
 app = typer.Typer(
     help="The image layer ladder: compatibility matrix, plan, local layers, prune.",
@@ -51,14 +52,23 @@ def plan_cmd(
     registry: Annotated[
         bool, typer.Option("--registry", help="Also look for missing layers in image.registry.")
     ] = False,
+    label: LabelOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Show what `mlctl build` would build, and which input changed for each layer it would rebuild."""
-    from mlctl.images.core import plan_images
+    from mlctl.images.plan import plan_images
+    from mlctl.images.tags import parse_labels
 
-    out = state_of(ctx).output(json_)
+    state = state_of(ctx)
+    out = state.output(json_)
     entries = plan_images(
-        env=env, root=root, wheelhouse=wheelhouse, platform=platform, registry=registry, reporter=out.reporter()
+        state.config(env),
+        root=root,
+        wheelhouse=wheelhouse,
+        platform=platform,
+        registry=registry,
+        labels=parse_labels(label or ()),
+        reporter=out.reporter(),
     )
     out.result(
         entries,
@@ -68,19 +78,25 @@ def plan_cmd(
     )
 
 
+FilterLabelOption = Annotated[
+    str | None,
+    typer.Option("--label", metavar="KEY[=VALUE]", help="Only base layer images carrying this label."),
+]
+
+
 @app.command("list")
-def list_cmd(ctx: typer.Context, json_: JsonOption = False) -> None:
+def list_cmd(ctx: typer.Context, label: FilterLabelOption = None, json_: JsonOption = False) -> None:
     """List the base layer images on this machine, their sizes and the services using them."""
-    from mlctl.images.core import list_ladder_images
+    from mlctl.images.inventory import list_ladder_images
 
     out = state_of(ctx).output(json_)
-    images = list_ladder_images()
+    images = list_ladder_images(label)
     out.result(
         images,
         lambda console: print_table(
             console,
             ["LAYER", "IMAGE", "SIZE", "USED BY"],
-            [[i.layer, i.image, _size(i.size), ", ".join(i.used_by) or "-"] for i in images],
+            [[i.layer, i.image, size_text(i.size), ", ".join(i.used_by) or "-"] for i in images],
         ),
     )
 
@@ -89,19 +105,21 @@ def list_cmd(ctx: typer.Context, json_: JsonOption = False) -> None:
 def prune_cmd(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+    label: FilterLabelOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Remove the base layer images that no service image on this machine uses."""
-    from mlctl.images.core import prune_ladder_images
+    from mlctl.images.inventory import prune_ladder_images
 
     out = state_of(ctx).output(json_)
-    removed = prune_ladder_images(dry_run=dry_run)
+    removed = prune_ladder_images(dry_run=dry_run, label=label)
 
     def render(console: object) -> None:
         verb = "would remove" if dry_run else "removed"
         if not removed:
-            console.print("nothing to prune: every base layer is in use")  # type: ignore[attr-defined]
+            which = f"base layer labelled {label}" if label else "base layer"
+            console.print(f"nothing to prune: every {which} is in use", markup=False)  # type: ignore[attr-defined]
         for image in removed:
-            console.print(f"{verb} {image.image} ({_size(image.size)})", markup=False)  # type: ignore[attr-defined]
+            console.print(f"{verb} {image.image} ({size_text(image.size)})", markup=False)  # type: ignore[attr-defined]
 
     out.result(removed, render)

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.output import JsonOption, Output, state_of
+from mlctl.cli.options import JsonOption
+from mlctl.cli.output import Output, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -15,32 +15,34 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from mlctl.errors import DeployError, MlctlError
+from mlctl.errors import MlctlError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from mlctl.config import LoadedConfig
 
 
 #: Variables that mean "running in CI": no prompts, plain output.
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI", "BUILDKITE", "JENKINS_URL", "TF_BUILD")
 
-JsonOption = Annotated[
-    bool,
-    typer.Option("--json", help="Print the result as JSON on stdout (same as the global --json, MLCTL_JSON=1)."),
-]
-
 
 def running_in_ci(environ: dict[str, str] | None = None) -> bool:
+    """Whether a CI system's variable is set (then there are no prompts and output is plain)."""
     env = os.environ if environ is None else environ
     return any(env.get(v, "").lower() not in ("", "0", "false", "no") for v in CI_VARIABLES)
 
 
 class State:
-    """Global options, set by the root callback and read by every command."""
+    """One run of ``mlctl``: its global options, its output, the service config.
+
+    One run of ``mlctl``: the global options (set by the root callback), its output, and the
+    service config, loaded once and announced once (``config``).
+    """
 
     def __init__(self, *, stdout: IO[str] | None = None, stderr: IO[str] | None = None) -> None:
         self.json = False
@@ -49,8 +51,11 @@ class State:
         self.stdout = stdout
         self.stderr = stderr
         self._output: Output | None = None
+        self._configs: dict[str | None, LoadedConfig] = {}
+        self._announced: set[str] = set()
 
     def output(self, json_flag: bool = False) -> Output:
+        """The run's output (``--json`` given to the command itself switches it to JSON)."""
         if json_flag:
             self.json = True
         if self._output is None or self._output.json != self.json:
@@ -63,8 +68,31 @@ class State:
             )
         return self._output
 
+    def config(self, env: str | None = None) -> LoadedConfig:
+        """The service's mlctl.yaml with ``env`` applied, loaded once per environment.
+
+        The service's mlctl.yaml with ``env`` applied, loaded once per environment; every
+        ``MLCTL_CONFIG__*`` override is announced on stderr, once, whichever command reads the config.
+        """
+        if env not in self._configs:
+            import json
+
+            from mlctl.config import load_service_config
+
+            loaded = load_service_config(env=env)
+            reporter = self.output().reporter()
+            for o in loaded.overrides:
+                if o.variable in self._announced:
+                    continue
+                self._announced.add(o.variable)
+                before = "not set" if o.file_value is None else json.dumps(o.file_value)
+                reporter.warn(f"{o.variable} overrides {o.key} (mlctl.yaml: {before}, now: {json.dumps(o.value)})")
+            self._configs[env] = loaded
+        return self._configs[env]
+
 
 def state_of(ctx: typer.Context) -> State:
+    """The run's ``State`` (made on first use, e.g. when a command runs without the root callback)."""
     obj = ctx.find_root().obj
     if not isinstance(obj, State):
         obj = State()
@@ -73,7 +101,11 @@ def state_of(ctx: typer.Context) -> State:
 
 
 class Output:
-    """Writes results, progress and errors in the run's mode."""
+    """Writes results, progress and errors in the run's mode: the one reporting context of a run.
+
+    Progress goes through one reporter (``reporter()``), which is closed (a live pane cleared)
+    before the result or an error is written.
+    """
 
     def __init__(self, *, json: bool, debug: bool, no_input: bool, stdout: IO[str], stderr: IO[str]) -> None:
         self.json = json
@@ -83,6 +115,7 @@ class Output:
         self.stderr = stderr
         self._console: Console | None = None
         self._err_console: Console | None = None
+        self._reporter: _ConsoleReporter | _JsonReporter | None = None
 
     # --- consoles ---------------------------------------------------------------------------------
 
@@ -109,6 +142,7 @@ class Output:
 
     def result(self, value: Any, render: Callable[[Console], None]) -> None:
         """Print a command's result: as JSON, or by calling ``render`` with the stdout console."""
+        self.close()
         if self.json:
             import json
 
@@ -120,30 +154,24 @@ class Output:
             render(self.console)
 
     def reporter(self) -> _ConsoleReporter | _JsonReporter:
-        if self.json:
-            return _JsonReporter(self.stderr)
-        return _ConsoleReporter(self.err_console)
+        """The run's progress reporter (the same one each time)."""
+        if self._reporter is None:
+            self._reporter = _JsonReporter(self.stderr) if self.json else _ConsoleReporter(self.err_console)
+        return self._reporter
+
+    def close(self) -> None:
+        """End live progress (a terminal's pane), so that what follows prints below it."""
+        if self._reporter is not None:
+            self._reporter.close()
 
     # --- errors -----------------------------------------------------------------------------------
 
     def error(self, exc: MlctlError) -> None:
+        self.close()
         if self.json:
             import json
 
-            from mlctl.models import to_data
-
-            body: dict[str, Any] = {
-                "type": type(exc).__name__,
-                "exit_code": int(exc.exit_code),
-                "message": exc.message,
-                "hint": exc.hint,
-            }
-            problems = getattr(exc, "problems", None)  # ConfigError, and the chart's ValuesError
-            if problems:
-                body["problems"] = [to_data(p) for p in problems]
-            if isinstance(exc, DeployError) and exc.findings:
-                body["findings"] = [to_data(f) for f in exc.findings]
-            self.stdout.write(json.dumps({"error": body}, indent=2) + "\n")
+            self.stdout.write(json.dumps({"error": exc.to_data()}, indent=2) + "\n")
             self.stdout.flush()
         else:
             for line in exc.lines():
@@ -157,6 +185,7 @@ class Output:
             self.traceback(exc)
 
     def bug(self, exc: BaseException) -> None:
+        self.close()
         message = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
         hint = "this is a bug in mlctl; rerun with --debug for the traceback and report it"
         if self.json:
@@ -205,8 +234,11 @@ def _make_console(stream: IO[str]) -> Console:
 
 
 class _ConsoleReporter:
-    """Steps as lines; tool output (``log``) as a live pane of its last lines in a terminal, and as its
-    ``Step n/m`` lines only in logs (a CI log gets the progress, not every line pip prints)."""
+    """Progress for people: steps as lines, tool output as a live pane.
+
+    Steps as lines; tool output (``log``) as a live pane of its last lines in a terminal, and as its
+    ``Step n/m`` lines only in logs (a CI log gets the progress, not every line pip prints).
+    """
 
     PANE_LINES = 8
 

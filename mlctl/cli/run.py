@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from mlctl.cli.options import EnvOption
 from mlctl.cli.output import state_of
 
 
@@ -26,19 +27,15 @@ def run_cmd(
             help="Python to run the server with.  [default: the service's .venv, else mlctl's own]",
         ),
     ] = None,
-    env: Annotated[
-        str | None,
-        typer.Option("--env", "-e", envvar="MLCTL_ENV", metavar="ENV", help="Apply the overrides of environments.ENV."),
-    ] = None,
+    env: EnvOption = None,
 ) -> None:
     """Serve the service from source on this machine (CPU or GPU), with reload.
 
     Makes the weights first when they are missing (model.prepare in mlctl.yaml),
     prints the URL, and says when the model is ready. Ctrl-C stops it cleanly.
     """
-    from mlctl.cli.config_cmd import load_config
     from mlctl.workflow.run import plan_run, serve
 
-    out = state_of(ctx).output()
-    plan = plan_run(loaded=load_config(out, env), host=host, port=port, reload=reload, python=python)
-    serve(plan, reporter=out.reporter())
+    state = state_of(ctx)
+    plan = plan_run(state.config(env), host=host, port=port, reload=reload, python=python)
+    serve(plan, reporter=state.output().reporter())

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.output import JsonOption, print_table, state_of
+from mlctl.cli.options import JsonOption
+from mlctl.cli.output import print_table, state_of
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.output import JsonOption, state_of
+from mlctl.cli.options import JsonOption
+from mlctl.cli.output import state_of
 from mlctl.errors import ExitCode
 
 if TYPE_CHECKING:

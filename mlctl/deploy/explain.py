@@ -1,13 +1,16 @@
-"""Why a rollout is stuck, in plain words, with the fix: read from what the cluster says about the
-pods (their status, their Events, their logs) and the nodes. Pure functions over the API's JSON."""
+"""Why a rollout is stuck, in plain words, with the fix.
+
+Why a rollout is stuck, in plain words, with the fix: read from what the cluster says about the
+pods (their status, their Events, their logs) and the nodes. Pure functions over ``mlctl.views``.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from mlctl.models import PodState
+from mlctl.views import Container, Deployment, Event, Node, Pod
 
 #: Waiting reasons that will not fix themselves.
 PULL_FAILURES = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
@@ -28,9 +31,9 @@ class Finding:
 
 
 def explain(
-    pods: list[dict[str, Any]],
-    events: dict[str, list[dict[str, Any]]],
-    nodes: list[dict[str, Any]] | None,
+    pods: list[Pod],
+    events: dict[str, list[Event]],
+    nodes: list[Node] | None,
     *,
     logs: dict[str, str] | None = None,
     startup_budget_s: int | None = None,
@@ -39,10 +42,9 @@ def explain(
     """What is wrong with the rollout's pods, most telling first, one finding per kind."""
     found: dict[str, Finding] = {}
     for pod in pods:
-        name = pod["metadata"]["name"]
-        pod_events = events.get(name, [])
+        pod_events = events.get(pod.name, [])
         for finding in _pod_findings(
-            pod, pod_events, nodes, (logs or {}).get(name, ""), startup_budget_s, memory_limit
+            pod, pod_events, nodes, (logs or {}).get(pod.name, ""), startup_budget_s, memory_limit
         ):
             found.setdefault(finding.kind, finding)
     order = [
@@ -58,20 +60,21 @@ def explain(
     return sorted(found.values(), key=lambda f: order.index(f.kind) if f.kind in order else len(order))
 
 
-def deadline_finding(deployment: dict[str, Any]) -> Finding | None:
-    for condition in deployment.get("status", {}).get("conditions", []) or []:
-        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
-            seconds = deployment.get("spec", {}).get("progressDeadlineSeconds")
-            return Finding(
-                "deadline",
-                f"the rollout made no progress for {seconds} s (the Deployment's progressDeadlineSeconds)",
-                "see the reasons below; if the model is simply slow to load, raise probes.startup_budget_s",
-                True,
-            )
-    return None
+def deadline_finding(deployment: Deployment) -> Finding | None:
+    """The Deployment controller gave up on the rollout (ProgressDeadlineExceeded), if it did."""
+    if not deployment.deadline_exceeded:
+        return None
+    return Finding(
+        "deadline",
+        f"the rollout made no progress for {deployment.progress_deadline_s} s (the Deployment's "
+        "progressDeadlineSeconds)",
+        "see the reasons below; if the model is simply slow to load, raise probes.startup_budget_s",
+        True,
+    )
 
 
 def oom_finding(memory_limit: str | None, log: str, restarts: str = "") -> Finding:
+    """The server was killed for going over its memory limit."""
     return Finding(
         "oom",
         f"the server ran out of memory and was killed (OOMKilled, limit {memory_limit or 'unknown'})"
@@ -83,6 +86,7 @@ def oom_finding(memory_limit: str | None, log: str, restarts: str = "") -> Findi
 
 
 def crash_finding(exit_code: object, log: str, restarts: str, hint: str) -> Finding:
+    """The server exited (or keeps exiting), with its last log lines."""
     verb = "keeps exiting" if restarts else "exited"
     detail = f"exit code {exit_code}" + (f", {restarts}" if restarts else "")
     return Finding("crash", f"the server {verb} ({detail})" + _log_tail(log), hint, True)
@@ -117,63 +121,56 @@ def timeout_finding(states: list[PodState], timeout_s: float, startup_budget_s: 
 
 
 def _pod_findings(
-    pod: dict[str, Any],
-    events: list[dict[str, Any]],
-    nodes: list[dict[str, Any]] | None,
+    pod: Pod,
+    events: list[Event],
+    nodes: list[Node] | None,
     log: str,
     startup_budget_s: int | None,
     memory_limit: str | None,
 ) -> list[Finding]:
     findings: list[Finding] = []
-    status = pod.get("status", {})
-    for container in status.get("containerStatuses", []) or []:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        reason = waiting.get("reason", "")
-        last = (container.get("lastState") or {}).get("terminated") or {}
+    for container in pod.containers:
+        reason = container.waiting_reason
         if reason in PULL_FAILURES:
-            detail = _event_message(events, "Failed") or waiting.get("message", "")
+            detail = _event_message(events, "Failed") or container.waiting_message
             findings.append(
                 Finding(
                     "image_pull",
-                    f"the cluster cannot pull the image {container.get('image')}: {_short(detail) or reason}",
+                    f"the cluster cannot pull the image {container.image}: {_short(detail) or reason}",
                     "check the image exists (mlctl build --push) and the cluster can read the registry "
                     "(imagePullSecrets for a private one)",
                     True,
                 )
             )
-        elif last.get("reason") == "OOMKilled":  # not any exit 137: a probe's kill is a SIGKILL too
-            restarts = int(container.get("restartCount", 0))
-            findings.append(oom_finding(memory_limit, log, f"{restarts} restart(s)"))
+        elif container.last_reason == "OOMKilled":  # not any exit 137: a probe's kill is a SIGKILL too
+            findings.append(oom_finding(memory_limit, log, f"{container.restarts} restart(s)"))
         elif _startup_killed(events):
-            findings.append(_startup_finding(events, container, startup_budget_s))
-        elif reason == "CrashLoopBackOff" or (last and container.get("restartCount", 0) >= 2):
-            restarts = int(container.get("restartCount", 0))
+            findings.append(_startup_finding(container, startup_budget_s))
+        elif reason == "CrashLoopBackOff" or (container.ended_before and container.restarts >= 2):
+            exit_code = container.last_exit_code if container.last_exit_code is not None else "?"
             findings.append(
                 crash_finding(
-                    last.get("exitCode", "?"),
+                    exit_code,
                     log,
-                    f"{restarts} restart(s)",
+                    f"{container.restarts} restart(s)",
                     "fix the error in its log (`mlctl logs --previous`); run the image locally "
                     "(mlctl deploy --target local) to reproduce it",
                 )
             )
-    for condition in status.get("conditions", []) or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            message = _event_message(events, "FailedScheduling") or condition.get("message", "")
-            findings.extend(_scheduling(pod, message, nodes))
+    if pod.scheduled is False:
+        message = _event_message(events, "FailedScheduling") or pod.unschedulable_message
+        findings.extend(_scheduling(pod, message, nodes))
     return findings
 
 
-def _scheduling(pod: dict[str, Any], message: str, nodes: list[dict[str, Any]] | None) -> list[Finding]:
+def _scheduling(pod: Pod, message: str, nodes: list[Node] | None) -> list[Finding]:
     findings = []
-    wanted = _gpus_requested(pod)
     if "Insufficient nvidia.com/gpu" in message:
-        per_node = _gpu_nodes(nodes or [])
-        offered = ", ".join(f"{n} {a} allocatable" for n, a in per_node) or "no node offers nvidia.com/gpu"
+        offered = ", ".join(f"{n.name} {n.gpus} allocatable" for n in nodes or []) or "no node offers nvidia.com/gpu"
         findings.append(
             Finding(
                 "gpu_shortage",
-                f"no node has {wanted} free nvidia.com/gpu for a replica "
+                f"no node has {pod.gpus} free nvidia.com/gpu for a replica "
                 f"({offered}; GPUs in use by other pods count too)",
                 "wait for GPUs to free up, lower resources.gpu.count, or ask for more GPU nodes",
                 False,
@@ -190,12 +187,9 @@ def _scheduling(pod: dict[str, Any], message: str, nodes: list[dict[str, Any]] |
             )
         )
     if "didn't match Pod's node affinity/selector" in message:
-        products = _wanted_products(pod)
-        have = sorted(
-            {(n.get("metadata", {}).get("labels") or {}).get("nvidia.com/gpu.product", "") for n in nodes or []} - {""}
-        )
-        if products:
-            text = f"no node has a GPU of type {', '.join(products)}"
+        have = sorted({n.product for n in nodes or [] if n.product})
+        if pod.gpu_products:
+            text = f"no node has a GPU of type {', '.join(pod.gpu_products)}"
             text += f" (the nodes have: {', '.join(have)})" if have else " (no node is labelled with a GPU product)"
         else:
             text = "no node matches the pod's node selector or affinity"
@@ -214,53 +208,26 @@ def _scheduling(pod: dict[str, Any], message: str, nodes: list[dict[str, Any]] |
     return findings
 
 
-def _startup_killed(events: list[dict[str, Any]]) -> bool:
-    return any(e.get("reason") == "Killing" and "startup probe" in (e.get("message") or "") for e in events)
+def _startup_killed(events: list[Event]) -> bool:
+    return any(e.reason == "Killing" and "startup probe" in e.message for e in events)
 
 
-def _startup_finding(events: list[dict[str, Any]], container: dict[str, Any], budget: int | None) -> Finding:
+def _startup_finding(container: Container, budget: int | None) -> Finding:
     suggestion = f" (it is {budget} s; try {max(2 * budget, budget + 60)} s)" if budget else ""
     return Finding(
         "startup_probe",
         f"the server was killed by its start-up probe before the model finished loading "
-        f"({container.get('restartCount', 0)} restart(s)); the start-up budget is too short for this model",
+        f"({container.restarts} restart(s)); the start-up budget is too short for this model",
         f"raise probes.startup_budget_s in mlctl.yaml{suggestion}; `mlctl logs` shows how far loading got",
         True,
     )
 
 
-def _event_message(events: list[dict[str, Any]], reason: str) -> str:
-    matching = [e for e in events if e.get("reason") == reason]
+def _event_message(events: list[Event], reason: str) -> str:
+    matching = [e for e in events if e.reason == reason]
     if not matching:
         return ""
-    latest = max(matching, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-    return str(latest.get("message") or "")
-
-
-def _gpus_requested(pod: dict[str, Any]) -> int:
-    total = 0
-    for container in pod.get("spec", {}).get("containers", []):
-        limits = (container.get("resources") or {}).get("limits") or {}
-        total += int(str(limits.get("nvidia.com/gpu", "0")) or 0)
-    return total
-
-
-def _gpu_nodes(nodes: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    result = []
-    for node in nodes:
-        allocatable = (node.get("status") or {}).get("allocatable") or {}
-        result.append((node["metadata"]["name"], str(allocatable.get("nvidia.com/gpu", "0"))))
-    return result
-
-
-def _wanted_products(pod: dict[str, Any]) -> list[str]:
-    affinity = (pod.get("spec", {}).get("affinity") or {}).get("nodeAffinity") or {}
-    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    for term in required.get("nodeSelectorTerms", []) or []:
-        for expression in term.get("matchExpressions", []) or []:
-            if expression.get("key") == "nvidia.com/gpu.product":
-                return list(expression.get("values", []))
-    return []
+    return max(matching, key=lambda e: e.time).message
 
 
 def _short(text: str, limit: int = 300) -> str:

@@ -1,19 +1,51 @@
-"""The GPU gate: before deploying, can any node ever run a replica? Compares the request and the
-image's driver floor with the nodes' allocatable GPUs and GPU Feature Discovery labels."""
+"""The GPU gate: before deploying, can any node ever run a replica?
+
+The GPU gate: before deploying, can any node ever run a replica? Compares the request and the
+image's driver floor (its ``mlctl.min-driver`` label) with the nodes' allocatable GPUs and their GPU
+Feature Discovery labels.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mlctl.errors import DeployError
+from mlctl.models import ReleaseImage
+from mlctl.views import Node
 
-PRODUCT = "nvidia.com/gpu.product"
-DRIVER_MAJOR = "nvidia.com/cuda.driver.major"
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """What one replica asks for: GPUs, the products allowed, and the image's driver floor."""
+
+    count: int
+    products: tuple[str, ...] = ()
+    #: The NVIDIA driver the image needs (``mlctl.min-driver``, e.g. ``"580.65.06"``); None: unknown or CPU.
+    min_driver: str | None = None
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any], image: ReleaseImage) -> GpuRequest:
+        """The request in the chart values a deploy installs, and the image's driver floor.
+
+        The request in the chart values a deploy installs (mlctl.yaml with --values/--set on top) and the
+        image's label. A count the chart's schema will refuse reads as 0 here: the render reports it.
+        """
+        gpu = (values.get("resources") or {}).get("gpu") or {}
+        count = gpu.get("count", 0)
+        products = gpu.get("products") or []
+        return cls(
+            count if isinstance(count, int) and not isinstance(count, bool) else 0,
+            tuple(str(p) for p in products) if isinstance(products, list) else (),
+            image.min_driver,
+        )
 
 
 @dataclass(frozen=True)
 class GateResult:
+    """What the GPU gate found: the nodes that could run a replica, warnings, the driver pin."""
+
     #: Nodes that could run a replica (ignoring what other pods use now).
     nodes: tuple[str, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
@@ -21,44 +53,41 @@ class GateResult:
     min_driver_major: int = 0
 
 
-def gpu_gate(nodes: list[dict[str, Any]], *, gpus: int, products: list[str], min_driver: str | None) -> GateResult:
+def gpu_gate(nodes: list[Node], request: GpuRequest) -> GateResult:
     """Raise DeployError when no node can ever run a replica; warn where the cluster cannot tell.
 
     Args:
-        nodes: The cluster's Node objects.
-        gpus: nvidia.com/gpu per replica.
-        products: Allowed GPU products (empty: any).
-        min_driver: The image's minimum driver version (``mlctl.min-driver``), e.g. ``"580.65.06"``.
+        nodes: The cluster's nodes.
+        request: What a replica asks for.
     """
+    gpus, products, min_driver = request.count, request.products, request.min_driver
     if gpus <= 0:
-        return GateResult(tuple(n["metadata"]["name"] for n in nodes))
-    offered = [(n, _allocatable(n)) for n in nodes]
-    gpu_nodes = [(n, count) for n, count in offered if count > 0]
+        return GateResult(tuple(n.name for n in nodes))
+    gpu_nodes = [n for n in nodes if n.gpus > 0]
     if not gpu_nodes:
         raise DeployError(
             f"no node in the cluster offers nvidia.com/gpu, and each replica asks for {gpus}",
             hint="deploy to a cluster with GPU nodes (and the NVIDIA device plugin), or set runtime.accelerator: cpu",
         )
-    big_enough = [(n, c) for n, c in gpu_nodes if c >= gpus]
-    if not big_enough:
-        largest = max(gpu_nodes, key=lambda item: item[1])
+    candidates = [n for n in gpu_nodes if n.gpus >= gpus]
+    if not candidates:
+        largest = max(gpu_nodes, key=lambda n: n.gpus)
         raise DeployError(
-            f"no node has {gpus} GPUs; the largest has {largest[1]} ({_name(largest[0])})",
-            hint=f"lower resources.gpu.count to at most {largest[1]}",
+            f"no node has {gpus} GPUs; the largest has {largest.gpus} ({largest.name})",
+            hint=f"lower resources.gpu.count to at most {largest.gpus}",
         )
     warnings: list[str] = []
-    labelled = [n for n, _ in big_enough if PRODUCT in _labels(n)]
-    candidates = [n for n, _ in big_enough]
     if products:
+        labelled = [n for n in candidates if n.product is not None]
         if not labelled:
             warnings.append(
                 "cannot check resources.gpu.products: no GPU node carries nvidia.com/gpu.product labels "
                 "(GPU Feature Discovery); the scheduler will decide"
             )
         else:
-            matching = [n for n in labelled if _labels(n)[PRODUCT] in products]
+            matching = [n for n in labelled if n.product in products]
             if not matching:
-                have = sorted({_labels(n)[PRODUCT] for n in labelled})
+                have = sorted({str(n.product) for n in labelled})
                 raise DeployError(
                     f"no node with {gpus} GPU(s) has a GPU of type {', '.join(products)}; they have {', '.join(have)}",
                     hint="change resources.gpu.products in mlctl.yaml (or leave it empty for any GPU)",
@@ -67,16 +96,16 @@ def gpu_gate(nodes: list[dict[str, Any]], *, gpus: int, products: list[str], min
     floor = int(min_driver.split(".")[0]) if min_driver else 0
     required = 0
     if floor:
-        with_driver = [n for n in candidates if DRIVER_MAJOR in _labels(n)]
+        with_driver = [n for n in candidates if n.driver_major is not None]
         if not with_driver:
             warnings.append(
                 f"cannot check the NVIDIA driver (the image needs >= {min_driver}): the GPU nodes carry no "
                 "nvidia.com/cuda.driver.major labels"
             )
         else:
-            able = [n for n in with_driver if _driver(n) >= floor]
+            able = [n for n in with_driver if (n.driver_major or 0) >= floor]
             if not able:
-                have = sorted({str(_driver(n)) for n in with_driver})
+                have = sorted({str(n.driver_major) for n in with_driver})
                 raise DeployError(
                     f"the image needs an NVIDIA driver >= {min_driver} (its CUDA build); the GPU nodes run "
                     f"driver {', '.join(have)}",
@@ -85,27 +114,4 @@ def gpu_gate(nodes: list[dict[str, Any]], *, gpus: int, products: list[str], min
                 )
             candidates = able
             required = floor
-    return GateResult(tuple(_name(n) for n in candidates), tuple(warnings), required)
-
-
-def _name(node: dict[str, Any]) -> str:
-    return str(node["metadata"]["name"])
-
-
-def _labels(node: dict[str, Any]) -> dict[str, str]:
-    return dict(node.get("metadata", {}).get("labels") or {})
-
-
-def _allocatable(node: dict[str, Any]) -> int:
-    value = ((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0")
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
-
-
-def _driver(node: dict[str, Any]) -> int:
-    try:
-        return int(_labels(node).get(DRIVER_MAJOR, "0"))
-    except ValueError:
-        return 0
+    return GateResult(tuple(n.name for n in candidates), tuple(warnings), required)

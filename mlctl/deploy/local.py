@@ -12,13 +12,13 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlctl.config import LoadedConfig, load_service_config, serving_environment
+from mlctl import contract
+from mlctl.config import LoadedConfig
 from mlctl.deploy.explain import Finding, crash_finding, oom_finding, startup_budget_finding
 from mlctl.errors import ConflictError, DeployError, InputError
-from mlctl.models import LocalDeployResult
+from mlctl.models import ImageRef, LocalDeployResult
 from mlctl.quantity import add, to_bytes
 from mlctl.reporting import NullReporter, Reporter
 
@@ -30,29 +30,39 @@ LABEL_ENV = "org.mlctl.env"
 
 
 def container_name(service: str, env: str | None) -> str:
+    """The local container of a service (and environment)."""
     return f"mlctl-{service}" + (f"-{env}" if env else "")
 
 
 def local_image(loaded: LoadedConfig, image: str | None) -> str:
-    """``--image``, else the image ``mlctl build`` tagged for the current commit."""
-    if image:
-        return image
-    from mlctl.images.core import service_image
+    """``--image``, else the latest build of the service that ``mlctl build`` recorded in it.
 
-    return service_image(loaded)
+    Raises:
+        InputError: a bad reference, or no image given and no build recorded.
+    """
+    if image:
+        return ImageRef.parse(image).reference
+    from mlctl.images.record import latest_build
+
+    build = latest_build(loaded.directory, loaded.config.image_repository)
+    if build is None:
+        raise InputError(
+            f"no build of {loaded.config.image_repository} is recorded in this service, so there is no image to run",
+            hint="build it first: mlctl build" + (f" --env {loaded.environment}" if loaded.environment else ""),
+        )
+    return f"{build.image.repository}:{build.image.tag}"  # the local engine knows it by tag
 
 
 def deploy_local(
-    project_dir: Path | str | None = None,
+    loaded: LoadedConfig,
+    image: str,
     *,
-    env: str | None = None,
-    image: str | None = None,
     port: int | None = None,
     wait: bool = True,
     timeout_s: float | None = None,
     reporter: Reporter | None = None,
 ) -> LocalDeployResult:
-    """Run the service's image on the local Docker engine and wait until it is ready.
+    """Run ``image`` (``local_image``) as the service on the local Docker engine and wait until it is ready.
 
     Raises:
         InputError: the image is not on this machine. ConflictError: the port is taken.
@@ -63,11 +73,11 @@ def deploy_local(
 
     reporter = reporter or NullReporter()
     started = time.monotonic()
-    loaded = load_service_config(project_dir, env=env)
     config = loaded.config
-    ref = local_image(loaded, image)
+    env = loaded.environment
+    ref = image
     name = container_name(config.name, env)
-    host_port = port or config.serving.port
+    host_port = port or contract.port(config)
     containers = Containers.connect()
     try:
         if not containers.image_exists(ref):
@@ -89,17 +99,14 @@ def deploy_local(
             )
             reporter.warn(warnings[-1])
             gpus = 0
-        environment = serving_environment(config)
-        environment["SERVING_HOST"] = "0.0.0.0"
-        if config.model.source == "baked":
-            environment["SERVING_MODEL_PATH"] = "/srv/" + config.model.path
+        environment = contract.container_environment(config)
         memory_limit = add(config.resources.memory, config.resources.shm_size)
         reporter.step(f"starting {name} from {ref} on 127.0.0.1:{host_port}" + (f" with {gpus} GPU(s)" if gpus else ""))
         containers.run(
             ref,
             name=name,
             env=environment,
-            ports={f"{config.serving.port}/tcp": ("127.0.0.1", host_port)},
+            ports={f"{contract.port(config)}/tcp": ("127.0.0.1", host_port)},
             labels={LABEL_SERVICE: config.name, LABEL_ENV: env or ""},
             shm_size=to_bytes(config.resources.shm_size),
             mem_limit=to_bytes(memory_limit),
@@ -121,14 +128,12 @@ def deploy_local(
         containers.close()
 
 
-def down(
-    project_dir: Path | str | None = None, *, env: str | None = None, reporter: Reporter | None = None
-) -> list[str]:
-    """Stop and remove the service's local containers (of one environment with ``env``); their names."""
+def down(loaded: LoadedConfig, *, reporter: Reporter | None = None) -> list[str]:
+    """Stop and remove the service's local containers (of ``loaded``'s environment, if it has one); their names."""
     from mlctl.adapters.docker import Containers
 
     reporter = reporter or NullReporter()
-    config = load_service_config(project_dir, env=env).config
+    config, env = loaded.config, loaded.environment
     containers = Containers.connect()
     try:
         found = [

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from mlctl.deploy.explain import Finding, deadline_finding, explain, timeout_finding
 from mlctl.errors import ClusterError
 from mlctl.models import PodState
+from mlctl.ports import Cluster
 from mlctl.reporting import Reporter
-
-if TYPE_CHECKING:
-    from mlctl.adapters.kube import Cluster
+from mlctl.views import Deployment, Node, Pod
 
 INSTANCE = "app.kubernetes.io/instance"
 
 
 @dataclass(frozen=True)
 class Rollout:
+    """How a rollout ended: ready, or not and why."""
+
     ok: bool
     findings: tuple[Finding, ...]
     seconds: float
@@ -28,57 +28,33 @@ class Rollout:
     timed_out: bool = False
 
 
-def pod_state(pod: dict[str, Any]) -> PodState:
+def pod_state(pod: Pod) -> PodState:
     """A pod in words, the way someone watching a model load thinks of it."""
-    status = pod.get("status", {})
-    containers = status.get("containerStatuses") or []
-    ready = bool(containers) and all(c.get("ready") for c in containers)
-    restarts = sum(int(c.get("restartCount", 0)) for c in containers)
-    scheduled = any(
-        c.get("type") == "PodScheduled" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
-    waiting = next(
-        ((c.get("state") or {}).get("waiting") or {} for c in containers if (c.get("state") or {}).get("waiting")), {}
-    )
-    if pod.get("metadata", {}).get("deletionTimestamp"):
+    waiting = next((c.waiting_reason for c in pod.containers if c.waiting_reason), "")
+    if pod.terminating:
         state = "terminating"
-    elif ready:
+    elif pod.ready:
         state = "ready"
-    elif not scheduled:
+    elif not pod.scheduled:
         state = "waiting for a node"
-    elif waiting.get("reason") in ("ContainerCreating", "PodInitializing", "ErrImagePull", "ImagePullBackOff"):
-        state = "pulling the image" if waiting.get("reason") == "ContainerCreating" else waiting.get("reason", "")
-    elif waiting.get("reason"):
-        state = str(waiting["reason"])
-    elif status.get("phase") == "Running":
+    elif waiting == "ContainerCreating":
+        state = "pulling the image"
+    elif waiting:
+        state = waiting
+    elif pod.phase == "Running":
         state = "loading the model"
     else:
-        state = str(status.get("phase", "pending")).lower()
-    gpus = 0
-    for container in pod.get("spec", {}).get("containers", []):
-        gpus += int(str(((container.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", "0")) or 0)
-    return PodState(
-        pod["metadata"]["name"],
-        str(status.get("phase", "")),
-        ready,
-        restarts,
-        pod.get("spec", {}).get("nodeName"),
-        gpus,
-        state,
-    )
+        state = pod.phase.lower() or "pending"
+    return PodState(pod.name, pod.phase, pod.ready, pod.restarts, pod.node, pod.gpus, state)
 
 
-def current_pods(cluster: Cluster, namespace: str, release: str, deployment: dict[str, Any]) -> list[dict[str, Any]]:
+def current_pods(cluster: Cluster, namespace: str, release: str, deployment: Deployment) -> list[Pod]:
     """The pods of the Deployment's current revision (not the old ones a rollout is replacing)."""
     selector = f"{INSTANCE}={release}"
-    revision = (deployment.get("metadata", {}).get("annotations") or {}).get("deployment.kubernetes.io/revision")
     for replica_set in cluster.replica_sets(namespace, selector):
-        annotations = replica_set.get("metadata", {}).get("annotations") or {}
-        if revision and annotations.get("deployment.kubernetes.io/revision") == revision:
-            template_hash = (replica_set.get("metadata", {}).get("labels") or {}).get("pod-template-hash")
-            if template_hash:
-                return cluster.pods(namespace, f"{selector},pod-template-hash={template_hash}")
-    return [p for p in cluster.pods(namespace, selector) if not p.get("metadata", {}).get("deletionTimestamp")]
+        if deployment.revision and replica_set.revision == deployment.revision and replica_set.template_hash:
+            return cluster.pods(namespace, f"{selector},pod-template-hash={replica_set.template_hash}")
+    return [p for p in cluster.pods(namespace, selector) if not p.terminating]
 
 
 def watch_rollout(
@@ -92,28 +68,25 @@ def watch_rollout(
     reporter: Reporter,
     poll_s: tuple[float, float] = (0.1, 1.0),
 ) -> Rollout:
-    """Follow the release's Deployment until all replicas are ready, a failure that will not fix
-    itself appears (image pull, crash loop, start-up probe kills, progress deadline), or the timeout."""
+    """Follow the release's Deployment until it is ready, fails for good, or time runs out.
+
+    Follow the release's Deployment until all replicas are ready, a failure that will not fix
+    itself appears (image pull, crash loop, start-up probe kills, progress deadline), or the timeout.
+    """
     started = time.monotonic()
     delay = poll_s[0]
     warned: set[str] = set()
-    nodes: list[dict[str, Any]] | None = None
-    pods: list[dict[str, Any]] = []
+    nodes: list[Node] | None = None
+    pods: list[Pod] = []
     desired = ready = 0
     while True:
         elapsed = time.monotonic() - started
         deployment = cluster.deployment(namespace, release)
         if deployment is not None:
-            spec, status = deployment.get("spec", {}), deployment.get("status", {})
-            desired = int(spec.get("replicas", 1))
-            ready = int(status.get("readyReplicas", 0) or 0)
-            observed = int(status.get("observedGeneration", 0) or 0) >= int(deployment["metadata"].get("generation", 1))
-            updated = int(status.get("updatedReplicas", 0) or 0)
-            available = int(status.get("availableReplicas", 0) or 0)
-            total = int(status.get("replicas", 0) or 0)
+            desired, ready = deployment.replicas, deployment.ready
             pods = current_pods(cluster, namespace, release, deployment)
             states = [pod_state(p) for p in pods]
-            if observed and updated >= desired and available >= desired and ready >= desired and total <= desired:
+            if deployment.rolled_out:
                 return Rollout(True, (), round(elapsed, 2), ready, desired, tuple(states))
             reporter.status(
                 _status_line(states, ready, desired),
@@ -151,28 +124,26 @@ def watch_rollout(
 def _findings(
     cluster: Cluster,
     namespace: str,
-    pods: list[dict[str, Any]],
-    nodes: list[dict[str, Any]] | None,
+    pods: list[Pod],
+    nodes: list[Node] | None,
     budget: int,
     memory_limit: str | None,
 ) -> list[Finding]:
-    stuck = [p for p in pods if not pod_state(p).ready]
+    stuck = [p for p in pods if not p.ready]
     if not stuck:
         return []
-    events = {p["metadata"]["name"]: cluster.events(namespace, p["metadata"]["name"]) for p in stuck}
+    events = {p.name: cluster.events(namespace, p.name) for p in stuck}
     logs = {}
     for pod in stuck:
-        if any(int(c.get("restartCount", 0)) > 0 for c in pod.get("status", {}).get("containerStatuses") or []):
+        if pod.restarts > 0:
             try:
-                logs[pod["metadata"]["name"]] = cluster.pod_log(
-                    namespace, pod["metadata"]["name"], previous=True, tail=20
-                )
+                logs[pod.name] = cluster.pod_log(namespace, pod.name, previous=True, tail=20)
             except ClusterError:  # a missing log must not hide the finding itself
-                logs[pod["metadata"]["name"]] = ""
+                logs[pod.name] = ""
     return explain(stuck, events, nodes, logs=logs, startup_budget_s=budget, memory_limit=memory_limit)
 
 
-def _nodes(cluster: Cluster) -> list[dict[str, Any]] | None:
+def _nodes(cluster: Cluster) -> list[Node] | None:
     try:
         return cluster.nodes()
     except ClusterError:

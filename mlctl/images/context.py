@@ -1,5 +1,8 @@
-"""What goes into the service image from the service directory: the code (minus .dockerignore), the
-weights (a layer of their own), and nothing that looks like a secret unless the user says so."""
+"""What goes into the service image from the service directory.
+
+What goes into the service image from the service directory: the code (minus .dockerignore), the
+weights (a layer of their own), and nothing that looks like a secret unless the user says so.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlctl.contract import APP_DIR
 from mlctl.errors import InputError
 
 #: Files that look like credentials. A build refuses them unless --allow-secrets.
@@ -34,11 +38,13 @@ SECRET_PATTERNS = (
     "kubeconfig",
 )
 #: Never part of an image, whatever .dockerignore says.
-ALWAYS_LEFT_OUT = (".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+ALWAYS_LEFT_OUT = (".git", ".mlctl", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
 
 
 @dataclass(frozen=True)
 class ContextFile:
+    """A file of the build context: its path in the context, content and mode."""
+
     path: str
     content: bytes
     mode: int
@@ -46,9 +52,11 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class ServiceFiles:
+    """The service's files for its image: the code and the weights apart."""
+
     code: tuple[ContextFile, ...]
     weights: tuple[ContextFile, ...]
-    #: Where the weights go in the image (the directory of model.path, under /srv).
+    #: Where the weights go in the image (the directory of model.path, under contract.APP_DIR).
     weights_dir: str
 
     def digest(self, files: tuple[ContextFile, ...]) -> str:
@@ -86,7 +94,7 @@ def collect(service_dir: Path, weights_path: str | None, *, allow_secrets: bool)
             code.append(ContextFile(relative, path.read_bytes(), _mode(path)))
 
     weights: list[ContextFile] = []
-    weights_dir = "/srv/weights"
+    weights_dir = f"{APP_DIR}/weights"
     if weights_root is not None:
         if not weights_root.exists():
             raise InputError(
@@ -94,7 +102,7 @@ def collect(service_dir: Path, weights_path: str | None, *, allow_secrets: bool)
                 hint="make them first (mlctl.yaml model.prepare; `mlctl run` does it too) or fix model.path",
             )
         base = weights_root if weights_root.is_dir() else weights_root.parent
-        weights_dir = "/srv/" + base.relative_to(service_dir.resolve()).as_posix()
+        weights_dir = f"{APP_DIR}/" + base.relative_to(service_dir.resolve()).as_posix()
         members = sorted(p for p in weights_root.rglob("*") if p.is_file()) if weights_root.is_dir() else [weights_root]
         weights = [ContextFile(p.relative_to(base).as_posix(), p.read_bytes(), 0o644) for p in members]
 
@@ -110,6 +118,7 @@ def collect(service_dir: Path, weights_path: str | None, *, allow_secrets: bool)
 
 
 def looks_secret(relative: str) -> bool:
+    """Whether a file's name looks like a credential (``SECRET_PATTERNS``)."""
     name = relative.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatch(name, pattern) for pattern in SECRET_PATTERNS)
 

@@ -1,6 +1,9 @@
-"""The compatibility matrix (``base_images/matrix.yaml``): which root image, torch build and wheel index
+"""The compatibility matrix (``base_images/matrix.yaml``).
+
+The compatibility matrix (``base_images/matrix.yaml``): which root image, torch build and wheel index
 a service's ``runtime`` section resolves to. An unsupported combination is an error naming the
-nearest valid choices, never a warning and a guess."""
+nearest valid choices, never a warning and a guess.
+"""
 
 from __future__ import annotations
 
@@ -21,22 +24,30 @@ class _Strict(BaseModel):
 
 
 class CudaEntry(_Strict):
+    """A supported CUDA version: its root image and the driver it needs."""
+
     root: str
     min_driver: str
 
 
 class CpuEntry(_Strict):
+    """The CPU build's root image."""
+
     #: ``{python}`` is replaced by the Python version.
     root: str
 
 
 class TorchRelease(_Strict):
+    """A torch minor release: its patch releases, CUDA builds and Pythons."""
+
     patches: list[str] = Field(min_length=1)
     cuda: list[str]
     python: list[str]
 
 
 class Matrix(_Strict):
+    """The whole compatibility matrix."""
+
     cuda: dict[str, CudaEntry]
     cpu: CpuEntry
     indexes: dict[str, str]
@@ -85,6 +96,7 @@ class Resolved:
 
 @cache
 def load_matrix(path: Path | None = None) -> Matrix:
+    """The matrix mlctl ships (or the one at ``path``), validated."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -176,8 +188,11 @@ def _version_key(version: str) -> tuple[int, ...]:
 
 
 def _nearest(version: str, choices: list[str]) -> str:
-    """The choice to suggest for ``version``: the closest of the same minor release, else the next newer
-    one (newer releases are the compatible direction), else the newest there is."""
+    """The choice to suggest for ``version``.
+
+    The choice to suggest for ``version``: the closest of the same minor release, else the next newer
+    one (newer releases are the compatible direction), else the newest there is.
+    """
     try:
         target = _version_key(version)
     except ValueError:

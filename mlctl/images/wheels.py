@@ -1,4 +1,6 @@
-"""Hermetic Python installs: wheels are resolved on the host, served to the build over loopback, and
+"""Hermetic Python installs: resolved on the host, installed offline in the image.
+
+Hermetic Python installs: wheels are resolved on the host, served to the build over loopback, and
 installed offline (``pip install --no-index``) inside the image.
 
 This is also the air-gapped path (``--wheelhouse DIR``), and on networks where pip inside a
@@ -25,7 +27,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from mlctl.atomic import replace_file
 from mlctl.errors import BuildError, InputError
+from mlctl.images import locks
 from mlctl.reporting import Reporter
 from mlctl.resources import data_dir
 
@@ -58,7 +62,8 @@ def digest_files(paths: Iterable[Path], memo: Path | None = None) -> str:
     """A digest of wheel files by name and content.
 
     File digests are remembered by path, size and modification time in ``memo`` (a JSON file), so a
-    warm rebuild does not read a 200 MB torch wheel again."""
+    warm rebuild does not read a 200 MB torch wheel again.
+    """
     import json
 
     known: dict[str, str] = {}
@@ -82,13 +87,12 @@ def digest_files(paths: Iterable[Path], memo: Path | None = None) -> str:
         total.update(path.name.encode() + b"\0" + known[key].encode())
     if memo is not None and changed:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        partial = memo.with_suffix(".partial")
-        partial.write_text(json.dumps(known))
-        partial.replace(memo)
+        replace_file(memo, json.dumps(known).encode())
     return total.hexdigest()
 
 
 def wheelhouse(*directories: Path, memo: Path | None = None) -> Wheelhouse:
+    """The wheels in ``directories`` (a name found twice: the first), with their digest."""
     dirs = tuple(d for d in directories if d.is_dir())
     files: dict[str, Path] = {}
     for directory in dirs:
@@ -98,6 +102,7 @@ def wheelhouse(*directories: Path, memo: Path | None = None) -> Wheelhouse:
 
 
 def given_wheelhouse(path: Path) -> Path:
+    """A ``--wheelhouse`` directory, checked to exist and to hold wheels."""
     if not path.is_dir():
         raise InputError(f"--wheelhouse {path}: no such directory")
     if not any(path.glob("*.whl")):
@@ -125,6 +130,18 @@ def download(
     target = cache / key
     if (target / ".complete").exists():
         return target
+    # Another mlctl resolving the same set into the same cache: wait for it, then use its result.
+    waiting = f"waiting for another mlctl to finish resolving {', '.join(requirements)}"
+    with locks.held(cache / f"{key}.lock", on_wait=lambda: reporter.step(waiting)):
+        if (target / ".complete").exists():
+            return target
+        _download(requirements, python=python, platform=platform, target=target, index_url=index_url, reporter=reporter)
+    return target
+
+
+def _download(
+    requirements: list[str], *, python: str, platform: str, target: Path, index_url: str | None, reporter: Reporter
+) -> None:
     target.mkdir(parents=True, exist_ok=True)
     reporter.step(f"resolving {', '.join(requirements)} for Python {python} ({platform}) on the host")
     tag = python.replace(".", "")
@@ -156,7 +173,6 @@ def download(
             hint="check the network and the versions, or pass --wheelhouse DIR with the wheels (air-gapped)",
         )
     (target / ".complete").write_text("")
-    return target
 
 
 # --- the runtime wheel ---------------------------------------------------------------------------------
@@ -169,7 +185,7 @@ def runtime_wheel(cache: Path) -> Path:
     so the same source always gives the same bytes (and so the same wheelhouse digest).
     """
     source = data_dir("runtime")
-    project = _read_toml(source / "pyproject.toml")["project"]
+    project = read_toml(source / "pyproject.toml")["project"]
     version = _runtime_version(source)
     name = "mlctl_serve"
     target = cache / f"{name}-{version}-py3-none-any.whl"
@@ -204,15 +220,16 @@ def runtime_wheel(cache: Path) -> Path:
         writer.writerow([path, f"sha256={digest}", len(data)])
     writer.writerow([f"{dist_info}/RECORD", "", ""])
     entries.append((f"{dist_info}/RECORD", record.getvalue().encode()))
-    partial = target.with_suffix(".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as wheel:
+    wheel_bytes = io.BytesIO()
+    with zipfile.ZipFile(wheel_bytes, "w", zipfile.ZIP_DEFLATED) as wheel:
         for path, data in entries:
             info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             wheel.writestr(info, data, zipfile.ZIP_DEFLATED)
-    partial.replace(target)
+    replace_file(target, wheel_bytes.getvalue())
     for old in cache.glob(f".{target.name}.*"):
-        old.unlink()
+        if old != marker:
+            old.unlink(missing_ok=True)  # another mlctl may be clearing them too
     marker.write_text("")
     return target
 
@@ -224,7 +241,8 @@ def _runtime_version(source: Path) -> str:
     return found.group(1)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a mapping (tomllib, or tomli on Python 3.10)."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
@@ -239,7 +257,7 @@ def service_requirements(service_dir: Path) -> list[str]:
     pyproject = service_dir / "pyproject.toml"
     requirements: list[str]
     if pyproject.is_file():
-        requirements = list(_read_toml(pyproject).get("project", {}).get("dependencies", []))
+        requirements = list(read_toml(pyproject).get("project", {}).get("dependencies", []))
     elif (service_dir / "requirements.txt").is_file():
         lines = (service_dir / "requirements.txt").read_text().splitlines()
         requirements = [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]

@@ -1,0 +1,1 @@
+"""``mlctl new`` and ``mlctl update``: service directories from templates."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlctl.atomic import umask
 from mlctl.errors import ConfigError, ConflictError, InputError, TemplateError
 from mlctl.models import AnswerValue, PlannedFile, ScaffoldResult
 from mlctl.names import service_name_problem, suggest_service_name
@@ -45,6 +46,8 @@ Ask = Callable[[Question, AnswerValue | None], AnswerValue]
 
 @dataclass(frozen=True)
 class RenderedFile:
+    """A file of a new service, rendered: its path, content and whether it is executable."""
+
     path: str
     content: bytes
     executable: bool
@@ -173,8 +176,10 @@ def render_template(
 
 
 def _template_line(exc: BaseException) -> int | None:
-    """The template line an error was raised at: jinja rewrites tracebacks so that the frames of a
-    template's code carry its file's line numbers."""
+    """The template line an error was raised at.
+
+    Jinja rewrites tracebacks so that the frames of a template's code carry its file's line numbers.
+    """
     line = None
     tb = exc.__traceback__
     while tb is not None:
@@ -245,8 +250,11 @@ def _check_rendered_config(template: Template, files: list[RenderedFile]) -> Ser
 
 
 def _check_rendered_files(template: Template, files: list[RenderedFile]) -> None:
-    """Every Python, TOML, YAML and JSON file parses: a service is never committed broken, whatever the
-    answers held (the escaping filters should see to that; this catches a template that skips them)."""
+    """Check that every Python, TOML, YAML and JSON file parses.
+
+    A service is never committed broken, whatever the answers held (the escaping filters should see to
+    that; this catches a template that skips them).
+    """
     for f in files:
         problem = parse_problem(f.path, f.content)
         if problem:
@@ -333,7 +341,7 @@ def _write_atomically(
                 if made.fallback_identity:
                     reporter.warn("git has no user.name/user.email here; the first commit is authored by 'mlctl'")
                 commit = made.sha
-            staging.chmod(0o755 & ~_umask())
+            staging.chmod(0o755 & ~umask())
             with interrupts.held():
                 # rename() replaces an empty directory atomically on POSIX.
                 os.replace(staging, target)
@@ -417,12 +425,6 @@ def _remove_tree(path: Path) -> None:
         if not path.exists():
             return
         time.sleep(0.1)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _missing_parents(target: Path) -> list[Path]:

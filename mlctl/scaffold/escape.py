@@ -1,4 +1,4 @@
-"""Answers are data: filters that write a text into each format a template's files are written in.
+r"""Answers are data: filters that write a text into each format a template's files are written in.
 
 A template never writes a free-text answer as it is: a description written into a docstring runs
 code at import when it holds three double quotes, and ``C:\\Users`` is a syntax error there. Each
@@ -80,7 +80,7 @@ def _python_body(text: str) -> str:
 
 
 def python_docstring(text: str, width: int = 96) -> str:
-    """A module docstring whose lines, joined with single spaces, are ``text``.
+    r"""A module docstring whose lines, joined with single spaces, are ``text``.
 
     Long text is wrapped at single spaces (so lines stay under ruff's line length), every ``"`` and
     ``\\`` is escaped (so ``\"\"\"`` or a trailing quote cannot end the string early), and characters
@@ -122,8 +122,10 @@ def _yaml_printable(n: int) -> bool:
 
 
 def yaml_scalar(value: Any) -> str:
-    """A YAML scalar for ``value``: a double-quoted string (escaped as YAML 1.2 says), or a number,
-    boolean or null as YAML writes them."""
+    """A YAML scalar for ``value``.
+
+    A double-quoted string (escaped as YAML 1.2 says), or a number, boolean or null as YAML writes them.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):

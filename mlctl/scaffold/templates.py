@@ -35,8 +35,11 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def text_problem(text: str) -> str | None:
-    """Why ``text`` cannot be a one-line answer, or None: control characters (newlines included),
-    line and paragraph separators, lone surrogates and bidirectional controls are refused."""
+    """Why ``text`` cannot be a one-line answer, or None.
+
+    Control characters (newlines included), line and paragraph separators, lone surrogates and
+    bidirectional controls are refused.
+    """
     for c in text:
         category = unicodedata.category(c)
         if c in "\r\n" or category in ("Zl", "Zp"):
@@ -145,6 +148,8 @@ class Question(BaseModel):
 
 
 class Manifest(BaseModel):
+    """A template's template.yaml."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
@@ -257,8 +262,10 @@ def find_template(name: str) -> Template:
 
 
 def set_option(key: str, value: object) -> str:
-    """``--set KEY=VALUE`` as an error message shows it: as typed where that is one short printable line,
-    else repr-escaped and cut."""
+    """``--set KEY=VALUE`` as an error message shows it.
+
+    As typed where that is one short printable line, else repr-escaped and cut.
+    """
     shown_key = key if key.isprintable() and len(key) <= 40 else shown(key, 40)
     if isinstance(value, str) and len(value) <= 80 and value.isprintable():
         return f"--set {shown_key}={value}"
@@ -290,8 +297,11 @@ def parse_set_options(pairs: list[str]) -> dict[str, str]:
 
 
 def render_context(template: Template, name: str, answers: dict[str, Any]) -> dict[str, Any]:
-    """The variables a template's files see. Answers to ``str`` questions are marked as raw text: a
-    file must write them through an escaping filter (:mod:`mlctl.scaffold.escape`)."""
+    """The variables a template's files see.
+
+    Answers to ``str`` questions are marked as raw text: a file must write them through an escaping
+    filter (:mod:`mlctl.scaffold.escape`).
+    """
     from mlctl import __version__
     from mlctl.names import package_name
     from mlctl.scaffold.escape import mark_answers
@@ -325,8 +335,11 @@ def _store() -> Path:
 
 
 def remember(template: Template) -> None:
-    """Keep a copy of this template version, so that a later ``mlctl update`` can re-render it.
-    Best effort: a read-only cache only means the update will ask for the old version."""
+    """Keep a copy of this template version for a later ``mlctl update``.
+
+    Keep a copy of this template version, so that a later ``mlctl update`` can re-render it.
+    Best effort: a read-only cache only means the update will ask for the old version.
+    """
     import shutil
     import tempfile
 

@@ -11,11 +11,10 @@ reviewable, undoable change.
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlctl.atomic import replace_file
+from mlctl.atomic import replace_file, umask
 from mlctl.config import load_service_config
 from mlctl.errors import ConflictError, InputError, NotFoundError
 from mlctl.models import AnswerValue, FileUpdate, UpdateResult
@@ -190,13 +189,7 @@ def _apply(directory: Path, plan: _Planned) -> None:
         target.unlink(missing_ok=True)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    mode = target.stat().st_mode if target.exists() else 0o644 & ~_umask()
+    mode = target.stat().st_mode if target.exists() else 0o644 & ~umask()
     if plan.executable:
         mode |= 0o111
     replace_file(target, plan.content, mode=mode)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -23,17 +23,28 @@ from mlctl.errors import ClusterError, ConfigError, EnvironmentProblem, MlctlErr
 from mlctl.models import Check, CheckStatus, DoctorReport
 
 if TYPE_CHECKING:
-    from mlctl.adapters.kube import Cluster
-    from mlctl.config import ServiceConfig
+    from mlctl.config import LoadedConfig, ServiceConfig
+    from mlctl.ports import Cluster
 
 MIN_PYTHON = (3, 10)
 
 
 def run_doctor(
-    project_dir: Path | str | None = None, *, kube_context: str | None = None, timeout_s: float = 3.0
+    project_dir: Path | str | None = None,
+    *,
+    kube_context: str | None = None,
+    timeout_s: float = 3.0,
+    loaded: LoadedConfig | None = None,
 ) -> DoctorReport:
-    """Run every check (in parallel: the slow ones are network timeouts) and return the report."""
-    service = _load_service(project_dir)  # read once: three checks look at it
+    """Run every check (in parallel: the slow ones are network timeouts) and return the report.
+
+    Args:
+        project_dir: Where to look for a service (its registry and cluster are checked too).
+        kube_context: The kube context to check (default: the current one).
+        timeout_s: Seconds to wait for each network check.
+        loaded: The service's config, already loaded (then ``project_dir`` is not read).
+    """
+    service: Service = (loaded.config, "") if loaded is not None else _load_service(project_dir)
     checks: list[Callable[[], Check]] = [
         check_python,
         check_git,
@@ -57,6 +68,7 @@ def _guarded(check: Callable[[], Check]) -> Check:
 
 
 def check_python() -> Check:
+    """This Python is new enough."""
     version = ".".join(str(v) for v in sys.version_info[:3])
     if sys.version_info[:2] >= MIN_PYTHON:
         return Check("python", CheckStatus.OK, f"Python {version}", True)
@@ -70,6 +82,7 @@ def check_python() -> Check:
 
 
 def check_git() -> Check:
+    """The git binary is installed (mlctl new, build tags)."""
     from mlctl.adapters.git import git_version
 
     try:
@@ -79,6 +92,7 @@ def check_git() -> Check:
 
 
 def check_docker(timeout_s: float) -> Check:
+    """A Docker engine answers (mlctl build, the local target)."""
     from mlctl.adapters.docker import engine_info
 
     try:
@@ -113,6 +127,7 @@ def _load_service(project_dir: Path | str | None) -> Service:
 
 
 def check_registry(service: Service, timeout_s: float) -> Check:
+    """The service's image.registry answers."""
     config, problem = service
     if config is None:
         if problem == "not in a service":
@@ -138,7 +153,7 @@ def _registry_host(registry: str) -> str:
 
 
 def check_registry_login(service: Service, timeout_s: float) -> Check:
-    """Does the registry take the login `docker login` stored? (What `mlctl build --push` will use.)"""
+    """Whether the registry takes the login `docker login` stored (what `mlctl build --push` will use)."""
     config = service[0]
     if config is None or not config.image.registry:
         return Check("registry login", CheckStatus.INFO, "no registry to log in to", False)
@@ -224,10 +239,11 @@ def probe_registry(registry: str, timeout_s: float) -> Check:
 
 
 def check_kubernetes(context: str | None, timeout_s: float, service: Service = (None, "")) -> Check:
-    from mlctl.adapters.kube import Cluster
+    """The kube context's cluster answers, and what GPU nodes it has."""
+    from mlctl.adapters.kube import KubeCluster
 
     try:
-        cluster = Cluster.connect(context, timeout=timeout_s)
+        cluster = KubeCluster.connect(context, timeout=timeout_s)
         try:
             info = cluster.info()
             gpus = _gpu_nodes(cluster)
@@ -265,16 +281,7 @@ def _gpu_nodes(cluster: Cluster) -> list[tuple[str, int, str]] | None:
         nodes = cluster.nodes()
     except ClusterError:
         return None
-    found = []
-    for node in nodes:
-        try:
-            count = int(str(((node.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", "0")))
-        except ValueError:
-            count = 0
-        if count > 0:
-            product = ((node.get("metadata") or {}).get("labels") or {}).get("nvidia.com/gpu.product", "")
-            found.append((str(node["metadata"]["name"]), count, str(product)))
-    return found
+    return [(node.name, node.gpus, node.product or "") for node in nodes if node.gpus > 0]
 
 
 def _describe_gpus(gpus: list[tuple[str, int, str]]) -> str:
@@ -289,6 +296,7 @@ def _describe_gpus(gpus: list[tuple[str, int, str]]) -> str:
 
 
 def check_helm() -> Check:
+    """The Helm engine loads."""
     from mlctl.adapters.helm import engine_version
 
     try:
@@ -303,6 +311,7 @@ def check_helm() -> Check:
 
 
 def check_gpu() -> Check:
+    """The GPUs torch sees on this machine, if any."""
     from mlctl.adapters.gpu import torch_info
 
     driver = _nvidia_smi()

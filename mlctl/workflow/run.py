@@ -21,7 +21,8 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from mlctl.config import LoadedConfig, load_service_config, serving_environment
+from mlctl.config import LoadedConfig
+from mlctl.contract import serving_environment
 from mlctl.errors import ConflictError, EnvironmentProblem, InputError, MlctlError
 from mlctl.models import RunPlan
 from mlctl.reporting import NullReporter, Reporter
@@ -36,32 +37,27 @@ class ServiceExited(MlctlError):
 
 
 def plan_run(
-    project_dir: Path | str | None = None,
+    loaded: LoadedConfig,
     *,
-    loaded: LoadedConfig | None = None,
     host: str = "127.0.0.1",
     port: int | None = None,
     reload: bool = True,
     python: str | None = None,
-    env: str | None = None,
 ) -> RunPlan:
     """Check that a service can be served from source here, and say how.
 
     Args:
-        project_dir: A directory inside the service (default: the current directory).
-        loaded: An already loaded config (skips loading ``project_dir``'s).
+        loaded: The service's config (``load_service_config``), with its environment applied.
         host: Address to listen on.
         port: Port to listen on (default: ``serving.port``).
         reload: Restart the server when the code changes.
         python: Interpreter to run the server with (default: the service's ``.venv``, else this one).
-        env: Environment whose overrides apply.
 
     Raises:
         NotAServiceError: not inside a service. ConfigError: invalid mlctl.yaml.
         ConflictError: the port is taken. EnvironmentProblem: the Python environment lacks the
         server's packages, or the weights are missing and nothing makes them.
     """
-    loaded = loaded or load_service_config(project_dir, env=env)
     config = loaded.config
     directory = loaded.directory
     port = config.serving.port if port is None else port

@@ -1,0 +1,138 @@
+"""Where a release lives, and the connection to its cluster.
+
+Where a release lives: the service's release name and namespace in a kube context, and the
+connection to that cluster (the Kubernetes API and Helm) every deploy and day-2 command opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from mlctl.chart.core import chart_dir, check_release_name
+from mlctl.config import LoadedConfig
+from mlctl.errors import ClusterError, InputError
+from mlctl.models import ReleaseImage
+from mlctl.names import dns_label_problem
+from mlctl.ports import Cluster, Releases
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a release lives: the service, its release name and namespace, and the cluster."""
+
+    loaded: LoadedConfig
+    release: str
+    namespace: str
+    context: str | None
+    #: Only pushed, clean images may be deployed here (prod).
+    protected: bool = False
+
+    @property
+    def env(self) -> str | None:
+        """The environment (``--env``) whose settings apply, if any."""
+        return self.loaded.environment
+
+
+def resolve_target(
+    loaded: LoadedConfig,
+    *,
+    release: str | None = None,
+    namespace: str | None = None,
+    context: str | None = None,
+) -> Target:
+    """The release of the service in ``loaded``'s environment.
+
+    Args:
+        loaded: The service's config with its environment applied.
+        release: The Helm release name (default: the service's name).
+        namespace: The namespace (default: ``deploy.namespace``, else the kube context's).
+        context: The kube context (default: ``deploy.context``, else the current one).
+
+    Raises:
+        InputError: a release name Helm refuses, or a namespace that is not a DNS label.
+    """
+    release = release or loaded.config.name
+    check_release_name(release)
+    context = context or loaded.config.deploy.context
+    if not namespace and not loaded.config.deploy.namespace:
+        from mlctl.adapters.kube import context_namespace
+
+        namespace = context_namespace(context)
+    namespace = namespace or loaded.config.deploy.namespace or "default"
+    problem = dns_label_problem(namespace)
+    if problem:
+        raise InputError(f"namespace {namespace!r} {problem}")
+    protected = loaded.config.deploy.protected
+    if protected is None:
+        protected = loaded.environment in ("prod", "production")
+    return Target(loaded, release, namespace, context, protected)
+
+
+def check_protected(where: Target, image: ReleaseImage) -> None:
+    """Refuse what a protected environment (prod) does not take.
+
+    A protected environment (prod) takes only images pushed by digest, and never one its build
+    record knows was built from uncommitted changes.
+
+    Raises:
+        InputError: saying which rule the image breaks.
+    """
+    if not where.protected:
+        return
+    name = where.env or where.namespace
+    if image.ref.digest is None:
+        raise InputError(
+            f"{name} takes only pushed images, by digest: {image.ref.reference} has none",
+            hint="promote what runs in staging (mlctl promote --from staging --to " + name + "), or deploy the "
+            "digest `mlctl build --push` printed",
+        )
+    if image.dirty:
+        raise InputError(
+            f"{name} takes only images built from committed code: {image.ref.reference} was built from "
+            "uncommitted changes",
+            hint="commit, build --push, deploy to staging, then promote",
+        )
+
+
+@contextmanager
+def connected(
+    where: Target,
+    *,
+    cluster: Cluster | None = None,
+    releases: Releases | None = None,
+    check_namespace: bool = True,
+) -> Iterator[tuple[Cluster, Releases]]:
+    """The cluster (checked reachable, the namespace checked present) and Helm on it.
+
+    ``cluster`` and ``releases`` stand in for the real Kubernetes client and Helm engine (tests give
+    fakes); the ones this opens itself are closed afterwards.
+    """
+    own: list[Cluster | Releases] = []
+    if cluster is None:
+        from mlctl.adapters.kube import KubeCluster
+
+        cluster = KubeCluster.connect(where.context)
+        own.append(cluster)
+    try:
+        cluster.info()
+        if check_namespace and not cluster.namespace_exists(where.namespace):
+            raise ClusterError(
+                f"namespace {where.namespace!r} does not exist in the cluster (context {cluster.context})",
+                hint=f"ask the platform team for it, or create it: kubectl create namespace {where.namespace}",
+            )
+        if releases is None:
+            from mlctl.adapters.helm import HelmReleases
+
+            releases = HelmReleases(
+                chart_dir(),
+                namespace=where.namespace,
+                kubeconfig=cluster.kubeconfig,
+                context=None if cluster.context == "in-cluster" else cluster.context,
+            )
+            own.append(releases)
+        yield cluster, releases
+    finally:
+        for opened in reversed(own):
+            opened.close()

@@ -1,0 +1,218 @@
+"""``mlctl build``: the planned ladder built (and pushed) with the Docker engine, and the result recorded.
+
+Layers found with their very inputs are reused; the others are built, bottom up, from a wheelhouse
+served on loopback for the build (``mlctl.images.wheels``), one build at a time per engine
+(``mlctl.images.locks``). The ``BuildResult`` is recorded in the service (``mlctl.images.record``)
+for ``mlctl deploy`` to take.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mlctl.config import LoadedConfig
+from mlctl.errors import ConflictError, InputError
+from mlctl.images import locks, wheels
+from mlctl.images.ladder import DEFAULT_PLATFORM, LAYERS
+from mlctl.images.plan import Ladder, check_engine, check_engine_host, engine, look_in_registry, plan_ladder
+from mlctl.images.record import record_build
+from mlctl.images.tags import check_labels
+from mlctl.models import BuildResult, ImageRef, LayerResult, PushResult
+from mlctl.ports import BuildLog, ImageBuilder
+from mlctl.reporting import NullReporter, Reporter
+
+
+def build_images(
+    loaded: LoadedConfig,
+    *,
+    root: str | None = None,
+    wheelhouse: Path | None = None,
+    push: bool = False,
+    platform: str = DEFAULT_PLATFORM,
+    no_cache: bool = False,
+    rebuild: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    allow_dirty: bool = False,
+    allow_secrets: bool = False,
+    labels: Mapping[str, str] | None = None,
+    record: bool = True,
+    reporter: Reporter | None = None,
+    builder: ImageBuilder | None = None,
+) -> BuildResult:
+    """Build (and with ``push``, push) the service's image and the base layers under it.
+
+    Args:
+        loaded: The service's config (``load_service_config``), with its environment applied; the
+            ``dev`` environment allows dirty pushes.
+        root: The root image to start from instead of the matrix's (air-gapped teams, tests).
+        wheelhouse: A directory of wheels to install from instead of resolving on the host (offline).
+        push: Push the base layers and the service image to ``image.registry``.
+        platform: The platform to build for.
+        no_cache: Rebuild every layer, without the builder's cache.
+        rebuild: Layers to rebuild even if present ("python", "torch", "service").
+        tags: Extra tags for the service image.
+        allow_dirty: Push even with uncommitted changes.
+        allow_secrets: Let files that look like secrets into the image.
+        labels: Extra labels for the service image (a CI pipeline's id, an owner); see ``check_labels``.
+        record: Record the result in the service for ``mlctl deploy`` (``mlctl.images.record``).
+        reporter: Progress.
+        builder: The engine (default: the local Docker engine).
+
+    Raises:
+        InputError: bad matrix combination or flags. ConflictError: a dirty push.
+        EnvironmentProblem: no Docker engine. BuildError: a build failed. ClusterError: a registry failed.
+    """
+    reporter = reporter or NullReporter()
+    labels = check_labels(labels or {})
+    if platform not in wheels.PLATFORMS:
+        raise InputError(f"--platform {platform}: mlctl builds for {', '.join(wheels.PLATFORMS)}")
+    unknown = sorted(set(rebuild) - set(LAYERS))
+    if unknown:
+        raise InputError(f"--rebuild {', '.join(unknown)}: layers are {', '.join(LAYERS)}")
+    if push and not loaded.config.image.registry:
+        raise InputError(
+            "--push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)",
+            hint="or set MLCTL_CONFIG__IMAGE__REGISTRY for this run",
+        )
+    check_engine_host()
+    with engine(builder) as builder:
+        check_engine(builder)
+        ladder = plan_ladder(
+            loaded,
+            builder,
+            root=root,
+            wheelhouse=wheelhouse,
+            platform=platform,
+            tags=tags,
+            labels=labels,
+            allow_secrets=allow_secrets,
+            pull_root=True,
+            reporter=reporter,
+        )
+        if push and ladder.dirty and not allow_dirty and loaded.environment != "dev":
+            raise ConflictError(
+                f"refusing to push {loaded.config.name}: the service has uncommitted changes (tag {ladder.tags[0]})",
+                hint="commit them, or pass --allow-dirty (or --env dev)",
+            )
+        forced = set(LAYERS) if no_cache else set(rebuild)
+        if push:
+            look_in_registry(ladder, builder, forced, reporter)
+        results = _build(ladder, builder, forced=forced, platform=platform, reporter=reporter)
+        pushes = _push(ladder, builder, reporter) if push else []
+        service = ladder.service
+        digest = next((p.digest for p in pushes if p.image == service.image), None)
+        found = builder.inspect(service.image)
+        result = BuildResult(
+            service=loaded.config.name,
+            image=ImageRef(service.repository, service.tag, digest),
+            tags=ladder.tags,
+            dirty=ladder.dirty,
+            layers=tuple(results),
+            pushes=tuple(pushes),
+            labels=dict(found.labels) if found else {},
+            built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+    if record:
+        try:
+            record_build(loaded.directory, result)
+        except OSError as exc:  # a read-only checkout: the image is built all the same
+            reporter.warn(f"the build could not be recorded in the service ({exc.strerror}): deploys need --image")
+    return result
+
+
+def _build(
+    ladder: Ladder, builder: ImageBuilder, *, forced: set[str], platform: str, reporter: Reporter
+) -> list[LayerResult]:
+    needs = [layer for layer in ladder.layers if layer.status == "build" or layer.name in forced]
+    if not needs:
+        return _build_held(ladder, builder, forced=forced, platform=platform, reporter=reporter)
+    # One build at a time per engine (mlctl.images.locks says why); what another build made while
+    # this one waited is then found, not built again.
+    waiting = "waiting for another mlctl build on this Docker engine to finish"
+    with locks.held(locks.engine_lock_path(), on_wait=lambda: reporter.step(waiting)):
+        for layer in needs:
+            if layer.name not in forced:
+                found = builder.inspect(layer.image)
+                if found is not None and found.labels.get("mlctl.digest") == layer.digest:
+                    layer.status, layer.reason = "present", "built meanwhile by another mlctl build"
+        return _build_held(ladder, builder, forced=forced, platform=platform, reporter=reporter)
+
+
+def _build_held(
+    ladder: Ladder, builder: ImageBuilder, *, forced: set[str], platform: str, reporter: Reporter
+) -> list[LayerResult]:
+    results = []
+    needs = [layer for layer in ladder.layers if layer.status == "build" or layer.name in forced]
+    serving = wheels.serve(ladder.wheels) if needs else None
+    url = serving.__enter__() if serving else ""
+    try:
+        for layer in ladder.layers:
+            started = time.monotonic()
+            if layer.status in ("present", "pulled") and layer.name not in forced:
+                found = builder.inspect(layer.image)
+                reporter.step(f"{layer.name} layer: reusing {layer.image}")
+                status = "reused" if layer.status == "present" else "pulled"
+                results.append(
+                    LayerResult(layer.name, layer.image, status, layer.reason, 0.0, found.size if found else 0)
+                )
+                continue
+            reason = "asked to rebuild" if layer.name in forced and layer.status != "build" else layer.reason
+            reporter.step(f"{layer.name} layer: building {layer.image} ({reason})")
+            labels = {
+                **layer.labels,
+                "mlctl.digest": layer.digest,
+                "mlctl.inputs": json.dumps(layer.inputs, sort_keys=True),
+            }
+            context = layer.make_context(url, labels)
+
+            def on_line(line: str, log: BuildLog, name: str = layer.name) -> None:
+                reporter.log(f"[{name}] {line}")
+
+            image_id, log = builder.build(
+                context,
+                tag=layer.image,
+                buildargs=layer.buildargs,
+                nocache=layer.name in forced,
+                platform=platform,
+                on_line=on_line,
+            )
+            found = builder.inspect(image_id)
+            seconds = round(time.monotonic() - started, 2)
+            size = found.size if found else 0
+            results.append(
+                LayerResult(layer.name, layer.image, "built", reason, seconds, size, log.step_count, log.cached_steps)
+            )
+            if layer.name == "service":
+                for extra in ladder.tags[1:]:
+                    builder.tag(image_id, layer.repository, extra)
+    finally:
+        if serving:
+            serving.__exit__(None, None, None)
+    return results
+
+
+def _push(ladder: Ladder, builder: ImageBuilder, reporter: Reporter) -> list[PushResult]:
+    results = []
+    targets: list[tuple[str, str]] = []
+    for layer in ladder.layers[:-1]:
+        assert layer.remote is not None
+        targets.append((layer.image, layer.remote))
+    service = ladder.service
+    for tag in ladder.tags:
+        targets.append((service.image, f"{service.repository}:{tag}"))
+    for local, remote in targets:
+        target = ImageRef.parse(remote, source="push")
+        builder.tag(local, target.repository, target.tag)
+        reporter.step(f"pushing {remote}")
+        report = builder.push(remote, on_status=lambda line: reporter.log(f"[push] {line}"))
+        counts = dict.fromkeys(("pushed", "exists", "mounted"), 0)
+        for status in report.layers.values():
+            key = "pushed" if status == "Pushed" else "exists" if status == "Layer already exists" else "mounted"
+            counts[key] += 1
+        image = local if local == service.image else remote
+        results.append(PushResult(image, report.digest, counts, report.bytes_pushed))
+    return results
