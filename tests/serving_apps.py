@@ -1,17 +1,47 @@
-"""Small models and apps for the runtime's tests (also served by subprocesses: ``serving_apps:slow_app``)."""
+"""Small models and apps for the runtime's tests (also served by subprocesses: ``serving_apps:slow_app``),
+and the helpers the runtime's tests share."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from mlctl_serve import Settings, TensorSpec, create_generate_app, create_predict_app
+from mlctl_serve.testing import LiveServer
+from prometheus_client.parser import text_string_to_metric_families
 
 X = TensorSpec("x", "FP32", (-1, 4))
 Y = TensorSpec("y", "FP32", (-1, 4))
+INFER = "/v2/models/doubler/infer"
+
+
+def request(rows: list[list[float]], **extra: object) -> dict[str, object]:
+    """An infer request for the doubler: one FP32 tensor ``x`` of ``rows``."""
+    return {"inputs": [{"name": "x", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}], **extra}
+
+
+def metric(server: LiveServer, name: str, **labels: str) -> float:
+    """A sample of the server's /metrics (0 when absent)."""
+    for family in text_string_to_metric_families(server.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def in_the_model(server: LiveServer, count: int) -> bool:
+    """``count`` requests are waiting for answers and none is queued: they are in the model."""
+    return metric(server, "mlserve_inflight_requests") == count and metric(server, "mlserve_queue_depth") == 0
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
 
 
 class Doubler(torch.nn.Module):

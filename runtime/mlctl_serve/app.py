@@ -17,8 +17,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlctl_serve import __version__
-from mlctl_serve.http import ClientGone, PayloadTooLarge, Receive, Scope, Send, read_body, respond, respond_error
-from mlctl_serve.metrics import Metrics
+from mlctl_serve.http import (
+    CLOSE,
+    Body,
+    ByteBudget,
+    ClientGone,
+    Headers,
+    OverBudget,
+    PayloadTooLarge,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_id,
+    respond,
+    respond_error,
+)
+from mlctl_serve.metrics import Metrics, serve_metrics
 from mlctl_serve.protocol import ProtocolError
 from mlctl_serve.settings import Settings, resolve_torch_threads
 
@@ -31,6 +46,7 @@ _IMPORTED = time.monotonic()
 #: A model route: receives the request and returns the status it answered with (499: client gone).
 Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 NOT_READY_HEADERS = ((b"retry-after", b"1"),)
+SHUTTING_DOWN = "the server stopped before this request was answered; retry"
 T = TypeVar("T")
 
 
@@ -82,7 +98,10 @@ class ServingApp:
         #: The model thread: loading, compiling, warm-up and every model call happen here (CUDA graphs
         #: and compiled code are bound to the thread that made them).
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        #: Request bodies held at once (see http.read_body).
+        self.budget = ByteBudget(settings.max_buffered_bytes)
         self._load_task: asyncio.Task[None] | None = None
+        self._metrics_server: asyncio.AbstractServer | None = None
         self._routes: dict[str, tuple[str, Route]] = {
             "/v2/health/live": ("/v2/health/live", Route(("GET",), self._live)),
             "/v2/health/ready": ("/v2/health/ready", Route(("GET",), self._ready)),
@@ -108,6 +127,9 @@ class ServingApp:
 
     async def on_startup(self) -> None:
         """Runs on the event loop when the server starts, before the model loads."""
+
+    def on_loaded(self) -> None:
+        """Runs on the event loop once the model has loaded and warmed up, just before it reports ready."""
 
     async def on_shutdown(self) -> None:
         """Runs after uvicorn has drained the connections."""
@@ -140,10 +162,9 @@ class ServingApp:
                 else:
                     endpoint, route = found
                     status = await self._call(route, method, path, scope, receive, send)
-        except Exception:
-            log.exception("unexpected error on %s %s", method, path)
-            status = 500
-            await respond_error(send, 500, "internal server error")
+        except Exception as exc:
+            rid = request_id(scope)
+            status = await self.answer_server_error(send, rid, f"unexpected error on {method} {path}", exc)
         self.metrics.observe(endpoint, status, time.perf_counter() - started)
 
     async def _model_request(
@@ -182,6 +203,13 @@ class ServingApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    if self.settings.metrics_port:
+                        self._metrics_server = await serve_metrics(
+                            self.metrics,
+                            self.settings.host,
+                            self.settings.metrics_port,
+                            shared=self.settings.workers > 1,
+                        )
                     await self.on_startup()
                     loop = asyncio.get_running_loop()
                     self._load_task = loop.create_task(self._load_in_background())
@@ -194,6 +222,8 @@ class ServingApp:
                 if self._load_task is not None:
                     self._load_task.cancel()
                 await self.on_shutdown()
+                if self._metrics_server is not None:
+                    self._metrics_server.close()
                 self.executor.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -201,19 +231,12 @@ class ServingApp:
     async def _load_in_background(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, self._load_and_time)
+            started = await loop.run_in_executor(self.executor, self._load_and_time)
         except Exception:
             log.exception("model %s failed to load; exiting", self.settings.model_name)
             self.on_load_failure()
-
-    def _load_and_time(self) -> None:
-        import torch
-
-        started = time.monotonic()
-        threads = resolve_torch_threads(self.settings.torch_threads)
-        torch.set_num_threads(threads)
-        log.info("torch uses %d intra-op thread(s) (SERVING_TORCH_THREADS=%s)", threads, self.settings.torch_threads)
-        self.load()
+            return
+        self.on_loaded()
         self.startup_seconds = process_age()
         self.metrics.startup.set(self.startup_seconds)
         self.metrics.ready.set(1)
@@ -225,6 +248,17 @@ class ServingApp:
             self.startup_seconds,
             time.monotonic() - started,
         )
+
+    def _load_and_time(self) -> float:
+        """Load on the model thread; returns when loading started (monotonic seconds)."""
+        import torch
+
+        started = time.monotonic()
+        threads = resolve_torch_threads(self.settings.torch_threads)
+        torch.set_num_threads(threads)
+        log.info("torch uses %d intra-op thread(s) (SERVING_TORCH_THREADS=%s)", threads, self.settings.torch_threads)
+        self.load()
+        return started
 
     # --- shared routes -------------------------------------------------------------------------------
 
@@ -262,26 +296,73 @@ class ServingApp:
         return 503
 
     async def _prometheus(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if self.settings.metrics_port:
+            await respond_error(send, 404, f"/metrics is served on port {self.settings.metrics_port}")
+            return 404
         await respond(send, 200, self.metrics.exposition(), self.metrics.content_type.encode())
         return 200
 
-    async def read_request(self, scope: Scope, receive: Receive, send: Send, parse: Callable[[bytes], T]) -> T | int:
-        """Read and ``parse`` the body; on a bad request, answer it and return the status instead."""
+    async def read_request(
+        self, scope: Scope, receive: Receive, send: Send, parse: Callable[[bytes], T], rid: bytes
+    ) -> tuple[T, Body] | int:
+        """Read and ``parse`` the body; on a bad request, answer it and return the status instead.
+
+        The caller owns the returned Body and closes it once the request is answered (it holds its
+        share of the buffered-bytes budget until then).
+        """
+        headers = ((b"x-request-id", rid),)
         try:
-            return parse(await read_body(scope, receive, self.settings.max_payload_bytes))
+            body = await read_body(scope, receive, self.settings.max_payload_bytes, self.budget)
         except PayloadTooLarge as exc:
             size = f"of {exc.size} bytes " if exc.size is not None else ""
-            await respond_error(send, 413, f"request body {size}exceeds the limit of {exc.limit} bytes")
+            # Closing the connection spares reading (and discarding) the rest of a body we refused.
+            message = f"request body {size}exceeds the limit of {exc.limit} bytes"
+            await respond_error(send, 413, message, (*headers, CLOSE))
             return 413
-        except ProtocolError as exc:
-            await respond_error(send, exc.status, exc.message)
-            return exc.status
+        except OverBudget as exc:
+            self.metrics.rejected.labels("buffered_bytes").inc()
+            await respond_error(
+                send,
+                503,
+                f"the server holds its limit of request bodies ({exc.limit} bytes); retry shortly",
+                (*headers, *NOT_READY_HEADERS, CLOSE),
+            )
+            return 503
         except ClientGone:
             return 499
+        try:
+            return parse(body.data), body
+        except ProtocolError as exc:
+            body.close()
+            await respond_error(send, exc.status, exc.message, headers)
+            return exc.status
+        except BaseException:
+            body.close()
+            raise
 
-    async def refuse_not_ready(self, send: Send) -> int:
-        await respond_error(send, 503, f"model {self.settings.model_name!r} is not ready yet", NOT_READY_HEADERS)
+    async def refuse_not_ready(self, send: Send, headers: Headers = ()) -> int:
+        await respond_error(
+            send, 503, f"model {self.settings.model_name!r} is not ready yet", (*headers, *NOT_READY_HEADERS)
+        )
         return 503
+
+    async def refuse_at_capacity(self, send: Send, message: str, headers: Headers) -> int:
+        self.metrics.rejected.labels("queue_full").inc()
+        await respond_error(send, 503, message, (*headers, *NOT_READY_HEADERS))
+        return 503
+
+    async def answer_shutdown(self, send: Send, rid: bytes) -> int:
+        """The answer to a request still waiting when the graceful-shutdown time is spent."""
+        log.warning("request %s: still waiting when the shutdown grace ended; answered 503", rid.decode())
+        self.metrics.rejected.labels("shutdown").inc()
+        await respond_error(send, 503, SHUTTING_DOWN, ((b"x-request-id", rid), *NOT_READY_HEADERS, CLOSE))
+        return 503
+
+    async def answer_server_error(self, send: Send, rid: bytes, what: str, exc: BaseException) -> int:
+        """A generic 500: the details go to the log under the request id, never to the client."""
+        log.error("request %s: %s", rid.decode(), what, exc_info=exc)
+        await respond_error(send, 500, f"internal server error (request id {rid.decode()})", ((b"x-request-id", rid),))
+        return 500
 
 
 def warn_compile_fallback(exc: BaseException) -> None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from mlctl_serve.app import (
-    NOT_READY_HEADERS,
+    SHUTTING_DOWN,
     ServingApp,
     compile_module,
     exit_process,
@@ -37,11 +37,12 @@ from mlctl_serve.http import (
     Receive,
     Scope,
     Send,
+    request_id,
     respond,
     respond_error,
     watch_disconnect,
 )
-from mlctl_serve.protocol import GenerateRequest, parse_generate_request
+from mlctl_serve.protocol import GenerateRequest, InvalidInput, parse_generate_request
 from mlctl_serve.settings import Settings
 
 if TYPE_CHECKING:
@@ -84,7 +85,14 @@ class GenerateApp(ServingApp):
         self.generator: TextGenerator | None = None
         self.pool = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="generate")
         self.slots: asyncio.Semaphore | None = None
+        #: Requests waiting for a slot.
         self.waiting = 0
+        #: Requests admitted and not yet answered (being read, waiting or generating).
+        self.admitted = 0
+        self._full = (
+            f"the server is at capacity ({settings.max_concurrency} generating, {settings.max_queue} waiting); "
+            "retry shortly"
+        )
         self._metadata = orjson.dumps(
             {
                 "name": settings.model_name,
@@ -142,29 +150,41 @@ class GenerateApp(ServingApp):
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, *, stream: bool) -> int:
         settings = self.settings
+        rid = request_id(scope)
+        headers = ((b"x-request-id", rid),)
         if not self.ready or self.slots is None:
-            return await self.refuse_not_ready(send)
-        request = await self.read_request(
-            scope,
-            receive,
-            send,
-            lambda body: parse_generate_request(
-                body, max_tokens_limit=self.max_tokens_limit, default_max_tokens=self.default_max_tokens
-            ),
-        )
-        if isinstance(request, int):
-            return request
-        if self.slots.locked() and self.waiting >= settings.max_queue:
-            self.metrics.rejected.labels("queue_full").inc()
-            await respond_error(
-                send,
-                503,
-                f"the server is at capacity ({settings.max_concurrency} generating, {self.waiting} waiting); "
-                "retry shortly",
-                NOT_READY_HEADERS,
-            )
-            return 503
+            return await self.refuse_not_ready(send, headers)
+        # Admission before the body is read or parsed: generating, waiting and being read all count.
+        if self.admitted >= settings.max_concurrency + settings.max_queue:
+            return await self.refuse_at_capacity(send, self._full, headers)
+        self.admitted += 1
+        try:
+            try:
+                read = await self.read_request(
+                    scope,
+                    receive,
+                    send,
+                    lambda body: parse_generate_request(
+                        body, max_tokens_limit=self.max_tokens_limit, default_max_tokens=self.default_max_tokens
+                    ),
+                    rid,
+                )
+            except asyncio.CancelledError:
+                return await self.answer_shutdown(send, rid)
+            if isinstance(read, int):
+                return read
+            request, body = read
+            try:
+                return await self._generate_one(request, rid, stream, receive, send)
+            finally:
+                body.close()
+        finally:
+            self.admitted -= 1
 
+    async def _generate_one(
+        self, request: GenerateRequest, rid: bytes, stream: bool, receive: Receive, send: Send
+    ) -> int:
+        assert self.slots is not None
         cancel = threading.Event()
         gone = asyncio.Event()
 
@@ -174,20 +194,23 @@ class GenerateApp(ServingApp):
 
         watcher = watch_disconnect(receive, on_gone)
         try:
-            status = await self._wait_for_slot(gone, send)
+            try:
+                status = await self._wait_for_slot(gone, send, rid)
+            except asyncio.CancelledError:
+                return await self.answer_shutdown(send, rid)
             if status is not None:
                 return status
             try:
                 if stream:
-                    return await self._stream(request, cancel, gone, send)
-                return await self._whole(request, cancel, gone, send)
+                    return await self._stream(request, rid, cancel, gone, send)
+                return await self._whole(request, rid, cancel, gone, send)
             finally:
                 self.slots.release()
         finally:
             cancel.set()
             watcher.cancel()
 
-    async def _wait_for_slot(self, gone: asyncio.Event, send: Send) -> int | None:
+    async def _wait_for_slot(self, gone: asyncio.Event, send: Send, rid: bytes) -> int | None:
         """Take a generation slot; a status when the request ends here instead (timeout, client gone)."""
         assert self.slots is not None
         if not self.slots.locked():
@@ -201,6 +224,9 @@ class GenerateApp(ServingApp):
             done, _ = await asyncio.wait(
                 {acquire, left}, timeout=self.settings.request_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
+        except asyncio.CancelledError:
+            acquire.cancel()
+            raise
         finally:
             self.waiting -= 1
             self.metrics.queue_depth.set(self.waiting)
@@ -214,12 +240,16 @@ class GenerateApp(ServingApp):
             self.metrics.rejected.labels("client_gone").inc()
             return 499
         self.metrics.rejected.labels("timeout").inc()
-        await respond_error(send, 504, f"no generation slot free within {self.settings.request_timeout_s:g} s")
+        message = f"no generation slot free within {self.settings.request_timeout_s:g} s"
+        await respond_error(send, 504, message, ((b"x-request-id", rid),))
         return 504
 
-    async def _whole(self, request: GenerateRequest, cancel: threading.Event, gone: asyncio.Event, send: Send) -> int:
+    async def _whole(
+        self, request: GenerateRequest, rid: bytes, cancel: threading.Event, gone: asyncio.Event, send: Send
+    ) -> int:
         pieces: list[str] = []
         reason = "length"
+        headers = ((b"x-request-id", rid),)
 
         async def collect() -> None:
             nonlocal reason
@@ -233,12 +263,16 @@ class GenerateApp(ServingApp):
         except asyncio.TimeoutError:
             cancel.set()
             self.metrics.rejected.labels("timeout").inc()
-            await respond_error(send, 504, f"no answer within {self.settings.request_timeout_s:g} s")
+            await respond_error(send, 504, f"no answer within {self.settings.request_timeout_s:g} s", headers)
             return 504
+        except asyncio.CancelledError:
+            cancel.set()
+            return await self.answer_shutdown(send, rid)
+        except InvalidInput as exc:
+            await respond_error(send, 400, f"the model cannot take this input: {exc}", headers)
+            return 400
         except Exception as exc:
-            log.exception("generation failed")
-            await respond_error(send, 500, f"generation failed: {type(exc).__name__}: {exc}")
-            return 500
+            return await self.answer_server_error(send, rid, "generation failed", exc)
         if gone.is_set():
             return 499
         body: dict[str, Any] = {
@@ -249,14 +283,17 @@ class GenerateApp(ServingApp):
         }
         if request.id is not None:
             body["id"] = request.id
-        await respond(send, 200, orjson.dumps(body))
+        await respond(send, 200, orjson.dumps(body), headers=headers)
         return 200
 
-    async def _stream(self, request: GenerateRequest, cancel: threading.Event, gone: asyncio.Event, send: Send) -> int:
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    async def _stream(
+        self, request: GenerateRequest, rid: bytes, cancel: threading.Event, gone: asyncio.Event, send: Send
+    ) -> int:
+        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", rid)]})
         base = {"model_name": self.settings.model_name, "model_version": self.settings.model_version}
         if request.id is not None:
             base["id"] = request.id
+        failure: dict[str, Any] | None = None
         try:
             async for piece, finish in self._pieces(request, cancel):
                 if gone.is_set():
@@ -265,12 +302,21 @@ class GenerateApp(ServingApp):
                 if finish:
                     event["finish_reason"] = finish
                 await send({"type": "http.response.body", "body": _sse(event), "more_body": True})
+        except asyncio.CancelledError:
+            cancel.set()
+            log.warning("request %s: still streaming when the shutdown grace ended; stream ended", rid.decode())
+            failure = {"error": SHUTTING_DOWN}
+        except InvalidInput as exc:
+            failure = {"error": f"the model cannot take this input: {exc}"}
         except Exception as exc:
-            log.exception("generation failed")
-            await send(
-                {"type": "http.response.body", "body": _sse({"error": f"generation failed: {exc}"}), "more_body": True}
-            )
+            log.error("request %s: generation failed", rid.decode(), exc_info=exc)
+            failure = {"error": f"internal server error (request id {rid.decode()})"}
+        if failure is not None:
+            # The status line (200) is long gone: the error is the stream's last event.
+            await send({"type": "http.response.body", "body": _sse(failure), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if failure is not None:
+            return 500
         return 499 if gone.is_set() else 200
 
     async def _pieces(self, request: GenerateRequest, cancel: threading.Event) -> AsyncIterator[tuple[str, str | None]]:

@@ -1,6 +1,10 @@
-"""Prometheus metrics of one server, in a registry of its own."""
+"""Prometheus metrics of one server, in a registry of its own, and the optional listener of their own
+(``SERVING_METRICS_PORT``) so a NetworkPolicy can open them to the monitoring namespace alone."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -35,7 +39,20 @@ class Metrics:
         self.inflight = Gauge("mlserve_inflight_requests", "Model requests being served", registry=r)
         self.rejected = Counter(
             "mlserve_rejected",
-            "Requests refused before the model: queue full, timeout, client gone",
+            "Requests refused or dropped before the model: queue_full, buffered_bytes, timeout, client_gone, shutdown",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_splits = Counter(
+            "mlserve_batch_splits",
+            "Failed batches split in halves and retried, to find the requests that make the model fail",
+            registry=r,
+        )
+        self.connections = Gauge("mlserve_open_connections", "Open client connections", registry=r)
+        self.cut_off = Counter(
+            "mlserve_connections_cut",
+            "Connections closed by a client limit: header_timeout, body_timeout, idle, headers_too_large, "
+            "too_many_connections, bad_http",
             ["reason"],
             registry=r,
         )
@@ -58,3 +75,45 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+#: The longest request head the metrics listener reads (a scrape is one short GET).
+_METRICS_HEAD_LIMIT = 8192
+_METRICS_TIMEOUT_S = 10.0
+
+
+async def serve_metrics(metrics: Metrics, host: str, port: int, *, shared: bool = False) -> asyncio.AbstractServer:
+    """Listen on ``host:port`` for ``GET /metrics`` (one request per connection, then close).
+
+    ``shared``: several worker processes bind the port (SO_REUSEPORT), as they share the serving one;
+    each scrape then sees one worker's metrics. Without it a port in use is an error, never shared.
+    """
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _METRICS_TIMEOUT_S)
+            method, _, rest = head.partition(b" ")
+            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+            if path == b"/metrics" and method in (b"GET", b"HEAD"):
+                status, content_type, body = b"200 OK", metrics.content_type.encode(), metrics.exposition()
+            else:
+                status, content_type, body = b"404 Not Found", b"application/json", b'{"error":"only /metrics here"}'
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\ncontent-type: "
+                + content_type
+                + b"\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\nconnection: close\r\n\r\n"
+                + (body if method != b"HEAD" else b"")
+            )
+            await writer.drain()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port, limit=_METRICS_HEAD_LIMIT, reuse_port=shared or None)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -13,24 +12,31 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlctl_serve.app import (
-    NOT_READY_HEADERS,
     ServingApp,
     compile_module,
     exit_process,
     select_device,
     warn_compile_fallback,
 )
-from mlctl_serve.batching import Batcher, Job, QueueFull
+from mlctl_serve.batching import Batcher, Job, QueueFull, ShuttingDown
 from mlctl_serve.http import (
     ClientGone,
     Receive,
     Scope,
     Send,
+    request_id,
     respond,
     respond_error,
     watch_disconnect,
 )
-from mlctl_serve.protocol import InferRequest, TensorSpec, infer_response, parse_infer_request
+from mlctl_serve.protocol import (
+    ARRAY_CODES,
+    InferRequest,
+    InvalidInput,
+    TensorSpec,
+    infer_response,
+    parse_infer_request,
+)
 from mlctl_serve.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,6 +67,13 @@ class RequestTimeout(Exception):
     pass
 
 
+class OutputMismatch(RuntimeError):
+    """The model's outputs do not match its output specs or the batch it was given."""
+
+
+Answer = list[tuple[TensorSpec, list[int], list[Any]]]
+
+
 class PredictApp(ServingApp):
     def __init__(
         self,
@@ -87,6 +100,7 @@ class PredictApp(ServingApp):
                 "outputs": [_tensor(s) for s in self.outputs],
             }
         )
+        self._full = f"the server is at capacity ({settings.max_queue} requests queued or being read); retry shortly"
         self.add_model_route("infer", ("POST",), self._infer)
 
     def metadata(self) -> bytes:
@@ -135,10 +149,13 @@ class PredictApp(ServingApp):
             max_rows=self.settings.max_batch_size,
             delay_s=self.settings.batch_delay_s("cpu"),
             max_queue=self.settings.max_queue,
-            executor=self.executor,
             metrics=self.metrics,
         )
-        self.batcher.start()
+
+    def on_loaded(self) -> None:
+        # Runs on the event loop once the model is ready: the model thread now takes batches.
+        assert self.batcher is not None
+        self.batcher.start(self.executor)
 
     async def on_shutdown(self) -> None:
         if self.batcher is not None:
@@ -146,7 +163,7 @@ class PredictApp(ServingApp):
 
     # --- the model thread ----------------------------------------------------------------------------
 
-    def _run_batch(self, jobs: Sequence[Job[InferRequest]]) -> list[list[tuple[TensorSpec, list[int], list[Any]]]]:
+    def _run_batch(self, jobs: Sequence[Job[InferRequest]]) -> list[Answer]:
         import torch
 
         started = time.perf_counter()
@@ -154,17 +171,22 @@ class PredictApp(ServingApp):
         tensors = []
         for spec in self.inputs:
             if len(jobs) == 1:
-                flat = jobs[0].payload.inputs[spec.name].data
+                values = jobs[0].payload.inputs[spec.name].data
             else:
-                flat = list(itertools.chain.from_iterable(job.payload.inputs[spec.name].data for job in jobs))
-            tensors.append(_to_tensor(flat, spec.datatype).reshape(rows, *spec.shape[1:]).to(self.device))
+                values = array.array(ARRAY_CODES[spec.datatype])
+                for job in jobs:
+                    values.extend(job.payload.inputs[spec.name].data)
+            tensors.append(_to_tensor(values, spec.datatype).reshape(rows, *spec.shape[1:]).to(self.device))
         with torch.inference_mode():
             result = self.model(*tensors)
         produced = result if isinstance(result, tuple | list) else (result,)
         if len(produced) != len(self.outputs):
-            raise RuntimeError(f"the model returned {len(produced)} tensors; its metadata lists {len(self.outputs)}")
+            raise OutputMismatch(
+                f"the model returned {len(produced)} tensors; its output specs list {len(self.outputs)}"
+            )
         per_output = []
         for spec, tensor in zip(self.outputs, produced, strict=True):
+            _check_output(spec, tensor, rows)
             tensor = tensor.detach().to("cpu")
             width = tensor[0].numel() if rows else 0
             per_output.append((spec, list(tensor.shape[1:]), width, tensor.reshape(-1).tolist()))
@@ -187,28 +209,50 @@ class PredictApp(ServingApp):
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> int:
         settings = self.settings
-        if not self.ready or self.batcher is None:
-            return await self.refuse_not_ready(send)
-        request = await self.read_request(
-            scope,
-            receive,
-            send,
-            lambda body: parse_infer_request(body, self.inputs, self.outputs, settings.max_batch_size),
-        )
-        if isinstance(request, int):
-            return request
-        rows = next(iter(request.inputs.values())).shape[0]
+        rid = request_id(scope)
+        headers = ((b"x-request-id", rid),)
+        batcher = self.batcher
+        if not self.ready or batcher is None:
+            return await self.refuse_not_ready(send, headers)
+        # Admission before the body is read or parsed: a refusal costs next to nothing.
+        if not batcher.reserve():
+            return await self.refuse_at_capacity(send, self._full, headers)
+        submitted = False
         try:
-            future = self.batcher.submit(request, rows)
-        except QueueFull:
-            self.metrics.rejected.labels("queue_full").inc()
-            await respond_error(
+            read = await self.read_request(
+                scope,
+                receive,
                 send,
-                503,
-                f"the server is at capacity ({settings.max_queue} requests queued); retry shortly",
-                NOT_READY_HEADERS,
+                lambda body: parse_infer_request(body, self.inputs, self.outputs, settings.max_batch_size),
+                rid,
             )
-            return 503
+            if isinstance(read, int):
+                return read
+            request, body = read
+            rows = next(iter(request.inputs.values())).shape[0]
+            try:
+                future = batcher.submit(request, rows, reserved=True)
+            except (QueueFull, ShuttingDown):
+                body.close()
+                raise
+            submitted = True
+        except ShuttingDown:
+            return await self.answer_shutdown(send, rid)
+        except asyncio.CancelledError:
+            return await self.answer_shutdown(send, rid)
+        finally:
+            if not submitted:
+                batcher.release()
+        try:
+            return await self._await_answer(future, request, rid, receive, send)
+        finally:
+            body.close()
+
+    async def _await_answer(
+        self, future: asyncio.Future[Answer], request: InferRequest, rid: bytes, receive: Receive, send: Send
+    ) -> int:
+        settings = self.settings
+        headers = ((b"x-request-id", rid),)
 
         def gone() -> None:
             if not future.done():
@@ -228,46 +272,51 @@ class PredictApp(ServingApp):
             return 499
         except RequestTimeout:
             self.metrics.rejected.labels("timeout").inc()
-            await respond_error(send, 504, f"no answer within {settings.request_timeout_s:g} s")
+            await respond_error(send, 504, f"no answer within {settings.request_timeout_s:g} s", headers)
             return 504
+        except InvalidInput as exc:
+            await respond_error(send, 400, f"the model cannot take this input: {exc}", headers)
+            return 400
+        except (ShuttingDown, asyncio.CancelledError):
+            return await self.answer_shutdown(send, rid)
         except Exception as exc:
-            log.exception("inference failed")
-            await respond_error(send, 500, f"inference failed: {type(exc).__name__}: {exc}")
-            return 500
+            return await self.answer_server_error(send, rid, "inference failed", exc)
         finally:
             self.metrics.inflight.dec()
             timer.cancel()
             watcher.cancel()
-        await respond(send, 200, infer_response(settings.model_name, settings.model_version, request.id, outputs))
+        body = infer_response(settings.model_name, settings.model_version, request.id, outputs)
+        await respond(send, 200, body, headers=headers)
         return 200
 
 
-#: array typecodes per datatype: array(...) converts a list of numbers in C, three times faster than
-#: torch.tensor(list), and torch.frombuffer then wraps it without a copy.
-_ARRAY_CODES = {
-    "FP16": "f",
-    "FP32": "f",
-    "FP64": "d",
-    "INT8": "b",
-    "INT16": "h",
-    "INT32": "i",
-    "INT64": "q",
-    "UINT8": "B",
-    "UINT16": "H",
-    "UINT32": "I",
-    "UINT64": "Q",
-    "BOOL": "B",
-}
+def _check_output(spec: TensorSpec, tensor: Any, rows: int) -> None:
+    """One output tensor against its spec and the batch: a mismatch is the model's bug, never a 200."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise OutputMismatch(f"output {spec.name!r}: expected a tensor, got {type(tensor).__name__}")
+    want = getattr(torch, _DTYPES[spec.datatype])
+    if tensor.dtype != want:
+        raise OutputMismatch(f"output {spec.name!r}: expected {spec.datatype} ({want}), got {tensor.dtype}")
+    shape = tuple(tensor.shape)
+    if len(shape) != len(spec.shape) or shape[0] != rows or shape[1:] != spec.shape[1:]:
+        expected = [rows, *spec.shape[1:]]
+        raise OutputMismatch(
+            f"output {spec.name!r}: expected shape {expected} for a batch of {rows}, got {list(shape)}"
+        )
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise OutputMismatch(f"output {spec.name!r}: holds NaN or infinity, which JSON cannot carry")
 
 
-def _to_tensor(values: list[Any], datatype: str) -> torch.Tensor:
+def _to_tensor(values: array.array[Any], datatype: str) -> torch.Tensor:
+    """A typed array -> a tensor of the datatype, without copying where the types agree."""
     import torch
 
     dtype = getattr(torch, _DTYPES[datatype])
     if not values:
         return torch.empty(0, dtype=dtype)
-    buffer = array.array(_ARRAY_CODES[datatype], values)
-    tensor = torch.frombuffer(buffer, dtype=getattr(torch, _DTYPES[datatype.replace("FP16", "FP32")]))
+    tensor = torch.frombuffer(values, dtype=getattr(torch, _DTYPES[datatype.replace("FP16", "FP32")]))
     return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 

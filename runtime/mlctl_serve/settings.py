@@ -46,10 +46,30 @@ class Settings:
     torch_threads: int | str = AUTO
     host: str = "127.0.0.1"
     port: int = 8080
+    #: A second listener serving only ``/metrics`` (0: ``/metrics`` stays on ``port``).
+    metrics_port: int = 0
     workers: int = 1
+    #: On SIGTERM, how long in-flight requests may take to finish; 0 answers them 503 at once.
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
     access_log: bool = False
+    # --- client limits (per replica; see the README's "Limits" table) ---
+    #: From a request's first byte to the end of its headers.
+    header_timeout_s: float = 10.0
+    #: A body may take this long, plus one second per ``body_min_rate`` bytes received.
+    body_timeout_s: float = 10.0
+    #: The slowest body transfer (bytes/s) a client may keep up once ``body_timeout_s`` is spent.
+    body_min_rate: int = 64 * 1024
+    #: An idle keep-alive connection (or a new one that sends nothing) is closed after this long.
+    keepalive_timeout_s: float = 75.0
+    #: Open connections; at the limit the longest-idle one is closed for a new one, else the new one gets 503.
+    max_connections: int = 1024
+    #: Request bodies held at once (bodies over ``SMALL_BODY_BYTES`` count); beyond it, 503.
+    max_buffered_bytes: int = 128 * 1024 * 1024
+    #: Request line and headers, in bytes; beyond it, 431.
+    max_header_bytes: int = 16 * 1024
+    #: Header fields per request; beyond it, 431.
+    max_headers: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **defaults: Any) -> Settings:
@@ -73,11 +93,32 @@ class Settings:
         return float(self.max_batch_delay_ms) / 1000
 
     def check(self) -> None:
-        for name in ("max_batch_size", "max_queue", "max_concurrency", "request_timeout_s", "max_payload_bytes"):
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"SERVING_{name.upper()} must be > 0, got {getattr(self, name)}")
-        if self.graceful_shutdown_s < 0:
-            raise SettingsError(f"SERVING_GRACEFUL_SHUTDOWN_S must be >= 0, got {self.graceful_shutdown_s}")
+        for name in (
+            "max_batch_size",
+            "max_queue",
+            "max_concurrency",
+            "request_timeout_s",
+            "max_payload_bytes",
+            "header_timeout_s",
+            "body_timeout_s",
+            "body_min_rate",
+            "keepalive_timeout_s",
+            "max_connections",
+            "max_buffered_bytes",
+            "max_headers",
+        ):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):
+                raise SettingsError(f"SERVING_{name.upper()} must be a number > 0, got {value}")
+        if not 0 <= self.graceful_shutdown_s <= 3600:
+            raise SettingsError(f"SERVING_GRACEFUL_SHUTDOWN_S must be 0..3600, got {self.graceful_shutdown_s}")
+        if self.max_buffered_bytes < self.max_payload_bytes:
+            raise SettingsError(
+                f"SERVING_MAX_BUFFERED_BYTES ({self.max_buffered_bytes}) must be at least SERVING_MAX_PAYLOAD_BYTES "
+                f"({self.max_payload_bytes}), or no request of the largest size could ever be read"
+            )
+        if self.max_header_bytes < 1024:
+            raise SettingsError(f"SERVING_MAX_HEADER_BYTES must be >= 1024, got {self.max_header_bytes}")
         if self.max_batch_delay_ms != AUTO and (
             isinstance(self.max_batch_delay_ms, str) or not 0 <= self.max_batch_delay_ms <= 10_000
         ):
@@ -99,6 +140,10 @@ class Settings:
             raise SettingsError(f"SERVING_TORCH_THREADS must be auto or >= 1, got {self.torch_threads}")
         if not 1 <= self.port <= 65535:
             raise SettingsError(f"SERVING_PORT must be 1..65535, got {self.port}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"SERVING_METRICS_PORT must be 0 (off) or 1..65535, got {self.metrics_port}")
+        if self.metrics_port == self.port:
+            raise SettingsError(f"SERVING_METRICS_PORT must differ from SERVING_PORT ({self.port})")
 
 
 def available_cpus() -> float:

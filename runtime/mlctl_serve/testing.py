@@ -75,9 +75,9 @@ class LiveServer:
     def get(self, path: str) -> Response:
         return self.request("GET", path)
 
-    def post_json(self, path: str, payload: Any) -> Response:
+    def post_json(self, path: str, payload: Any, headers: dict[str, str] | None = None) -> Response:
         body = json.dumps(payload).encode()
-        return self.request("POST", path, body, {"Content-Type": "application/json"})
+        return self.request("POST", path, body, {"Content-Type": "application/json", **(headers or {})})
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

@@ -1,21 +1,26 @@
-"""The batcher alone: how batches form, the queue bound, dropped and failed jobs."""
+"""The batcher alone: how batches form, the queue bound, dropped and failed jobs, bisection."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from mlctl_serve.batching import Batcher, QueueFull
+from mlctl_serve.batching import Batcher, QueueFull, ShuttingDown
 from mlctl_serve.metrics import Metrics
 
 
 def make(run, **options):  # type: ignore[no-untyped-def]
     defaults = {"max_rows": 4, "delay_s": 0.0, "max_queue": 8}
     defaults.update(options)
-    executor = ThreadPoolExecutor(1)
-    return Batcher(run, executor=executor, metrics=Metrics(), **defaults)
+    return Batcher(run, metrics=Metrics(), **defaults)
+
+
+def started(batcher: Batcher) -> Batcher:  # type: ignore[type-arg]
+    batcher.start(ThreadPoolExecutor(1))
+    return batcher
 
 
 def test_jobs_queued_while_the_model_is_busy_run_together() -> None:
@@ -29,8 +34,7 @@ def test_jobs_queued_while_the_model_is_busy_run_together() -> None:
         return [j.payload.upper() for j in jobs]
 
     async def scenario() -> list[str]:
-        batcher = make(run)
-        batcher.start()
+        batcher = started(make(run))
         first = batcher.submit("a", 1)
         await asyncio.sleep(0.05)  # "a" is now in the model
         rest = [batcher.submit(p, 1) for p in "bcdef"]
@@ -51,8 +55,7 @@ def test_a_delay_waits_for_a_fuller_batch() -> None:
         return [None] * len(jobs)
 
     async def scenario() -> None:
-        batcher = make(run, delay_s=0.2, max_rows=8)
-        batcher.start()
+        batcher = started(make(run, delay_s=0.2, max_rows=8))
         futures = [batcher.submit(i, 2) for i in range(2)]
         await asyncio.sleep(0.05)
         futures += [batcher.submit(i, 2) for i in range(2)]  # arrives within the delay: same batch
@@ -63,7 +66,27 @@ def test_a_delay_waits_for_a_fuller_batch() -> None:
     assert seen == [8]
 
 
-def test_the_queue_is_bounded() -> None:
+def test_the_model_thread_takes_the_next_batch_without_waiting_for_the_event_loop() -> None:
+    """A loop busy with other work (a storm of refusals) must not slow the model: batches go on."""
+    seen: list[str] = []
+
+    def run(jobs):  # type: ignore[no-untyped-def]
+        seen.extend(j.payload for j in jobs)
+        return [None] * len(jobs)
+
+    async def scenario() -> int:
+        batcher = started(make(run, max_rows=1))
+        futures = [batcher.submit(p, 1) for p in "abcd"]
+        time.sleep(0.5)  # the event loop is blocked: no callback of it runs meanwhile
+        during = len(seen)
+        await asyncio.gather(*futures)
+        await batcher.stop()
+        return during
+
+    assert asyncio.run(scenario()) == 4  # all four batches ran while the loop was blocked
+
+
+def test_the_queue_is_bounded_and_reservations_count() -> None:
     gate = threading.Event()
 
     def run(jobs):  # type: ignore[no-untyped-def]
@@ -71,15 +94,20 @@ def test_the_queue_is_bounded() -> None:
         return [None] * len(jobs)
 
     async def scenario() -> None:
-        batcher = make(run, max_queue=3, max_rows=1)
-        batcher.start()
+        batcher = started(make(run, max_queue=3, max_rows=1))
         running = batcher.submit("r", 1)
         await asyncio.sleep(0.05)
-        queued = [batcher.submit(i, 1) for i in range(3)]
+        queued = [batcher.submit(i, 1) for i in range(2)]
+        assert batcher.reserve()  # the third slot, promised to a request being read
+        assert not batcher.reserve()
         with pytest.raises(QueueFull):
             batcher.submit("one too many", 1)
+        queued.append(batcher.submit("the reserved one", 1, reserved=True))
+        assert not batcher.reserve()
         gate.set()
         await asyncio.gather(running, *queued)
+        assert batcher.reserve()
+        batcher.release()
         batcher.submit("room again", 1)
         await batcher.stop()
 
@@ -96,8 +124,7 @@ def test_jobs_already_answered_never_reach_the_model() -> None:
         return [None] * len(jobs)
 
     async def scenario() -> None:
-        batcher = make(run)
-        batcher.start()
+        batcher = started(make(run))
         first = batcher.submit("first", 1)
         await asyncio.sleep(0.05)
         gone = batcher.submit("gone", 1)
@@ -112,21 +139,82 @@ def test_jobs_already_answered_never_reach_the_model() -> None:
     assert seen == ["first", "kept"]
 
 
-def test_a_failing_model_fails_its_batch_and_the_batcher_goes_on() -> None:
-    calls = []
+def test_a_failing_batch_is_bisected_so_only_the_bad_request_fails() -> None:
+    calls: list[list[int]] = []
+    gate = threading.Event()
 
     def run(jobs):  # type: ignore[no-untyped-def]
-        calls.append(len(jobs))
-        if len(calls) == 1:
-            raise RuntimeError("CUDA out of memory")
+        gate.wait(5)
+        calls.append([j.payload for j in jobs])
+        if 5 in [j.payload for j in jobs]:
+            raise IndexError("index out of range in self")
+        return [j.payload * 10 for j in jobs]
+
+    async def scenario() -> list[object]:
+        batcher = started(make(run, max_rows=8))
+        futures = [batcher.submit(i, 1) for i in range(8)]  # queued together: one batch of eight
+        gate.set()
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert results[:5] == [0, 10, 20, 30, 40]
+    assert results[6:] == [60, 70]
+    assert isinstance(results[5], IndexError)
+    assert calls[0] == list(range(8))
+    assert len(calls) == 7  # 8 -> 4+4 -> 2+2 (the bad half) -> 1+1: 2 log2(8) + 1 model calls
+    assert [5] in calls
+
+
+def test_every_bad_request_fails_alone_and_the_batcher_goes_on() -> None:
+    def run(jobs):  # type: ignore[no-untyped-def]
+        bad = [j.payload for j in jobs if j.payload % 3 == 0]
+        if bad:
+            raise ValueError(f"cannot take {bad[0]}")
         return ["ok"] * len(jobs)
 
-    async def scenario() -> None:
-        batcher = make(run)
-        batcher.start()
-        with pytest.raises(RuntimeError, match="CUDA out of memory"):
-            await batcher.submit("a", 1)
-        assert await batcher.submit("b", 1) == "ok"
+    async def scenario() -> list[object]:
+        batcher = started(make(run, max_rows=8))
+        results = await asyncio.gather(*(batcher.submit(i, 1) for i in range(1, 9)), return_exceptions=True)
+        results.append(await batcher.submit(10, 1))
         await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [str(r) if isinstance(r, Exception) else r for r in results] == [
+        "ok",
+        "ok",
+        "cannot take 3",
+        "ok",
+        "ok",
+        "cannot take 6",
+        "ok",
+        "ok",
+        "ok",
+    ]
+
+
+def test_stop_fails_queued_jobs_and_refuses_new_ones() -> None:
+    gate = threading.Event()
+
+    def run(jobs):  # type: ignore[no-untyped-def]
+        gate.wait(5)
+        return ["done"] * len(jobs)
+
+    async def scenario() -> None:
+        batcher = started(make(run, max_rows=1))
+        running = batcher.submit("running", 1)
+        await asyncio.sleep(0.05)
+        queued = batcher.submit("queued", 1)
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        with pytest.raises(ShuttingDown):
+            await queued
+        with pytest.raises(ShuttingDown):
+            batcher.submit("late", 1)
+        gate.set()
+        await stopping
+        assert await running == "done"  # the batch in the model finishes
 
     asyncio.run(scenario())

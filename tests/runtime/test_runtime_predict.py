@@ -21,30 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlctl_serve.testing import LiveServer
 from prometheus_client.parser import text_string_to_metric_families
-from serving_apps import Doubler, doubler_app
+from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
 
 #: tests/, where serving_apps lives, for servers started as processes.
 TESTS = Path(__file__).resolve().parent.parent
-INFER = "/v2/models/doubler/infer"
-
-
-def request(rows: list[list[float]], **extra: object) -> dict[str, object]:
-    return {"inputs": [{"name": "x", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}], **extra}
-
-
-def metric(server: LiveServer, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(server.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
-
-
-def wait_until(check, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_concurrent_requests_are_batched_and_answered_row_by_row() -> None:
@@ -73,14 +53,17 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
         server.wait_ready()
         gate.clear()
         with ThreadPoolExecutor(3) as pool:
-            held = [pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]])) for _ in range(3)]
-            wait_until(lambda: metric(server, "mlserve_queue_depth") == 2)
+            held = [pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]]))]
+            wait_until(lambda: in_the_model(server, 1))
+            for queued in (1, 2):  # one at a time: a request being read holds its queue slot already
+                held.append(pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]])))
+                wait_until(lambda n=queued: metric(server, "mlserve_queue_depth") == n)
             refused = server.post_json(INFER, request([[1, 1, 1, 1]]))
             gate.set()
             assert [f.result().status for f in held] == [200, 200, 200]
         assert refused.status == 503
         assert refused.headers["retry-after"] == "1"
-        assert refused.json() == {"error": "the server is at capacity (2 requests queued); retry shortly"}
+        assert refused.json() == {"error": "the server is at capacity (2 requests queued or being read); retry shortly"}
         assert metric(server, "mlserve_rejected_total", reason="queue_full") == 1
 
 
