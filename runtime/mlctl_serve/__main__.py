@@ -1,9 +1,9 @@
 """Run a server: ``python -m mlctl_serve my_service.server:app [--host H] [--port P] [--reload]``.
 
-Host, port, workers, graceful shutdown, log level and access log come from ``SERVING_*`` variables
-unless given here. uvicorn runs with uvloop and httptools when installed (``uvicorn[standard]``).
-On SIGTERM it stops accepting, lets in-flight requests finish within SERVING_GRACEFUL_SHUTDOWN_S,
-and exits 0.
+Host, port, workers, graceful shutdown, log level, access log and the client limits come from
+``SERVING_*`` variables unless given here. uvicorn runs with uvloop and our httptools protocol
+(``mlctl_serve.connection``). On SIGTERM it stops accepting, lets in-flight requests finish within
+SERVING_GRACEFUL_SHUTDOWN_S (0: at once), answers what is still running with a JSON 503, and exits 0.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from mlctl_serve.connection import uvicorn_options
+
     # uvicorn drains on SIGTERM/SIGINT and then raises the signal again with the handler it found
     # installed. With no-op handlers here, a graceful stop ends in exit status 0, not -15.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -45,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         reload_dirs=args.reload_dir or None,
         log_level=settings.log_level,
         access_log=settings.access_log if args.access_log is None else args.access_log,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
-        timeout_keep_alive=5,
-        backlog=2048,
-        lifespan="on",
+        **uvicorn_options(settings),
     )
     return 0
 

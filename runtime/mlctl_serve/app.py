@@ -22,19 +22,20 @@ from mlctl_serve.http import (
     Body,
     ByteBudget,
     ClientGone,
-    Headers,
     OverBudget,
     PayloadTooLarge,
     Receive,
     Scope,
     Send,
+    client_request_id,
+    error_headers,
+    new_request_id,
     read_body,
-    request_id,
     respond,
     respond_error,
 )
 from mlctl_serve.metrics import Metrics, serve_metrics
-from mlctl_serve.protocol import ProtocolError
+from mlctl_serve.protocol import ProtocolError, error_body
 from mlctl_serve.settings import Settings, resolve_torch_threads
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ _IMPORTED = time.monotonic()
 Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 NOT_READY_HEADERS = ((b"retry-after", b"1"),)
 SHUTTING_DOWN = "the server stopped before this request was answered; retry"
+#: Set in a request's scope by ``fast_refusal`` when it admitted the request (holds a place for it).
+ADMITTED = "mlctl.admitted"
 T = TypeVar("T")
 
 
@@ -102,6 +105,7 @@ class ServingApp:
         self.budget = ByteBudget(settings.max_buffered_bytes)
         self._load_task: asyncio.Task[None] | None = None
         self._metrics_server: asyncio.AbstractServer | None = None
+        self._refusal_bodies: dict[str, bytes] = {}
         self._routes: dict[str, tuple[str, Route]] = {
             "/v2/health/live": ("/v2/health/live", Route(("GET",), self._live)),
             "/v2/health/ready": ("/v2/health/ready", Route(("GET",), self._ready)),
@@ -137,6 +141,36 @@ class ServingApp:
     def not_ready(self) -> bool:
         return not self.ready
 
+    def fast_refusal(self, method: bytes, target: bytes, scope: Scope) -> bytes | None:
+        """A whole HTTP response for a request refused on its head alone, or None to serve it.
+
+        Called by our HTTP protocol before it makes a task for the request: under a storm of requests
+        beyond the queue, a refusal then costs the event loop a few microseconds instead of a request's
+        worth of work, and the model keeps its share of the CPU. Subclasses refuse when full; a request
+        let through holds its place (``scope[ADMITTED]``), since its task runs only later in the turn.
+        """
+        return None
+
+    def refusal_bytes(self, message: str, scope: Scope, endpoint: str) -> bytes:
+        """A raw 503 (Retry-After: 1) for ``fast_refusal``, counted like the app's own refusals."""
+        self.metrics.reject("queue_full")
+        self.metrics.observe(endpoint, 503, 0.0)
+        rid = client_request_id(scope["headers"]) or new_request_id()
+        body = self._refusal_bodies.get(message)
+        if body is None:
+            body = self._refusal_bodies[message] = error_body(message)
+        return (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"retry-after: 1\r\nx-request-id: %s\r\n\r\n" % (len(body), rid)
+        ) + body
+
+    def model_targets(self, action: str) -> frozenset[bytes]:
+        """The request targets of a model route, as clients send them (with and without the version)."""
+        name, version = self.settings.model_name, self.settings.model_version
+        return frozenset(
+            {f"/v2/models/{name}/{action}".encode(), f"/v2/models/{name}/versions/{version}/{action}".encode()}
+        )
+
     # --- ASGI ------------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -163,8 +197,7 @@ class ServingApp:
                     endpoint, route = found
                     status = await self._call(route, method, path, scope, receive, send)
         except Exception as exc:
-            rid = request_id(scope)
-            status = await self.answer_server_error(send, rid, f"unexpected error on {method} {path}", exc)
+            status = await self.answer_server_error(send, scope, f"unexpected error on {method} {path}", exc)
         self.metrics.observe(endpoint, status, time.perf_counter() - started)
 
     async def _model_request(
@@ -303,29 +336,28 @@ class ServingApp:
         return 200
 
     async def read_request(
-        self, scope: Scope, receive: Receive, send: Send, parse: Callable[[bytes], T], rid: bytes
+        self, scope: Scope, receive: Receive, send: Send, parse: Callable[[bytes], T]
     ) -> tuple[T, Body] | int:
         """Read and ``parse`` the body; on a bad request, answer it and return the status instead.
 
         The caller owns the returned Body and closes it once the request is answered (it holds its
         share of the buffered-bytes budget until then).
         """
-        headers = ((b"x-request-id", rid),)
         try:
             body = await read_body(scope, receive, self.settings.max_payload_bytes, self.budget)
         except PayloadTooLarge as exc:
             size = f"of {exc.size} bytes " if exc.size is not None else ""
             # Closing the connection spares reading (and discarding) the rest of a body we refused.
             message = f"request body {size}exceeds the limit of {exc.limit} bytes"
-            await respond_error(send, 413, message, (*headers, CLOSE))
+            await respond_error(send, 413, message, (*error_headers(scope), CLOSE))
             return 413
         except OverBudget as exc:
-            self.metrics.rejected.labels("buffered_bytes").inc()
+            self.metrics.reject("buffered_bytes")
             await respond_error(
                 send,
                 503,
                 f"the server holds its limit of request bodies ({exc.limit} bytes); retry shortly",
-                (*headers, *NOT_READY_HEADERS, CLOSE),
+                (*error_headers(scope), *NOT_READY_HEADERS, CLOSE),
             )
             return 503
         except ClientGone:
@@ -334,34 +366,37 @@ class ServingApp:
             return parse(body.data), body
         except ProtocolError as exc:
             body.close()
-            await respond_error(send, exc.status, exc.message, headers)
+            await respond_error(send, exc.status, exc.message, error_headers(scope))
             return exc.status
         except BaseException:
             body.close()
             raise
 
-    async def refuse_not_ready(self, send: Send, headers: Headers = ()) -> int:
-        await respond_error(
-            send, 503, f"model {self.settings.model_name!r} is not ready yet", (*headers, *NOT_READY_HEADERS)
-        )
+    async def refuse_not_ready(self, send: Send, scope: Scope) -> int:
+        message = f"model {self.settings.model_name!r} is not ready yet"
+        await respond_error(send, 503, message, (*error_headers(scope), *NOT_READY_HEADERS))
         return 503
 
-    async def refuse_at_capacity(self, send: Send, message: str, headers: Headers) -> int:
-        self.metrics.rejected.labels("queue_full").inc()
-        await respond_error(send, 503, message, (*headers, *NOT_READY_HEADERS))
+    async def refuse_at_capacity(self, send: Send, message: str, scope: Scope) -> int:
+        self.metrics.reject("queue_full")
+        await respond_error(send, 503, message, (*error_headers(scope), *NOT_READY_HEADERS))
         return 503
 
-    async def answer_shutdown(self, send: Send, rid: bytes) -> int:
+    async def answer_shutdown(self, send: Send, scope: Scope) -> int:
         """The answer to a request still waiting when the graceful-shutdown time is spent."""
-        log.warning("request %s: still waiting when the shutdown grace ended; answered 503", rid.decode())
-        self.metrics.rejected.labels("shutdown").inc()
-        await respond_error(send, 503, SHUTTING_DOWN, ((b"x-request-id", rid), *NOT_READY_HEADERS, CLOSE))
+        headers = error_headers(scope)
+        rid = headers[0][1].decode()
+        log.warning("request %s: still waiting when the shutdown grace ended; answered 503", rid)
+        self.metrics.reject("shutdown")
+        await respond_error(send, 503, SHUTTING_DOWN, (*headers, *NOT_READY_HEADERS, CLOSE))
         return 503
 
-    async def answer_server_error(self, send: Send, rid: bytes, what: str, exc: BaseException) -> int:
+    async def answer_server_error(self, send: Send, scope: Scope, what: str, exc: BaseException) -> int:
         """A generic 500: the details go to the log under the request id, never to the client."""
-        log.error("request %s: %s", rid.decode(), what, exc_info=exc)
-        await respond_error(send, 500, f"internal server error (request id {rid.decode()})", ((b"x-request-id", rid),))
+        headers = error_headers(scope)
+        rid = headers[0][1].decode()
+        log.error("request %s: %s", rid, what, exc_info=exc)
+        await respond_error(send, 500, f"internal server error (request id {rid})", headers)
         return 500
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from mlctl_serve.app import (
+    ADMITTED,
     SHUTTING_DOWN,
     ServingApp,
     compile_module,
@@ -37,6 +38,7 @@ from mlctl_serve.http import (
     Receive,
     Scope,
     Send,
+    error_headers,
     request_id,
     respond,
     respond_error,
@@ -104,6 +106,21 @@ class GenerateApp(ServingApp):
         )
         self.add_model_route("generate", ("POST",), self._generate)
         self.add_model_route("generate_stream", ("POST",), self._generate_stream)
+        self._generate_targets = self.model_targets("generate") | self.model_targets("generate_stream")
+
+    def fast_refusal(self, method: bytes, target: bytes, scope: Scope) -> bytes | None:
+        settings = self.settings
+        if self.slots is None or not self.ready or method != b"POST":
+            return None
+        path = target.split(b"?", 1)[0]
+        if path not in self._generate_targets:
+            return None
+        if self.admitted < settings.max_concurrency + settings.max_queue:
+            self.admitted += 1
+            scope[ADMITTED] = True
+            return None
+        endpoint = "/v2/models/{name}/generate_stream" if path.endswith(b"_stream") else "/v2/models/{name}/generate"
+        return self.refusal_bytes(self._full, scope, endpoint)
 
     def metadata(self) -> bytes:
         return self._metadata
@@ -150,14 +167,13 @@ class GenerateApp(ServingApp):
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, *, stream: bool) -> int:
         settings = self.settings
-        rid = request_id(scope)
-        headers = ((b"x-request-id", rid),)
-        if not self.ready or self.slots is None:
-            return await self.refuse_not_ready(send, headers)
-        # Admission before the body is read or parsed: generating, waiting and being read all count.
-        if self.admitted >= settings.max_concurrency + settings.max_queue:
-            return await self.refuse_at_capacity(send, self._full, headers)
-        self.admitted += 1
+        if not scope.get(ADMITTED):  # else our protocol admitted it on its head already
+            if not self.ready or self.slots is None:
+                return await self.refuse_not_ready(send, scope)
+            # Admission before the body is read or parsed: generating, waiting and being read all count.
+            if self.admitted >= settings.max_concurrency + settings.max_queue:
+                return await self.refuse_at_capacity(send, self._full, scope)
+            self.admitted += 1
         try:
             try:
                 read = await self.read_request(
@@ -167,22 +183,21 @@ class GenerateApp(ServingApp):
                     lambda body: parse_generate_request(
                         body, max_tokens_limit=self.max_tokens_limit, default_max_tokens=self.default_max_tokens
                     ),
-                    rid,
                 )
             except asyncio.CancelledError:
-                return await self.answer_shutdown(send, rid)
+                return await self.answer_shutdown(send, scope)
             if isinstance(read, int):
                 return read
             request, body = read
             try:
-                return await self._generate_one(request, rid, stream, receive, send)
+                return await self._generate_one(request, scope, stream, receive, send)
             finally:
                 body.close()
         finally:
             self.admitted -= 1
 
     async def _generate_one(
-        self, request: GenerateRequest, rid: bytes, stream: bool, receive: Receive, send: Send
+        self, request: GenerateRequest, scope: Scope, stream: bool, receive: Receive, send: Send
     ) -> int:
         assert self.slots is not None
         cancel = threading.Event()
@@ -192,25 +207,26 @@ class GenerateApp(ServingApp):
             cancel.set()
             gone.set()
 
-        watcher = watch_disconnect(receive, on_gone)
+        watcher = watch_disconnect(scope, receive, on_gone)
         try:
             try:
-                status = await self._wait_for_slot(gone, send, rid)
+                status = await self._wait_for_slot(gone, send, scope)
             except asyncio.CancelledError:
-                return await self.answer_shutdown(send, rid)
+                return await self.answer_shutdown(send, scope)
             if status is not None:
                 return status
             try:
                 if stream:
-                    return await self._stream(request, rid, cancel, gone, send)
-                return await self._whole(request, rid, cancel, gone, send)
+                    return await self._stream(request, scope, cancel, gone, send)
+                return await self._whole(request, scope, cancel, gone, send)
             finally:
                 self.slots.release()
         finally:
             cancel.set()
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
-    async def _wait_for_slot(self, gone: asyncio.Event, send: Send, rid: bytes) -> int | None:
+    async def _wait_for_slot(self, gone: asyncio.Event, send: Send, scope: Scope) -> int | None:
         """Take a generation slot; a status when the request ends here instead (timeout, client gone)."""
         assert self.slots is not None
         if not self.slots.locked():
@@ -237,19 +253,18 @@ class GenerateApp(ServingApp):
         if acquire.done() and not acquire.cancelled():
             self.slots.release()  # acquired in the same instant it was abandoned
         if gone.is_set():
-            self.metrics.rejected.labels("client_gone").inc()
+            self.metrics.reject("client_gone")
             return 499
-        self.metrics.rejected.labels("timeout").inc()
+        self.metrics.reject("timeout")
         message = f"no generation slot free within {self.settings.request_timeout_s:g} s"
-        await respond_error(send, 504, message, ((b"x-request-id", rid),))
+        await respond_error(send, 504, message, error_headers(scope))
         return 504
 
     async def _whole(
-        self, request: GenerateRequest, rid: bytes, cancel: threading.Event, gone: asyncio.Event, send: Send
+        self, request: GenerateRequest, scope: Scope, cancel: threading.Event, gone: asyncio.Event, send: Send
     ) -> int:
         pieces: list[str] = []
         reason = "length"
-        headers = ((b"x-request-id", rid),)
 
         async def collect() -> None:
             nonlocal reason
@@ -262,17 +277,18 @@ class GenerateApp(ServingApp):
             await asyncio.wait_for(collect(), self.settings.request_timeout_s)
         except asyncio.TimeoutError:
             cancel.set()
-            self.metrics.rejected.labels("timeout").inc()
-            await respond_error(send, 504, f"no answer within {self.settings.request_timeout_s:g} s", headers)
+            self.metrics.reject("timeout")
+            message = f"no answer within {self.settings.request_timeout_s:g} s"
+            await respond_error(send, 504, message, error_headers(scope))
             return 504
         except asyncio.CancelledError:
             cancel.set()
-            return await self.answer_shutdown(send, rid)
+            return await self.answer_shutdown(send, scope)
         except InvalidInput as exc:
-            await respond_error(send, 400, f"the model cannot take this input: {exc}", headers)
+            await respond_error(send, 400, f"the model cannot take this input: {exc}", error_headers(scope))
             return 400
         except Exception as exc:
-            return await self.answer_server_error(send, rid, "generation failed", exc)
+            return await self.answer_server_error(send, scope, "generation failed", exc)
         if gone.is_set():
             return 499
         body: dict[str, Any] = {
@@ -283,12 +299,14 @@ class GenerateApp(ServingApp):
         }
         if request.id is not None:
             body["id"] = request.id
-        await respond(send, 200, orjson.dumps(body), headers=headers)
+        await respond(send, 200, orjson.dumps(body))
         return 200
 
     async def _stream(
-        self, request: GenerateRequest, rid: bytes, cancel: threading.Event, gone: asyncio.Event, send: Send
+        self, request: GenerateRequest, scope: Scope, cancel: threading.Event, gone: asyncio.Event, send: Send
     ) -> int:
+        # A stream's errors come after its 200: its request id is in its headers from the start.
+        rid = request_id(scope)
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, (b"x-request-id", rid)]})
         base = {"model_name": self.settings.model_name, "model_version": self.settings.model_version}
         if request.id is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -77,12 +78,35 @@ class Body:
             self.held = 0
 
 
-def request_id(scope: Scope) -> bytes:
-    """The client's X-Request-Id when it is a sane token, else a new random one."""
-    for name, value in scope["headers"]:
+#: Request ids of ours: a random prefix per process and a counter (unique, and cheaper than a random id each).
+_ID_PREFIX = os.urandom(5).hex()
+_ids = itertools.count(1)
+
+
+def new_request_id() -> bytes:
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFF:06x}".encode()
+
+
+def client_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
         if name == b"x-request-id" and _CLIENT_ID.fullmatch(value):
             return bytes(value)
-    return os.urandom(8).hex().encode()
+    return None
+
+
+def request_id(scope: Scope) -> bytes:
+    """The client's X-Request-Id when it is a sane token, else one of ours; the same on every call.
+
+    Made on demand (errors, streams): a request answered 200 never pays for it."""
+    known: bytes | None = scope.get("mlctl.request_id")
+    if known is None:
+        known = scope["mlctl.request_id"] = client_request_id(scope["headers"]) or new_request_id()
+    return known
+
+
+def error_headers(scope: Scope) -> tuple[tuple[bytes, bytes]]:
+    """The headers of an error answer: its X-Request-Id (made only when there is an error to trace)."""
+    return ((b"x-request-id", request_id(scope)),)
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -150,12 +174,21 @@ async def respond_error(send: Send, status: int, message: str, headers: Headers 
     await respond(send, status, error_body(message), JSON, headers)
 
 
-def watch_disconnect(receive: Receive, on_gone: Callable[[], None]) -> asyncio.Future[Message]:
-    """Call ``on_gone`` if the client disconnects; cancel the returned task once answered.
+#: A scope key our HTTP protocol (mlctl_serve.connection) sets: register a callback for a disconnect.
+ON_DISCONNECT = "mlctl.on_disconnect"
 
-    Only valid after the body has been read: uvicorn's next ``receive()`` then returns only when the
-    connection drops (or the response completes).
+
+def watch_disconnect(scope: Scope, receive: Receive, on_gone: Callable[[], None]) -> asyncio.Future[Message] | None:
+    """Call ``on_gone`` if the client disconnects before it is answered.
+
+    Under our protocol a callback is registered with the connection (cheap; it is dropped once the
+    response completes). Under another ASGI server a task waits in ``receive()``, which returns only
+    when the connection drops once the body has been read: cancel the returned task once answered.
     """
+    register = scope.get(ON_DISCONNECT)
+    if register is not None:
+        register(on_gone)
+        return None
     task = asyncio.ensure_future(receive())
     task.add_done_callback(lambda t: on_gone() if not t.cancelled() else None)
     return task

@@ -68,10 +68,27 @@ class Metrics:
             registry=r,
         )
 
+        # labels() takes a lock and builds keys on every call: each child is looked up once, then kept.
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._reasons: dict[str, Counter] = {}
+
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(endpoint, code).inc()
-        self.latency.labels(endpoint, code).observe(seconds)
+        children = self._children.get((endpoint, status))
+        if children is None:
+            code = str(status)
+            children = self._children[endpoint, status] = (
+                self.requests.labels(endpoint, code),
+                self.latency.labels(endpoint, code),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def reject(self, reason: str) -> None:
+        """Count a request refused or dropped before the model (``mlserve_rejected_total{reason}``)."""
+        child = self._reasons.get(reason)
+        if child is None:
+            child = self._reasons[reason] = self.rejected.labels(reason)
+        child.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

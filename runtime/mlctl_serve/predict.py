@@ -12,19 +12,20 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlctl_serve.app import (
+    ADMITTED,
     ServingApp,
     compile_module,
     exit_process,
     select_device,
     warn_compile_fallback,
 )
-from mlctl_serve.batching import Batcher, Job, QueueFull, ShuttingDown
+from mlctl_serve.batching import Batcher, Job, ShuttingDown
 from mlctl_serve.http import (
     ClientGone,
     Receive,
     Scope,
     Send,
-    request_id,
+    error_headers,
     respond,
     respond_error,
     watch_disconnect,
@@ -102,9 +103,21 @@ class PredictApp(ServingApp):
         )
         self._full = f"the server is at capacity ({settings.max_queue} requests queued or being read); retry shortly"
         self.add_model_route("infer", ("POST",), self._infer)
+        self._infer_targets = self.model_targets("infer")
 
     def metadata(self) -> bytes:
         return self._metadata
+
+    def fast_refusal(self, method: bytes, target: bytes, scope: Scope) -> bytes | None:
+        batcher = self.batcher
+        if batcher is None or not self.ready or method != b"POST":
+            return None
+        if target.split(b"?", 1)[0] not in self._infer_targets:
+            return None
+        if batcher.reserve():
+            scope[ADMITTED] = True
+            return None
+        return self.refusal_bytes(self._full, scope, "/v2/models/{name}/infer")
 
     # --- loading -------------------------------------------------------------------------------------
 
@@ -209,14 +222,12 @@ class PredictApp(ServingApp):
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> int:
         settings = self.settings
-        rid = request_id(scope)
-        headers = ((b"x-request-id", rid),)
         batcher = self.batcher
         if not self.ready or batcher is None:
-            return await self.refuse_not_ready(send, headers)
-        # Admission before the body is read or parsed: a refusal costs next to nothing.
-        if not batcher.reserve():
-            return await self.refuse_at_capacity(send, self._full, headers)
+            return await self.refuse_not_ready(send, scope)
+        # Admission before the body is read or parsed (by our protocol, before this task was even made).
+        if not scope.get(ADMITTED) and not batcher.reserve():
+            return await self.refuse_at_capacity(send, self._full, scope)
         submitted = False
         try:
             read = await self.read_request(
@@ -224,35 +235,21 @@ class PredictApp(ServingApp):
                 receive,
                 send,
                 lambda body: parse_infer_request(body, self.inputs, self.outputs, settings.max_batch_size),
-                rid,
             )
             if isinstance(read, int):
                 return read
             request, body = read
-            rows = next(iter(request.inputs.values())).shape[0]
             try:
-                future = batcher.submit(request, rows, reserved=True)
-            except (QueueFull, ShuttingDown):
+                future = batcher.submit(request, next(iter(request.inputs.values())).shape[0], reserved=True)
+            except ShuttingDown:
                 body.close()
                 raise
             submitted = True
-        except ShuttingDown:
-            return await self.answer_shutdown(send, rid)
-        except asyncio.CancelledError:
-            return await self.answer_shutdown(send, rid)
+        except (ShuttingDown, asyncio.CancelledError):
+            return await self.answer_shutdown(send, scope)
         finally:
             if not submitted:
                 batcher.release()
-        try:
-            return await self._await_answer(future, request, rid, receive, send)
-        finally:
-            body.close()
-
-    async def _await_answer(
-        self, future: asyncio.Future[Answer], request: InferRequest, rid: bytes, receive: Receive, send: Send
-    ) -> int:
-        settings = self.settings
-        headers = ((b"x-request-id", rid),)
 
         def gone() -> None:
             if not future.done():
@@ -262,31 +259,34 @@ class PredictApp(ServingApp):
             if not future.done():
                 future.set_exception(RequestTimeout())
 
-        watcher = watch_disconnect(receive, gone)
+        watcher = watch_disconnect(scope, receive, gone)
         timer = asyncio.get_running_loop().call_later(settings.request_timeout_s, expire)
         self.metrics.inflight.inc()
         try:
             outputs = await future
         except ClientGone:
-            self.metrics.rejected.labels("client_gone").inc()
+            self.metrics.reject("client_gone")
             return 499
         except RequestTimeout:
-            self.metrics.rejected.labels("timeout").inc()
-            await respond_error(send, 504, f"no answer within {settings.request_timeout_s:g} s", headers)
+            self.metrics.reject("timeout")
+            message = f"no answer within {settings.request_timeout_s:g} s"
+            await respond_error(send, 504, message, error_headers(scope))
             return 504
         except InvalidInput as exc:
-            await respond_error(send, 400, f"the model cannot take this input: {exc}", headers)
+            message = f"the model cannot take this input: {exc}"
+            await respond_error(send, 400, message, error_headers(scope))
             return 400
         except (ShuttingDown, asyncio.CancelledError):
-            return await self.answer_shutdown(send, rid)
+            return await self.answer_shutdown(send, scope)
         except Exception as exc:
-            return await self.answer_server_error(send, rid, "inference failed", exc)
+            return await self.answer_server_error(send, scope, "inference failed", exc)
         finally:
             self.metrics.inflight.dec()
             timer.cancel()
-            watcher.cancel()
-        body = infer_response(settings.model_name, settings.model_version, request.id, outputs)
-        await respond(send, 200, body, headers=headers)
+            if watcher is not None:
+                watcher.cancel()
+            body.close()
+        await respond(send, 200, infer_response(settings.model_name, settings.model_version, request.id, outputs))
         return 200
 
 

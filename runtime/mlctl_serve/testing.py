@@ -38,7 +38,12 @@ class LiveServer:
     def __init__(self, app: Any, *, log_level: str = "warning") -> None:
         import uvicorn
 
-        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, lifespan="on")
+        from mlctl_serve.connection import find_serving_app, uvicorn_options
+        from mlctl_serve.settings import Settings
+
+        served = find_serving_app(app)
+        options = uvicorn_options(served.settings if served is not None else Settings())
+        self.config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level=log_level, **options)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.port = 0

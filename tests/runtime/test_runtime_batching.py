@@ -69,14 +69,19 @@ def test_a_delay_waits_for_a_fuller_batch() -> None:
 def test_the_model_thread_takes_the_next_batch_without_waiting_for_the_event_loop() -> None:
     """A loop busy with other work (a storm of refusals) must not slow the model: batches go on."""
     seen: list[str] = []
+    gate = threading.Event()
 
     def run(jobs):  # type: ignore[no-untyped-def]
+        gate.wait(5)
         seen.extend(j.payload for j in jobs)
         return [None] * len(jobs)
 
     async def scenario() -> int:
         batcher = started(make(run, max_rows=1))
-        futures = [batcher.submit(p, 1) for p in "abcd"]
+        futures = [batcher.submit("a", 1)]
+        await asyncio.sleep(0.05)  # "a" is in the model, held by the gate
+        futures += [batcher.submit(p, 1) for p in "bcd"]
+        threading.Timer(0.1, gate.set).start()
         time.sleep(0.5)  # the event loop is blocked: no callback of it runs meanwhile
         during = len(seen)
         await asyncio.gather(*futures)
@@ -84,6 +89,27 @@ def test_the_model_thread_takes_the_next_batch_without_waiting_for_the_event_loo
         return during
 
     assert asyncio.run(scenario()) == 4  # all four batches ran while the loop was blocked
+
+
+def test_requests_that_arrive_together_wait_for_each_other_when_the_model_is_idle() -> None:
+    """With no delay, an idle model starts once the loop has queued everything that arrived with the
+    first request, not on the first alone."""
+    seen: list[int] = []
+
+    def run(jobs):  # type: ignore[no-untyped-def]
+        seen.append(len(jobs))
+        return [None] * len(jobs)
+
+    async def scenario() -> None:
+        batcher = started(make(run, max_rows=8))
+        await asyncio.sleep(0.05)  # the model thread is idle
+        futures = [batcher.submit(i, 1) for i in range(5)]  # all in one turn of the loop
+        time.sleep(0.1)  # a slow turn: the model thread must not start on the first meanwhile
+        await asyncio.gather(*futures)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert seen == [5]
 
 
 def test_the_queue_is_bounded_and_reservations_count() -> None:
