@@ -35,6 +35,7 @@ from mlctl_serve.http import (
     respond_error,
 )
 from mlctl_serve.metrics import Metrics, serve_metrics
+from mlctl_serve.parsing import OFFLOAD_BYTES
 from mlctl_serve.protocol import ProtocolError, error_body
 from mlctl_serve.settings import Settings, resolve_torch_threads
 
@@ -336,12 +337,18 @@ class ServingApp:
         return 200
 
     async def read_request(
-        self, scope: Scope, receive: Receive, send: Send, parse: Callable[[bytes], T]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        parse: Callable[[bytes], T],
+        offload: Callable[[bytes], Awaitable[T]] | None = None,
     ) -> tuple[T, Body] | int:
         """Read and ``parse`` the body; on a bad request, answer it and return the status instead.
 
-        The caller owns the returned Body and closes it once the request is answered (it holds its
-        share of the buffered-bytes budget until then).
+        Bodies over OFFLOAD_BYTES go to ``offload`` when given (a parser off the event loop). The
+        caller owns the returned Body and closes it once the request is answered (it holds its share
+        of the buffered-bytes budget until then).
         """
         try:
             body = await read_body(scope, receive, self.settings.max_payload_bytes, self.budget)
@@ -363,6 +370,8 @@ class ServingApp:
         except ClientGone:
             return 499
         try:
+            if offload is not None and len(body.data) > OFFLOAD_BYTES:
+                return await offload(body.data), body
             return parse(body.data), body
         except ProtocolError as exc:
             body.close()

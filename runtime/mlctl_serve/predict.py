@@ -30,6 +30,7 @@ from mlctl_serve.http import (
     respond_error,
     watch_disconnect,
 )
+from mlctl_serve.parsing import ParserProcess
 from mlctl_serve.protocol import (
     ARRAY_CODES,
     InferRequest,
@@ -104,6 +105,8 @@ class PredictApp(ServingApp):
         self._full = f"the server is at capacity ({settings.max_queue} requests queued or being read); retry shortly"
         self.add_model_route("infer", ("POST",), self._infer)
         self._infer_targets = self.model_targets("infer")
+        #: Large bodies are parsed here, off the event loop (started at the first one).
+        self.parser = ParserProcess(self.inputs, self.outputs, settings.max_batch_size)
 
     def metadata(self) -> bytes:
         return self._metadata
@@ -173,6 +176,7 @@ class PredictApp(ServingApp):
     async def on_shutdown(self) -> None:
         if self.batcher is not None:
             await self.batcher.stop()
+        self.parser.close()
 
     # --- the model thread ----------------------------------------------------------------------------
 
@@ -235,6 +239,7 @@ class PredictApp(ServingApp):
                 receive,
                 send,
                 lambda body: parse_infer_request(body, self.inputs, self.outputs, settings.max_batch_size),
+                self.parser.parse,
             )
             if isinstance(read, int):
                 return read
