@@ -5,16 +5,19 @@ Each test talks raw HTTP/1.1 over a socket, since well-behaved clients cannot be
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from mlctl_serve.connection import REFUSED_PAUSE_S
 from mlctl_serve.testing import LiveServer
+from runtime_process import start_server
 from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
 
 BODY = json.dumps(request([[1, 2, 3, 4]])).encode()
@@ -264,3 +267,50 @@ def test_a_refused_connection_stays_usable_and_a_client_retrying_at_once_waits_a
     assert waited >= REFUSED_PAUSE_S * 0.9
     assert third.startswith(b"HTTP/1.1 200 ")
     assert third.endswith(b'"data":[2.0,4.0,6.0,8.0]}]}')
+
+
+@pytest.mark.slow
+def test_twenty_stalled_15_mb_bodies_neither_pin_memory_nor_stay(tmp_path: Path) -> None:
+    """Issue 12 measured +300 MB held for a minute by 20 stalled 15 MB uploads. Now the buffered-bytes
+    budget (128 MiB by default) refuses what does not fit, and the body time limit cuts the rest."""
+    process, port = start_server(tmp_path, SERVING_BODY_TIMEOUT_S="1", SERVING_BODY_MIN_RATE="1000000")
+    try:
+        before = rss_mib(process.pid)
+        sockets = []
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(
+                b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 15000000\r\n\r\n" + b" " * 1_000_000
+            )
+            sockets.append(sock)
+        time.sleep(0.5)
+        held = rss_mib(process.pid) - before
+        replies = [read_all(sock, timeout=10)[0] for sock in sockets]
+        for sock in sockets:
+            sock.close()
+        statuses = sorted(int(reply.split(b" ", 2)[1]) for reply in replies)
+        assert statuses == [408] * 8 + [503] * 12  # 8 x 15 MB fit in the budget; all of them are cut
+        assert held < 60, f"{held:.0f} MiB held by the stalled bodies"
+        status = http_post(port)
+        assert status == 200
+    finally:
+        process.kill()
+        process.wait()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def http_post(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/v2/models/slow/infer", BODY, {"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status
+    finally:
+        connection.close()

@@ -21,10 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlctl_serve.testing import LiveServer
 from prometheus_client.parser import text_string_to_metric_families
+from runtime_process import TESTS, start_server
 from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
-
-#: tests/, where serving_apps lives, for servers started as processes.
-TESTS = Path(__file__).resolve().parent.parent
 
 
 def test_concurrent_requests_are_batched_and_answered_row_by_row() -> None:
@@ -285,32 +283,6 @@ def test_compile_for_real() -> None:
 
 
 # --- as a process: overload and SIGTERM ----------------------------------------------------------------
-
-
-def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    variables = {**os.environ, "PYTHONPATH": str(TESTS), "SERVING_PORT": str(port), **env}
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlctl_serve", "serving_apps:slow_app"],
-        env=variables,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-                probe.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if probe.recv(64).startswith(b"HTTP/1.1 200"):
-                    return process, port
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "server not ready"
-        time.sleep(0.1)
 
 
 def post(port: int, rows: int = 1, timeout: float = 60) -> int:
