@@ -6,9 +6,10 @@ Inference Protocol (as Triton and KServe serve it):
 * ``POST /v2/models/{name}/generate_stream``: the same request; the answer is server-sent events,
   one ``data: {"text_output": "..."}`` per piece of text, the last one carrying ``finish_reason``.
 
-Parameters: ``max_tokens``, ``temperature`` (0 = greedy), ``stop`` (strings that end the text and are
-not part of it) and ``seed``. At most ``max_concurrency`` generations run at once, each on a thread of
-its own; up to ``max_queue`` more wait for a slot, and beyond that the answer is 503. A client that
+Parameters: ``max_tokens``, ``temperature`` (0 = greedy, and so is anything below 0.001), ``stop``
+(strings that end the text and are not part of it) and ``seed``. At most ``max_concurrency``
+generations run at once, each on a thread of its own; up to ``max_queue`` more wait for a slot (or are
+being read), and beyond that the answer is 503, decided before the body is read. A client that
 disconnects stops its generation at the next token.
 """
 
@@ -63,7 +64,12 @@ class TextGenerator(Protocol):
     """What a generate service's ``load`` returns."""
 
     def tokens(self, prompt: str, *, temperature: float, seed: int | None) -> Iterator[str]:
-        """Yield the text that follows ``prompt``, one token at a time, for as long as asked."""
+        """Yield the text that follows ``prompt``, one token at a time, for as long as asked.
+
+        The runtime has checked the parameters: ``temperature`` is 0 (greedy) or from 0.001 to 5, and
+        ``seed`` from 0 to 2**63 - 1 or None. Raise ``InvalidInput`` for a prompt the model cannot take
+        (a 400 with its message); any other exception is a 500 with a request id.
+        """
         ...
 
 

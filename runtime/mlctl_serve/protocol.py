@@ -348,6 +348,10 @@ def model_metadata(name: str, version: str, platform: str, inputs: Sequence[Spec
 
 MAX_STOPS = 4
 MAX_STOP_LENGTH = 64
+#: Temperatures below this are greedy (0): the limit as the temperature goes to 0, where dividing the
+#: logits by it would overflow to infinity and the sampling would fail.
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 5.0
 
 
 @dataclass(frozen=True)
@@ -378,8 +382,12 @@ def parse_generate_request(body: bytes, *, max_tokens_limit: int, default_max_to
             400, f"parameters.max_tokens: expected an integer from 1 to {max_tokens_limit}, got {_show(max_tokens)}"
         )
     temperature = params.get("temperature", 1.0)
-    if type(temperature) not in (int, float) or not 0 <= temperature <= 5:
-        raise ProtocolError(400, f"parameters.temperature: expected a number from 0 to 5, got {_show(temperature)}")
+    if type(temperature) not in (int, float) or not 0 <= temperature <= MAX_TEMPERATURE:
+        raise ProtocolError(
+            400, f"parameters.temperature: expected a number from 0 to {MAX_TEMPERATURE:g}, got {_show(temperature)}"
+        )
+    if temperature < MIN_TEMPERATURE:
+        temperature = 0.0
     stop = params.get("stop", [])
     if isinstance(stop, str):
         stop = [stop]

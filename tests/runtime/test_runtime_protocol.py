@@ -165,3 +165,33 @@ def test_mixed_nesting_and_integer_ranges() -> None:
     raw = orjson.dumps({"inputs": [{"name": "mask", "shape": [1, 2], "datatype": "BOOL", "data": [True, 1]}]})
     with pytest.raises(ProtocolError, match=r"inputs\[0\]\.data\[1\]: expected true or false, got 1"):
         parse_infer_request(raw, [flags], [SPEC_OUT])
+
+
+def test_temperatures_too_small_to_divide_by_are_greedy() -> None:
+    assert gen({"text_input": "x", "parameters": {"temperature": 1e-300}}).temperature == 0.0  # type: ignore[attr-defined]
+    assert gen({"text_input": "x", "parameters": {"temperature": 0.0009}}).temperature == 0.0  # type: ignore[attr-defined]
+    assert gen({"text_input": "x", "parameters": {"temperature": 0.001}}).temperature == 0.001  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "value", "message"),
+    [
+        ("FP32", 1e39, "inputs[0].data[1]: 1e+39 is out of range for FP32 (largest magnitude 3.40282e+38)"),
+        ("FP32", -(2**62), None),
+        ("FP16", 65520.0, "inputs[0].data[1]: 65520.0 is out of range for FP16 (largest magnitude 65504)"),
+    ],
+)
+def test_floats_beyond_the_datatype_are_refused_not_made_infinite(
+    datatype: str, value: float, message: str | None
+) -> None:
+    spec = TensorSpec("v", datatype, (-1, 2))
+    if message is None:  # an integer beyond any float32: JSON allows it, orjson reads it as a float
+        value, message = 1e40, "inputs[0].data[1]: 1e+40 is out of range for FP32"
+        raw = b'{"inputs":[{"name":"v","shape":[1,2],"datatype":"FP32","data":[1.0,' + b"1" + b"0" * 40 + b"]}]}"
+    else:
+        raw = orjson.dumps({"inputs": [{"name": "v", "shape": [1, 2], "datatype": datatype, "data": [1.0, value]}]})
+    with pytest.raises(ProtocolError) as caught:
+        parse_infer_request(raw, [spec], [SPEC_OUT])
+    assert caught.value.message.startswith(message), caught.value.message
+    ok = orjson.dumps({"inputs": [{"name": "v", "shape": [1, 2], "datatype": datatype, "data": [1.0, -65504.0]}]})
+    assert list(parse_infer_request(ok, [spec], [SPEC_OUT]).inputs["v"].data) == [1.0, -65504.0]
