@@ -185,16 +185,18 @@ class PredictApp(ServingApp):
 
         started = time.perf_counter()
         rows = sum(job.rows for job in jobs)
-        tensors = []
-        for spec in self.inputs:
-            if len(jobs) == 1:
-                values = jobs[0].payload.inputs[spec.name].data
-            else:
-                values = array.array(ARRAY_CODES[spec.datatype])
-                for job in jobs:
-                    values.extend(job.payload.inputs[spec.name].data)
-            tensors.append(_to_tensor(values, spec.datatype).reshape(rows, *spec.shape[1:]).to(self.device))
+        # The inputs are made inside inference mode too, as the warm-up's are: a compiled model guards
+        # on it, and inputs made outside recompiled it on the first request (found by gpu_check.py).
         with torch.inference_mode():
+            tensors = []
+            for spec in self.inputs:
+                if len(jobs) == 1:
+                    values = jobs[0].payload.inputs[spec.name].data
+                else:
+                    values = array.array(ARRAY_CODES[spec.datatype])
+                    for job in jobs:
+                        values.extend(job.payload.inputs[spec.name].data)
+                tensors.append(_to_tensor(values, spec.datatype).reshape(rows, *spec.shape[1:]).to(self.device))
             result = self.model(*tensors)
         produced = result if isinstance(result, tuple | list) else (result,)
         if len(produced) != len(self.outputs):

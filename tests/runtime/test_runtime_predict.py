@@ -273,10 +273,16 @@ def test_compile_for_real() -> None:
         on_load_failure=lambda: None,
         settings=Settings(model_name="doubler", device="cpu", compile=True, warmup_batch_sizes=(1, 2)),
     )
+    from torch._dynamo.utils import counters
+
     with LiveServer(app) as server:
         server.wait_ready(timeout=300)
         assert not app.model is net, "the served model is not the compiled one"  # noqa: E714
+        graphs = counters["stats"]["unique_graphs"]
         got = server.post_json(INFER, request([[1, 2, 3, 4]])).json()["outputs"][0]["data"]
+        # The warm-up compiled what a request needs: the first request compiles nothing more (its
+        # inputs were once made outside inference mode, and recompiled the model at 100 ms).
+        assert counters["stats"]["unique_graphs"] == graphs
     with torch.inference_mode():
         expected = net(torch.tensor([[1.0, 2.0, 3.0, 4.0]])).reshape(-1).tolist()
     assert got == pytest.approx(expected, abs=1e-5)
