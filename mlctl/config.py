@@ -147,6 +147,18 @@ class ServingConfig(_Section):
     #: torch's intra-op threads, or "auto": the CPUs the container may use, less one for the server.
     torch_threads: Threads = "auto"
     compile: CompileConfig = Field(default_factory=CompileConfig)
+    #: /metrics on a port of its own (the chart opens it to Prometheus alone); `mlctl run` keeps it on `port`.
+    metrics_port: int = Field(default=9090, ge=1, le=65535)
+    # Client limits per replica (the runtime's README lists what each does).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    #: Bytes per second a request body must keep up once body_timeout_s is spent.
+    body_min_rate: int = Field(default=64 * 1024, ge=1)
+    keepalive_timeout_s: float = Field(default=75.0, gt=0, le=3600)
+    max_connections: int = Field(default=1024, ge=1)
+    max_buffered_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=1)
 
     @field_validator("app")
     @classmethod
@@ -293,6 +305,14 @@ def semantic_problems(config: ServiceConfig) -> Iterator[tuple[tuple[str | int, 
         yield (
             ("deploy", "autoscaling", "min_replicas"),
             f"{scaling.min_replicas} is above max_replicas ({scaling.max_replicas})",
+        )
+    if config.serving.metrics_port == config.serving.port:
+        yield ("serving", "metrics_port"), f"{config.serving.metrics_port} is serving.port too; pick another"
+    if config.serving.max_buffered_bytes < config.serving.max_payload_bytes:
+        yield (
+            ("serving", "max_buffered_bytes"),
+            f"{config.serving.max_buffered_bytes} is below serving.max_payload_bytes "
+            f"({config.serving.max_payload_bytes}): no request of the largest size could be read",
         )
     too_big = [b for b in config.serving.warmup_batch_sizes if b > config.serving.max_batch_size]
     if too_big:

@@ -55,6 +55,15 @@ def serving_environment(config: ServiceConfig) -> dict[str, str]:
         "SERVING_COMPILE": "true" if serving.compile.enabled else "false",
         "SERVING_COMPILE_MODE": serving.compile.mode,
         "SERVING_TORCH_THREADS": str(serving.torch_threads),
+        "SERVING_METRICS_PORT": str(serving.metrics_port),
+        "SERVING_HEADER_TIMEOUT_S": f"{serving.header_timeout_s:g}",
+        "SERVING_BODY_TIMEOUT_S": f"{serving.body_timeout_s:g}",
+        "SERVING_BODY_MIN_RATE": str(serving.body_min_rate),
+        "SERVING_KEEPALIVE_TIMEOUT_S": f"{serving.keepalive_timeout_s:g}",
+        "SERVING_MAX_CONNECTIONS": str(serving.max_connections),
+        "SERVING_MAX_BUFFERED_BYTES": str(serving.max_buffered_bytes),
+        "SERVING_MAX_HEADER_BYTES": str(serving.max_header_bytes),
+        "SERVING_MAX_HEADERS": str(serving.max_headers),
     }
     if config.model.source == "baked":
         env["SERVING_MODEL_PATH"] = config.model.path

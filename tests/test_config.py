@@ -180,6 +180,18 @@ def test_bad_environment_variables_name_the_variable() -> None:
     ]
 
 
+def test_limits_that_contradict_each_other_are_config_errors() -> None:
+    text = MINIMAL.replace(
+        "  app: fraud_scorer.server:app\n",
+        "  app: fraud_scorer.server:app\n  metrics_port: 8080\n  max_buffered_bytes: 2048\n",
+    )
+    assert problems(text) == [
+        "mlctl.yaml:4 serving.metrics_port: 8080 is serving.port too; pick another",
+        "mlctl.yaml:5 serving.max_buffered_bytes: 2048 is below serving.max_payload_bytes (16777216): no request of "
+        "the largest size could be read",
+    ]
+
+
 # --- through the CLI ----------------------------------------------------------------------------
 
 

@@ -31,6 +31,9 @@ serving:
   compile:
     enabled: true
     mode: reduce-overhead
+  header_timeout_s: 2.5
+  max_connections: 64
+  metrics_port: 9100
 """
 
 
@@ -70,6 +73,10 @@ def test_the_runtime_reads_back_what_mlctl_yaml_says() -> None:
     )
     assert settings.max_payload_bytes == serving.max_payload_bytes
     assert settings.torch_threads == serving.torch_threads == "auto"
+    # The client limits and the metrics port (set in SERVICE, or mlctl.yaml's defaults).
+    assert (settings.header_timeout_s, settings.max_connections, settings.metrics_port) == (2.5, 64, 9100)
+    assert (settings.body_timeout_s, settings.body_min_rate, settings.keepalive_timeout_s) == (10.0, 65536, 75.0)
+    assert (settings.max_buffered_bytes, settings.max_header_bytes, settings.max_headers) == (2**27, 16384, 100)
 
 
 def test_from_source_the_weights_are_where_mlctl_yaml_puts_them() -> None:
