@@ -100,6 +100,8 @@ def test_serves_makes_weights_answers_and_stops_cleanly_on_ctrl_c(service: Path)
         assert output["shape"] == [4, 3]
         expected = in_process_prediction(service, ROWS)
         assert output["data"] == pytest.approx(expected, abs=1e-6)
+        # A local run keeps /metrics on its serving port (serving.metrics_port is for pods).
+        assert get(f"{url}/metrics")[0] == 200
     finally:
         code, output = stop(process)
     assert code == 0, output

@@ -78,6 +78,9 @@ def plan_run(
     if reload:
         argv += ["--reload", "--reload-dir", str(directory)]
     env_vars = serving_environment(config)
+    # On this machine /metrics stays on the serving port: two services run side by side would both
+    # want serving.metrics_port (a pod has it to itself).
+    env_vars.pop("SERVING_METRICS_PORT", None)
     prepare = None
     if config.model.source == "baked":
         weights = directory / config.model.path
