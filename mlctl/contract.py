@@ -18,7 +18,7 @@ APP_DIR = "/srv"
 #: A container's server listens on every interface of its network namespace.
 CONTAINER_HOST = "0.0.0.0"
 #: Variables the chart sets itself (from its own values), so they are left out of its ``serving.env``.
-CHART_OWNED = ("SERVING_HOST", "SERVING_PORT", "SERVING_MODEL_NAME")
+CHART_OWNED = ("SERVING_HOST", "SERVING_PORT", "SERVING_MODEL_NAME", "SERVING_METRICS_PORT")
 
 
 def port(config: ServiceConfig) -> int:

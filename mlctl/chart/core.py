@@ -78,6 +78,7 @@ def chart_values(config: ServiceConfig, image: ImageRef) -> dict[str, Any]:
                 "tolerateGpuTaint": True,
             },
         },
+        "metrics": {"port": serving.metrics_port},
         "probes": {"startupBudgetSeconds": config.probes.startup_budget_s},
         "replicaCount": config.deploy.replicas,
         "autoscaling": {
