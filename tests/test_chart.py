@@ -343,6 +343,32 @@ def test_the_network_policy_lets_in_only_the_serving_and_metrics_ports(
     ]
 
 
+def test_metrics_get_a_port_of_their_own_from_serving_metrics_port(cli: Any, service: Path) -> None:
+    with_environments(service, {"moved": {"serving": {"metrics_port": 9100}}})
+    for args, port in (((), 9090), (("--env", "moved"), 9100)):
+        documents = render(cli, service, *args)
+        assert documents["ConfigMap/demo-svc-serving"]["data"]["SERVING_METRICS_PORT"] == str(port)
+        pod = documents["Deployment/demo-svc"]["spec"]["template"]
+        assert pod["spec"]["containers"][0]["ports"] == [
+            {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": port, "protocol": "TCP"},
+        ]
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+        service_ports = documents["Service/demo-svc"]["spec"]["ports"]
+        assert service_ports[1] == {"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}
+    # 0 keeps /metrics on the serving port: no port of its own, and the runtime is told so.
+    shared = render(cli, service, "--set", "metrics.port=0")
+    assert shared["ConfigMap/demo-svc-serving"]["data"]["SERVING_METRICS_PORT"] == "0"
+    pod = shared["Deployment/demo-svc"]["spec"]["template"]
+    assert [p["name"] for p in pod["spec"]["containers"][0]["ports"]] == ["http"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    assert [p["name"] for p in shared["Service/demo-svc"]["spec"]["ports"]] == ["http"]
+    clash = cli("-C", str(service), "render", "--image", IMAGE, "--set", "metrics.port=8080")
+    assert clash.exit_code != 0
+    assert "metrics.port: 8080 is serving.port too; 0 serves /metrics on the serving port" in clash.stderr
+
+
 def test_the_scaffold_deploys_to_a_namespace_of_its_own(cli: Any, service: Path) -> None:
     documents = render(cli, service)
     assert {d["metadata"]["namespace"] for d in documents.values()} == {"demo-svc"}

@@ -487,7 +487,8 @@ def test_a_service_monitor_only_where_its_api_exists(cli: Any, svc: Path, kube: 
     assert "kind: ServiceMonitor" in planned.stdout
     deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
     (monitor,) = kube.objects("servicemonitors.monitoring.coreos.com", NS)
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    # Prometheus scrapes the server's metrics port (serving.metrics_port), a Service port of its own.
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
     # The comparison with the live release sees the same capabilities: nothing to change.
     assert deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)["status"] == "unchanged"
     # The offline render cannot know the cluster: it leaves the ServiceMonitor out.

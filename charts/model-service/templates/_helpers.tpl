@@ -191,6 +191,9 @@ Usage: {{ include "mlctl.validateValues" . }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
 {{- $errors = append $errors "ingress.host: required when ingress.enabled" -}}
 {{- end -}}
+{{- if eq (int .Values.metrics.port) (int .Values.serving.port) -}}
+{{- $errors = append $errors (printf "metrics.port: %v is serving.port too; 0 serves /metrics on the serving port" .Values.metrics.port) -}}
+{{- end -}}
 {{- if gt (int .Values.serving.gracefulShutdownSeconds) 3000 -}}
 {{- $errors = append $errors "serving.gracefulShutdownSeconds: at most 3000" -}}
 {{- end -}}
