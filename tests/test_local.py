@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,13 @@ def test_deploy_local_serves_like_the_cluster_and_down_stops_it(clean: Path) -> 
     env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
     assert env["SERVING_MODEL_PATH"] == "/srv/weights/model.pt"
     assert env["SERVING_MAX_BATCH_SIZE"] == "16"
+    assert (env["SERVING_METRICS_PORT"], env["SERVING_MAX_CONNECTIONS"]) == ("9090", "1024")  # mlctl.yaml defaults
+    # /metrics is served inside the container on its own port, and no longer on the serving one.
+    scrape = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9090/metrics').read().decode())"
+    assert "mlserve_requests_total" in docker("exec", CONTAINER, "python", "-c", scrape)
+    with pytest.raises(urllib.error.HTTPError) as moved:
+        urllib.request.urlopen(f"{data['url']}/metrics", timeout=10)
+    assert moved.value.code == 404
 
     logs = mlctl(clean, "logs", "--target", "local")
     assert logs.exit_code == 0, logs.stderr
