@@ -49,9 +49,11 @@ class Run:
     p99_ok_ms: float  # p99 latency of the 200s
     statuses: dict[int, int]
     batch_ms: float | None  # mean model time per batch (mlctl only, from its metrics)
+    cycle_ms: float | None  # one batch every this many ms: the model plus reading and answering its requests
 
 
 def inference_totals(port: int) -> tuple[float, float] | None:
+    """The server's model seconds and batches so far (mlctl-serve's metrics), or None."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
@@ -71,10 +73,12 @@ def measure(port: int, server: Server, body: bytes, clients: int, duration: floa
     elapsed = samples.finished - samples.started
     ok = sorted(t for t, s in zip(samples.latencies, samples.statuses, strict=True) if s == 200)
     p99 = ok[max(0, int(len(ok) * 0.99) - 1)] * 1000 if ok else float("nan")
-    batch_ms = None
+    batch_ms = cycle_ms = None
     if before and after and after[1] > before[1]:
-        batch_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000
-    return Run(len(ok) / elapsed, p99, dict(Counter(samples.statuses)), batch_ms)
+        batches = after[1] - before[1]
+        batch_ms = (after[0] - before[0]) / batches * 1000
+        cycle_ms = elapsed / batches * 1000
+    return Run(len(ok) / elapsed, p99, dict(Counter(samples.statuses)), batch_ms, cycle_ms)
 
 
 def main() -> None:
@@ -165,19 +169,29 @@ def report(
         ratios = [median("mlctl", c, "goodput") / median(peer, c, "goodput") for c in clients]  # type: ignore[operator]
         print(f"  mlctl / {peer:<14}" + "".join(f"{r:>8.2f}x" for r in ratios))
 
+    print("\np99 of the 200s (ms): bounded by the queue, not the clients, once the clients pass it\n")
+    print(f"{'server':<15}" + "".join(f"{f'{c} clients':>12}" for c in clients))
+    for name in names:
+        p99s = [median(name, c, "p99_ok_ms") for c in clients]
+        if all(p is not None for p in p99s):
+            print(f"{name:<15}" + "".join(f"{p:>12.1f}" for p in p99s))  # type: ignore[str-format]
+
     print("\ngoals (default max_queue)")
     if ("mlctl", first) in results and ("mlctl", last) in results:
         ratio = median("mlctl", last, "goodput") / median("mlctl", first, "goodput")  # type: ignore[operator]
         print(f"  goodput at {last} >= 0.8x goodput at {first}: {ratio:.2f}x  {'met' if ratio >= 0.8 else 'MISSED'}")
-        batch = median("mlctl", last, "batch_ms")
+        batch, cycle = median("mlctl", last, "batch_ms"), median("mlctl", last, "cycle_ms")
         p99 = median("mlctl", last, "p99_ok_ms")
-        if batch is not None and p99 is not None:
-            bound = DEFAULT_QUEUE * batch
+        if batch is not None and cycle is not None and p99 is not None:
+            # Batch time as a client sees it: one batch every cycle_ms, of which the model takes batch_ms
+            # and the rest goes to reading and answering the batch's requests on the same core.
+            bound = DEFAULT_QUEUE * cycle
             verdict = "met" if p99 <= bound else "MISSED"
             print(
-                f"  p99 of the 200s at {last} <= max_queue x batch time ({DEFAULT_QUEUE} x {batch:.2f} ms = "
-                f"{bound:.0f} ms): {p99:.1f} ms  {verdict}"
+                f"  p99 of the 200s at {last} <= max_queue x batch time ({DEFAULT_QUEUE} x {cycle:.2f} ms, a batch "
+                f"every {cycle:.2f} ms of which the model {batch:.2f} ms = {bound:.0f} ms): {p99:.1f} ms  {verdict}"
             )
+            print(f"  (against the model's time alone, {DEFAULT_QUEUE} x {batch:.2f} = {DEFAULT_QUEUE * batch:.0f} ms)")
 
 
 if __name__ == "__main__":
