@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 MLCTL = [sys.executable, "-m", "mlctl"]
 #: The root image the image tests build on (scripts/make-test-root), and the packages their ladder holds.
 ROOT_IMAGE = "mlctl-test/debian:bookworm"
-RUNTIME_REQUIREMENTS = ["torch==2.13.0", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20"]
+RUNTIME_REQUIREMENTS = ["torch==2.13.0", "uvicorn[standard]>=0.30,<0.56", "orjson>=3.10", "prometheus-client>=0.20"]
 
 # --- what this test process makes on the shared Docker engine, and only that, it removes ---------------
 # Other runs (other checkouts, other engineers, the user's own images) share the engine at the same
