@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+from mlctl_serve import InvalidInput
 from mlctl_serve.testing import LiveServer
 from serving_apps import Letters, letters_app
 
@@ -96,3 +99,37 @@ def test_a_client_that_leaves_stops_its_generation() -> None:
         time.sleep(0.5)
         assert slow.produced == stopped_at, "the generator went on after the client left"
         assert 0 < stopped_at - before < 400
+
+
+class Failing(Letters):
+    """Spells a few letters, then fails the way ``error`` says (InvalidInput for the prompt "bad")."""
+
+    def tokens(self, prompt: str, *, temperature: float, seed: int | None):  # type: ignore[no-untyped-def]
+        if prompt == "warm-up":
+            yield from super().tokens(prompt, temperature=temperature, seed=seed)
+        yield "a"
+        yield "b"
+        if prompt == "bad":
+            raise InvalidInput("prompts may not be 'bad'")
+        raise RuntimeError("CUDA error: device-side assert triggered (secret detail)")
+
+
+def test_generation_errors_say_nothing_of_the_exception_and_carry_a_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="mlctl_serve"), LiveServer(letters_app(Failing())) as server:
+        server.wait_ready()
+        whole = server.post_json(GENERATE, {"text_input": "x"}, headers={"X-Request-Id": "gen-1"})
+        streamed = server.post_json(STREAM, {"text_input": "x"}, headers={"X-Request-Id": "gen-2"})
+        refused = server.post_json(GENERATE, {"text_input": "bad"})
+    assert (whole.status, whole.headers["x-request-id"]) == (500, "gen-1")
+    assert whole.json() == {"error": "internal server error (request id gen-1)"}
+    assert streamed.status == 200  # the stream had begun
+    assert streamed.headers["x-request-id"] == "gen-2"
+    assert events(streamed.text)[-1] == {"error": "internal server error (request id gen-2)"}
+    assert "secret detail" not in whole.text + streamed.text
+    assert "request gen-1: generation failed" in caplog.text
+    assert "request gen-2: generation failed" in caplog.text
+    assert "secret detail" in caplog.text
+    assert refused.status == 400
+    assert refused.json() == {"error": "the model cannot take this input: prompts may not be 'bad'"}
