@@ -3,6 +3,8 @@ signals, exit codes and memory."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import socket
 import subprocess
@@ -38,3 +40,24 @@ def start_server(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[bytes], i
             pass
         assert time.monotonic() < deadline, "server not ready"
         time.sleep(0.1)
+
+
+def infer(port: int, rows: int = 1, timeout: float = 60) -> tuple[int, bytes, dict[str, str]]:
+    """POST an infer request of ``rows`` rows to the process's model ("slow"): status, body, headers."""
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [rows, 4], "datatype": "FP32", "data": [[1.0, 2.0, 3.0, 4.0]] * rows}]}
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", "/v2/models/slow/infer", body, {"Content-Type": "application/json"})
+        reply = connection.getresponse()
+        return reply.status, reply.read(), {k.lower(): v for k, v in reply.getheaders()}
+    finally:
+        connection.close()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")

@@ -5,7 +5,6 @@ Each test talks raw HTTP/1.1 over a socket, since well-behaved clients cannot be
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlctl_serve.connection import REFUSED_PAUSE_S
 from mlctl_serve.testing import LiveServer
-from runtime_process import start_server
+from runtime_process import infer, rss_mib, start_server
 from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
 
 BODY = json.dumps(request([[1, 2, 3, 4]])).encode()
@@ -291,26 +290,7 @@ def test_twenty_stalled_15_mb_bodies_neither_pin_memory_nor_stay(tmp_path: Path)
         statuses = sorted(int(reply.split(b" ", 2)[1]) for reply in replies)
         assert statuses == [408] * 8 + [503] * 12  # 8 x 15 MB fit in the budget; all of them are cut
         assert held < 60, f"{held:.0f} MiB held by the stalled bodies"
-        status = http_post(port)
-        assert status == 200
+        assert infer(port)[0] == 200
     finally:
         process.kill()
         process.wait()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-def http_post(port: int) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", "/v2/models/slow/infer", BODY, {"Content-Type": "application/json"})
-        reply = connection.getresponse()
-        reply.read()
-        return reply.status
-    finally:
-        connection.close()

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlctl_serve.testing import LiveServer
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_process import TESTS, start_server
+from runtime_process import TESTS, infer, rss_mib, start_server
 from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
 
 
@@ -291,25 +291,8 @@ def test_compile_for_real() -> None:
 # --- as a process: overload and SIGTERM ----------------------------------------------------------------
 
 
-def post(port: int, rows: int = 1, timeout: float = 60) -> int:
-    import http.client
-
-    body = json.dumps(request([[1.0, 2.0, 3.0, 4.0]] * rows)).encode()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("POST", "/v2/models/slow/infer", body, {"Content-Type": "application/json"})
-        reply = connection.getresponse()
-        reply.read()
-        return reply.status
-    finally:
-        connection.close()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+def post(port: int) -> int:
+    return infer(port)[0]
 
 
 @pytest.mark.slow

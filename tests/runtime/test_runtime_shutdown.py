@@ -3,7 +3,6 @@ answered with a JSON 503, and the process exits 0."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
 import time
@@ -11,18 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from runtime_process import start_server
+from runtime_process import infer, start_server
 
 
-def post(port: int) -> tuple[int, dict[str, object], dict[str, str]]:
-    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request("POST", "/v2/models/slow/infer", body, {"Content-Type": "application/json"})
-        reply = connection.getresponse()
-        return reply.status, json.loads(reply.read()), {k.lower(): v for k, v in reply.getheaders()}
-    finally:
-        connection.close()
+def post(port: int) -> tuple[int, object, dict[str, str]]:
+    status, body, headers = infer(port)
+    return status, json.loads(body), headers
 
 
 @pytest.mark.slow
