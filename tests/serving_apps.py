@@ -7,10 +7,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 
 import torch
 from mlctl_serve import Settings, TensorSpec, create_generate_app, create_predict_app
-from mlctl_serve.testing import LiveServer
+from mlctl_serve.testing import LiveServer, Response
 from prometheus_client.parser import text_string_to_metric_families
 
 X = TensorSpec("x", "FP32", (-1, 4))
@@ -35,6 +36,17 @@ def metric(server: LiveServer, name: str, **labels: str) -> float:
 def in_the_model(server: LiveServer, count: int) -> bool:
     """``count`` requests are waiting for answers and none is queued: they are in the model."""
     return metric(server, "mlserve_inflight_requests") == count and metric(server, "mlserve_queue_depth") == 0
+
+
+def fill_up(server: LiveServer, pool: Executor, queued: int) -> list[Future[Response]]:
+    """With the model held (a gated Doubler, batches of one): one request in the model, then ``queued``
+    more in the queue, sent one at a time (a request being read holds its queue slot already)."""
+    held = [pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]]))]
+    wait_until(lambda: in_the_model(server, 1))
+    for depth in range(1, queued + 1):
+        held.append(pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]])))
+        wait_until(lambda depth=depth: metric(server, "mlserve_queue_depth") == depth)  # type: ignore[misc]
+    return held
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:

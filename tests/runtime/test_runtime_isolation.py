@@ -13,7 +13,7 @@ import pytest
 import torch
 from mlctl_serve import InvalidInput, Settings, TensorSpec, create_predict_app
 from mlctl_serve.testing import LiveServer, Response
-from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
+from serving_apps import INFER, Doubler, doubler_app, fill_up, in_the_model, metric, request, wait_until
 
 IDS = TensorSpec("ids", "INT64", (-1, 1))
 VECTOR = TensorSpec("vector", "FP32", (-1, 2))
@@ -188,10 +188,7 @@ def test_admission_is_decided_before_the_body_is_read() -> None:
         server.wait_ready()
         gate.clear()
         with ThreadPoolExecutor(2) as pool:
-            held = [pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]]))]
-            wait_until(lambda: in_the_model(server, 1))
-            held.append(pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]])))
-            wait_until(lambda: metric(server, "mlserve_queue_depth") == 1)  # and the queue is full
+            held = fill_up(server, pool, 1)  # the queue of one is full
             with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
                 # Headers only: a body of 100 kB is announced and never sent.
                 sock.sendall(b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")

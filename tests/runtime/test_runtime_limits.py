@@ -17,7 +17,7 @@ import pytest
 from mlctl_serve.connection import REFUSED_PAUSE_S
 from mlctl_serve.testing import LiveServer
 from runtime_process import infer, rss_mib, start_server
-from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
+from serving_apps import INFER, Doubler, doubler_app, fill_up, metric, request
 
 BODY = json.dumps(request([[1, 2, 3, 4]])).encode()
 HEAD = b"POST " + INFER.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -243,10 +243,7 @@ def test_a_refused_connection_stays_usable_and_a_client_retrying_at_once_waits_a
         server.wait_ready()
         gate.clear()
         with ThreadPoolExecutor(2) as pool:
-            held = [pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]]))]
-            wait_until(lambda: in_the_model(server, 1))
-            held.append(pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]])))
-            wait_until(lambda: metric(server, "mlserve_queue_depth") == 1)
+            held = fill_up(server, pool, 1)  # the queue of one is full
             one = HEAD + b"Content-Length: " + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
             with connect(server) as sock:
                 sock.sendall(one)

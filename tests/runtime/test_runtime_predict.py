@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from mlctl_serve.testing import LiveServer
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_process import TESTS, infer, rss_mib, start_server
-from serving_apps import INFER, Doubler, doubler_app, in_the_model, metric, request, wait_until
+from serving_apps import INFER, Doubler, doubler_app, fill_up, metric, request, wait_until
 
 
 def test_concurrent_requests_are_batched_and_answered_row_by_row() -> None:
@@ -51,11 +51,7 @@ def test_a_full_queue_answers_503_with_retry_after() -> None:
         server.wait_ready()
         gate.clear()
         with ThreadPoolExecutor(3) as pool:
-            held = [pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]]))]
-            wait_until(lambda: in_the_model(server, 1))
-            for queued in (1, 2):  # one at a time: a request being read holds its queue slot already
-                held.append(pool.submit(server.post_json, INFER, request([[1, 1, 1, 1]])))
-                wait_until(lambda n=queued: metric(server, "mlserve_queue_depth") == n)
+            held = fill_up(server, pool, 2)
             refused = server.post_json(INFER, request([[1, 1, 1, 1]]))
             gate.set()
             assert [f.result().status for f in held] == [200, 200, 200]
