@@ -369,6 +369,28 @@ def test_metrics_get_a_port_of_their_own_from_serving_metrics_port(cli: Any, ser
     assert "metrics.port: 8080 is serving.port too; 0 serves /metrics on the serving port" in clash.stderr
 
 
+def test_the_client_limits_of_mlctl_yaml_reach_the_pods(cli: Any, service: Path) -> None:
+    with_environments(service, {"tight": {"serving": {"header_timeout_s": 2.5, "max_connections": 64}}})
+    defaults = render(cli, service)["ConfigMap/demo-svc-serving"]["data"]
+    tight = render(cli, service, "--env", "tight")["ConfigMap/demo-svc-serving"]["data"]
+    limits = {
+        "SERVING_HEADER_TIMEOUT_S": "10",
+        "SERVING_BODY_TIMEOUT_S": "10",
+        "SERVING_BODY_MIN_RATE": "65536",
+        "SERVING_KEEPALIVE_TIMEOUT_S": "75",
+        "SERVING_MAX_CONNECTIONS": "1024",
+        "SERVING_MAX_BUFFERED_BYTES": "134217728",
+        "SERVING_MAX_HEADER_BYTES": "16384",
+        "SERVING_MAX_HEADERS": "100",
+    }
+    assert {k: defaults.get(k) for k in limits} == limits
+    assert {k: tight.get(k) for k in limits} == {
+        **limits,
+        "SERVING_HEADER_TIMEOUT_S": "2.5",
+        "SERVING_MAX_CONNECTIONS": "64",
+    }
+
+
 def test_the_scaffold_deploys_to_a_namespace_of_its_own(cli: Any, service: Path) -> None:
     documents = render(cli, service)
     assert {d["metadata"]["namespace"] for d in documents.values()} == {"demo-svc"}
