@@ -192,6 +192,16 @@ def test_limits_that_contradict_each_other_are_config_errors() -> None:
     ]
 
 
+def test_client_limits_that_would_be_no_limit_name_line_and_key() -> None:
+    text = MINIMAL + "  header_timeout_s: 0\n  max_connections: 0\n  max_header_bytes: 100\n  body_min_rate: fast\n"
+    assert problems(text) == [
+        "mlctl.yaml:4 serving.header_timeout_s: must be > 0.0, got 0",
+        "mlctl.yaml:7 serving.body_min_rate: must be an integer, got 'fast'",
+        "mlctl.yaml:5 serving.max_connections: must be >= 1, got 0",
+        "mlctl.yaml:6 serving.max_header_bytes: must be >= 1024, got 100",
+    ]
+
+
 # --- through the CLI ----------------------------------------------------------------------------
 
 
