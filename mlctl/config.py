@@ -40,9 +40,17 @@ ENV_PREFIX = "MLCTL_CONFIG__"
 DEFAULT_ENVIRONMENTS = ("dev", "staging", "prod")
 
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
-_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?$")
+# ASCII digits only ([0-9], not \d, which takes any Unicode digit, Arabic-Indic ones too); matched whole (fullmatch:
+# '$' would let a trailing newline through).
+_VERSION = re.compile(r"[0-9]+\.[0-9]+(\.[0-9]+)?")
 _APP_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+_REPOSITORY = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*")
+# The registry part of an image reference, as Docker's reference grammar has it: a host name
+# (components of letters, digits and '-', joined by '.') or a bracketed IPv6 address, an optional
+# port, then path components of lowercase letters and digits joined by '.', '_', '__' or dashes.
+_DNS_COMPONENT = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REGISTRY_HOST = re.compile(rf"({_DNS_COMPONENT}(?:\.{_DNS_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?")
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 def _quantity(value: Any) -> Any:
@@ -102,8 +110,8 @@ class RuntimeConfig(_Section):
     @field_validator("python", "torch", "cuda")
     @classmethod
     def _version(cls, value: str | None) -> str | None:
-        if value is not None and not _VERSION.match(value):
-            raise ValueError(f"{value!r} is not a version like 3.11 or 2.13.0")
+        if value is not None and not _VERSION.fullmatch(value):
+            raise ValueError(f"{value[:40]!r} is not a version like 3.11 or 2.13.0 (ASCII digits and dots)")
         return value
 
 
@@ -207,12 +215,53 @@ class ImageConfig(_Section):
     #: Repository under the registry; defaults to the service name.
     repository: str | None = None
 
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        problem = registry_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.rstrip("/")
+
     @field_validator("repository")
     @classmethod
     def _repository(cls, value: str | None) -> str | None:
-        if value is not None and not _REPOSITORY.match(value):
+        if value is not None and not _REPOSITORY.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid image repository (lowercase, '/', '.', '_', '-')")
         return value
+
+
+def registry_problem(value: str) -> str | None:
+    """What is wrong with ``image.registry`` (``host[:port][/path]``), or None.
+
+    Whatever passes is letters, digits and ``.-_:/[]`` only, so it lands safely in image
+    references, Helm values and the CI pipelines' YAML and shell.
+    """
+    if value == "":
+        return None
+    shown = repr(value[:80]) + ("..." if len(value) > 80 else "")
+    if "://" in value:
+        return f"{shown} holds a scheme: write the registry without it, e.g. ghcr.io/acme"
+    host, _, path = value.rstrip("/").partition("/")
+    found = _REGISTRY_HOST.fullmatch(host)
+    if found is None:
+        return f"{shown}: {host[:80]!r} is not a registry host (host[:port], e.g. ghcr.io or registry.local:5000)"
+    if found.group(2) is not None and not 0 < int(found.group(2)) < 65536:
+        return f"{shown}: port {found.group(2)} is not from 1 to 65535"
+    # Docker's rule (distribution/reference): a first part is a registry if it holds '.' or ':', is
+    # localhost, or has capitals; otherwise it is a namespace on Docker Hub.
+    if not any(c in host for c in ".:") and host != "localhost" and host == host.lower():
+        return (
+            f"{shown}: Docker reads a first part without '.' or ':' (other than localhost) as a Docker Hub "
+            f"namespace, not a registry: write docker.io/{value[:80]} for Docker Hub"
+        )
+    for component in path.split("/") if path else ():
+        if not _PATH_COMPONENT.fullmatch(component):
+            what = "is not lowercase" if _PATH_COMPONENT.fullmatch(component.lower()) else "is not a path component"
+            return f"{shown}: {component[:80]!r} {what} (lowercase letters and digits, joined by '.', '_' or '-')"
+    if len(value) > 200:
+        return f"{shown} is longer than 200 characters (an image name may have 255, the repository included)"
+    return None
 
 
 class AutoscalingConfig(_Section):
