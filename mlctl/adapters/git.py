@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,7 @@ class SourceState:
     dirty: bool
     #: A hash of the service's files as they are on disk (tracked and untracked, not ignored).
     content_hash: str
-    #: The `origin` remote, without credentials, if there is one.
+    #: The `origin` remote as the source label may show it (``source_url``), if there is one.
     remote: str | None
 
 
@@ -123,13 +125,52 @@ def _hash_files(root: Path, files: list[Path]) -> str:
 
 
 def _remote(repo: object) -> str | None:
-    import re
-
     try:
         url = str(repo.remotes.origin.url)  # type: ignore[attr-defined]
     except (AttributeError, IndexError):
         return None
-    return re.sub(r"//[^@/]+@", "//", url)  # never put a token into a label
+    return source_url(url)
+
+
+#: Schemes of remotes other machines can reach (a file:// remote names a directory of this machine).
+_NETWORK_SCHEMES = ("https", "http", "ssh", "git", "git+ssh", "ssh+git", "ftp", "ftps")
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+#: A host name or a bracketed IPv6 address, with an optional port.
+_HOST = re.compile(rf"(?:{_DNS_LABEL}(?:\.{_DNS_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?")
+#: git's scp-like syntax, [user@]host:path: recognised only with no slash before the first colon.
+_SCP = re.compile(r"(?:[^/@]*@)?([^/:@]+):(?!//)([^?#]*)")
+
+
+def source_url(remote: str) -> str | None:
+    """A git remote as the image's source label: scheme, host and path, and nothing else.
+
+    Everything up to the last '@' of the address goes (user and password, '@' in the password
+    included), and so do the query and the fragment (``?token=``). The scp-like
+    ``git@host:org/repo.git`` becomes ``ssh://host/org/repo.git``. None, and so no label, for a
+    local path or a ``file://`` remote (it names a directory of this machine), for a host that is
+    no host name, and for an address with a '/', '?' or '#' before its last '@' (where a password
+    would end is then anyone's guess: nothing of it may reach the label).
+    """
+    remote = remote.strip()
+    scheme, sep, rest = remote.partition("://")
+    if sep:
+        scheme = scheme.lower()
+        if scheme not in _NETWORK_SCHEMES:
+            return None
+    else:
+        scp = _SCP.fullmatch(remote)
+        if scp is None or len(scp.group(1)) == 1:  # C:\\repo is a Windows path, as git reads it
+            return None
+        scheme, rest = "ssh", f"{scp.group(1)}/{scp.group(2).lstrip('/')}"
+    userinfo, at, rest = rest.rpartition("@")  # no user or password, even one with '@' in it
+    if at and re.search(r"[/?#]", userinfo):
+        return None  # a '/', '?' or '#' before the last '@': where the password ends is anyone's guess
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
+    host, _, path = rest.partition("/")
+    if not _HOST.fullmatch(host):
+        return None
+    path = urllib.parse.quote(path, safe="/-._~%+")
+    return f"{scheme}://{host.lower()}" + (f"/{path}" if path else "")
 
 
 def merge_file(ours: str, base: str, theirs: str, labels: tuple[str, str, str]) -> tuple[str, int]:
