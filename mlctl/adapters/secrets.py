@@ -1,0 +1,92 @@
+"""The only module that imports detect-secrets, the maintained secret detector the build scans code with.
+
+detect-secrets is used as a library, the way its README shows: ``SecretsCollection.scan_file`` under
+``default_settings()`` (every detector it has, with its default filters: a line marked
+``pragma: allowlist secret`` passes, so do binary files and lock files). One detector is left out:
+``IPPublicDetector`` reports public IPv4 addresses, which are no credential and which code
+legitimately holds (``0.0.0.0``, a version written ``1.2.3.4``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlctl.errors import EnvironmentProblem
+
+#: Detectors of detect-secrets that the build does not use (the module docstring says why).
+LEFT_OUT = ("IPPublicDetector",)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Something that looks like a secret, where detect-secrets found it (never the secret itself)."""
+
+    #: The file, relative to the scanned root, with '/' between directories.
+    path: str
+    #: The line, counted from 1.
+    line: int
+    #: The detector's name for what it found, e.g. "AWS Access Key" or "Secret Keyword".
+    kind: str
+
+
+def detector_version() -> str:
+    """The version of detect-secrets (a new version may find what an old one missed)."""
+    return f"detect-secrets {_module().__version__.VERSION}"
+
+
+def scan(root: Path, paths: Sequence[str]) -> list[Detection]:
+    """Scan the files ``paths`` (relative to ``root``) with detect-secrets.
+
+    Returns:
+        Every detection, by path, line and kind.
+    """
+    if not paths:
+        return []
+    _module()
+    from detect_secrets.core.secrets_collection import SecretsCollection
+    from detect_secrets.settings import default_settings, get_settings
+
+    found = SecretsCollection(root=str(root))
+    with default_settings(), _quiet():
+        get_settings().disable_plugins(*LEFT_OUT)
+        for path in paths:
+            if not (root / path).is_file():
+                # detect-secrets would only log this; a file that went away while the build
+                # collected it is not a file it may skip silently.
+                raise EnvironmentProblem(f"{path} could not be read for the secret scan (it went away)")
+            found.scan_file(path)
+    detections = [
+        Detection(Path(name).as_posix(), secret.line_number, secret.type)
+        for name, secrets in found.data.items()
+        for secret in secrets
+    ]
+    return sorted(set(detections), key=lambda d: (d.path, d.line, d.kind))
+
+
+def _module() -> Any:
+    try:
+        import detect_secrets
+        import detect_secrets.__version__
+    except ImportError:
+        raise EnvironmentProblem(
+            "detect-secrets is not installed: mlctl build scans the code layer for secrets with it",
+            hint="reinstall mlctl (pip install --force-reinstall mlctl), which depends on it",
+        ) from None
+    return detect_secrets
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """detect-secrets logs to stderr itself; mlctl's core reports only through its reporter."""
+    logger = logging.getLogger("detect-secrets")
+    before = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = before
