@@ -242,16 +242,6 @@ def test_rebuild_forces_a_layer_without_the_cache(copy: Path, root_image: str, w
     assert (layer["status"], layer["cached_steps"]) == ("built", 0)
 
 
-def test_files_that_look_like_secrets_are_refused(copy: Path, root_image: str, wheelhouse: Path) -> None:
-    (copy / PACKAGE_A / "credentials.json").write_text('{"token": "not-real"}')
-    result = mlctl(copy, *build_args(root_image, wheelhouse))
-    assert result.exit_code == ExitCode.INPUT
-    assert result.stderr.splitlines()[-2:] == [
-        f"error: refusing to put files that look like secrets into the image: {PACKAGE_A}/credentials.json",
-        "hint: add them to .dockerignore, or pass --allow-secrets if they are really meant to ship",
-    ]
-
-
 def test_a_failing_build_names_the_step_and_shows_its_log(workdir: Path, root_image: str, wheelhouse: Path) -> None:
     name = run_name("svc-broken")
     service = scaffold(workdir, name)

@@ -14,7 +14,7 @@ import pytest
 from mlctl.adapters.git import source_state
 from mlctl.errors import InputError
 from mlctl.images import wheels
-from mlctl.images.context import collect, looks_secret
+from mlctl.images.context import collect
 from mlctl.images.ladder import render_row
 from mlctl.images.matrix import load_matrix, resolve, rows
 from mlctl.images.tags import source_tag
@@ -164,32 +164,15 @@ def test_collect_honours_dockerignore_and_keeps_weights_apart(tmp_path: Path) ->
     (tmp_path / ".git" / "HEAD").write_text("")
     (tmp_path / ".dockerignore").write_text("tests/\n*.log\n")
     (tmp_path / "run.log").write_text("")
-    files = collect(tmp_path, "weights/model.pt", allow_secrets=False)
-    assert [f.path for f in files.code] == [".dockerignore", "pkg/server.py"]
+    files = collect(tmp_path, "weights/model.pt")
+    assert [f.path for f in files.code] == ["pkg/server.py"]  # .dockerignore is metadata: never in the image
     assert [(f.path, len(f.content)) for f in files.weights] == [("model.pt", 10)]
     assert files.weights_dir == "/srv/weights"
 
 
 def test_missing_weights_say_how_to_make_them(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"the weights weights/model\.pt do not exist"):
-        collect(tmp_path, "weights/model.pt", allow_secrets=False)
-
-
-@pytest.mark.parametrize(
-    ("path", "secret"),
-    [
-        (".env", True),
-        (".env.prod", True),
-        ("certs/tls.pem", True),
-        ("id_ed25519", True),
-        ("gcp/credentials.json", True),
-        ("deploy/my-service-account-key.json", True),
-        ("pkg/server.py", False),
-        ("environment.md", False),
-    ],
-)
-def test_what_looks_like_a_secret(path: str, secret: bool) -> None:
-    assert looks_secret(path) is secret
+        collect(tmp_path, "weights/model.pt")
 
 
 # --- tags from git ---------------------------------------------------------------------------------------

@@ -34,8 +34,14 @@ def build_cmd(
         bool, typer.Option("--allow-dirty", help="Push even with uncommitted changes (the tag says -dirty-).")
     ] = False,
     allow_secrets: Annotated[
-        bool, typer.Option("--allow-secrets", help="Let files that look like secrets (.env, *.pem, id_*) in.")
-    ] = False,
+        list[str] | None,
+        typer.Option(
+            "--allow-secrets",
+            metavar="PATH",
+            help="Let this file (or the files under this directory) in although it looks like a secret; "
+            "relative to the service directory, as the refusal names it. Repeatable.",
+        ),
+    ] = None,
     label: LabelOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -43,6 +49,10 @@ def build_cmd(
 
     Tags come from git: <tree>-g<commit>, plus -dirty-<hash> for uncommitted changes.
     Python packages are resolved on this machine and installed offline in the image.
+    Before anything is built, the code is checked for secrets: credential files by name (.env,
+    .aws/credentials, .kube/config, SSH keys...) and every file's content with detect-secrets; each
+    one found is refused with its path (exit code 4) unless --allow-secrets PATH names it.
+    git metadata, CI files and .dockerignore never enter the image.
     """
     from mlctl.images.build import build_images
     from mlctl.images.tags import parse_labels
@@ -60,7 +70,7 @@ def build_cmd(
         rebuild=rebuild or (),
         tags=tag or (),
         allow_dirty=allow_dirty,
-        allow_secrets=allow_secrets,
+        allow_secrets=allow_secrets or (),
         labels=labels,
         reporter=out.reporter(),
     )

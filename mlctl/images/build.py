@@ -37,7 +37,7 @@ def build_images(
     rebuild: Sequence[str] = (),
     tags: Sequence[str] = (),
     allow_dirty: bool = False,
-    allow_secrets: bool = False,
+    allow_secrets: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
     record: bool = True,
     reporter: Reporter | None = None,
@@ -56,14 +56,16 @@ def build_images(
         rebuild: Layers to rebuild even if present ("python", "torch", "service").
         tags: Extra tags for the service image.
         allow_dirty: Push even with uncommitted changes.
-        allow_secrets: Let files that look like secrets into the image.
+        allow_secrets: Files let into the image although they look like secrets: paths relative to
+            the service directory (a directory lets the files under it in). Nothing else is let in.
         labels: Extra labels for the service image (a CI pipeline's id, an owner); see ``check_labels``.
         record: Record the result in the service for ``mlctl deploy`` (``mlctl.images.record``).
         reporter: Progress.
         builder: The engine (default: the local Docker engine).
 
     Raises:
-        InputError: bad matrix combination or flags. ConflictError: a dirty push.
+        InputError: bad matrix combination or flags. SecretsFound (an InputError): files look like
+            secrets, one line each; nothing was built. ConflictError: a dirty push.
         EnvironmentProblem: no Docker engine. BuildError: a build failed. ClusterError: a registry failed.
     """
     reporter = reporter or NullReporter()

@@ -18,7 +18,7 @@ from pathlib import Path
 from mlctl.config import LoadedConfig
 from mlctl.errors import BuildError
 from mlctl.images import wheels
-from mlctl.images.context import collect
+from mlctl.images.context import check_secrets, collect
 from mlctl.images.ladder import DEFAULT_PLATFORM, LABEL_LAYER, Layer, base_layers, digest, service_layer
 from mlctl.images.matrix import resolve
 from mlctl.images.tags import check_labels, check_tag, source_tag
@@ -94,7 +94,7 @@ def plan_images(
             platform=platform,
             tags=(),
             labels=labels,
-            allow_secrets=True,
+            allow_secrets=None,
             pull_root=False,
             reporter=reporter,
         )
@@ -137,14 +137,21 @@ def plan_ladder(
     platform: str,
     tags: Sequence[str],
     labels: Mapping[str, str],
-    allow_secrets: bool,
+    allow_secrets: Sequence[str] | None,
     pull_root: bool,
     reporter: Reporter,
 ) -> Ladder:
-    """Every layer of the service's ladder with its inputs and status (present or build, and why)."""
+    """Every layer of the service's ladder with its inputs and status (present or build, and why).
+
+    The service's files are collected and, unless ``allow_secrets`` is None (a plan), checked for
+    secrets first, before any download or pull.
+    """
     from mlctl.adapters.git import source_state
 
     config = loaded.config
+    files = collect(loaded.directory, config.model.path if config.model.source == "baked" else None)
+    if allow_secrets is not None:
+        check_secrets(loaded.directory, files, allow_secrets, memo=cache_dir() / "secret-scan.json", reporter=reporter)
     runtime = config.runtime
     resolved = resolve(runtime.python, runtime.torch, runtime.accelerator, runtime.cuda)
     root_ref = root or resolved.root
@@ -187,9 +194,6 @@ def plan_ladder(
 
     state = source_state(loaded.directory)
     tag = source_tag(state)
-    files = collect(
-        loaded.directory, config.model.path if config.model.source == "baked" else None, allow_secrets=allow_secrets
-    )
     service = service_layer(loaded, resolved, files, service_house, torch, state, tag, labels)
     for layer in (python, torch, service):
         mark(layer, builder, state.commit if layer is service else None)
