@@ -340,7 +340,7 @@ def test_clean_files_are_scanned_once_and_changed_ones_again(isolated: Path, tmp
         check_secrets(isolated, collect(isolated, None), memo=memo, reporter=reporter)
         return [message for kind, message in reporter.events if kind == "step"]
 
-    assert scanned() == ["scanning 2 files of the code for secrets"]
+    assert scanned() == ["scanning 2 files of the code for secrets (1 KiB)"]
     assert scanned() == []
     (isolated / "b.py").write_text(f'password = "{_token(14)}"\n')
     with pytest.raises(SecretsFound):
@@ -348,16 +348,16 @@ def test_clean_files_are_scanned_once_and_changed_ones_again(isolated: Path, tmp
     with pytest.raises(SecretsFound):  # a secret is never remembered as clean
         scanned()
     (isolated / "b.py").write_text("B = 3\n")
-    assert scanned() == ["scanning 1 file of the code for secrets"]
+    assert scanned() == ["scanning 1 file of the code for secrets (1 KiB)"]
     (isolated / "c.py").write_text("B = 3\n")  # the same content under another name: scanned
-    assert scanned() == ["scanning 1 file of the code for secrets"]
+    assert scanned() == ["scanning 1 file of the code for secrets (1 KiB)"]
     # Another version of detect-secrets may find what this one missed: nothing is taken from its memo.
     data = json.loads(memo.read_text())
     assert data["detector"] == detector_version()
     memo.write_text(json.dumps({**data, "detector": "detect-secrets 0.1"}))
-    assert scanned() == ["scanning 3 files of the code for secrets"]
+    assert scanned() == ["scanning 3 files of the code for secrets (1 KiB)"]
     memo.write_text("{not json")
-    assert scanned() == ["scanning 3 files of the code for secrets"]
+    assert scanned() == ["scanning 3 files of the code for secrets (1 KiB)"]
 
 
 def test_detect_secrets_loads_only_when_a_build_checks_code() -> None:

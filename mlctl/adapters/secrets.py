@@ -35,8 +35,8 @@ class Detection:
 
 
 def detector_version() -> str:
-    """The version of detect-secrets (a new version may find what an old one missed)."""
-    return f"detect-secrets {_module().__version__.VERSION}"
+    """detect-secrets' version and the detectors left out: what a scan's result depends on."""
+    return f"detect-secrets {_module().__version__.VERSION} without {', '.join(LEFT_OUT)}"
 
 
 def scan(root: Path, paths: Sequence[str]) -> list[Detection]:

@@ -334,9 +334,12 @@ def check_secrets(
     version = detector.detector_version()
     known = _read_memo(memo, version)
     keys = {f.path: _memo_key(f) for f in to_scan}
-    unknown = [f.path for f in to_scan if keys[f.path] not in known]
+    unscanned = [f for f in to_scan if keys[f.path] not in known]
+    unknown = [f.path for f in unscanned]
     if unknown:
-        reporter.step(f"scanning {len(unknown)} file{'s' if len(unknown) > 1 else ''} of the code for secrets")
+        kib = max(1, round(sum(len(f.content) for f in unscanned) / 1024))
+        plural = "s" if len(unknown) > 1 else ""
+        reporter.step(f"scanning {len(unknown)} file{plural} of the code for secrets ({kib} KiB)")
     detections = detector.scan(service_dir, unknown)
     by_path: dict[str, list[Any]] = {}
     for d in detections:
