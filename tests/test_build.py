@@ -168,6 +168,15 @@ def commit_change(service: Path, text: str) -> None:
     git(service, "commit", "-q", "-am", text)
 
 
+def own_tag(copy: Path) -> None:
+    """Give a copy a tag of its own before a forced rebuild.
+
+    A rebuild of an unchanged copy would make a new image under the tag it shares with ``first``, and
+    the tests reading ``first`` would then see that image (or its record) in an order-dependent way.
+    """
+    commit_change(copy, "a commit of the copy's own")
+
+
 def test_a_code_change_rebuilds_only_the_code(copy: Path, root_image: str, wheelhouse: Path) -> None:
     # The builder reuses the newest image made by the same step, so a --no-cache build elsewhere on the
     # engine could give the two builds different dependency layers: the engine's build lock keeps
@@ -237,6 +246,7 @@ def test_list_shows_the_ladder_and_its_users(first: tuple[Path, dict]) -> None:
 
 
 def test_rebuild_forces_a_layer_without_the_cache(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    own_tag(copy)
     data = build(copy, root_image, wheelhouse, "--rebuild", "service")
     [layer] = [layer for layer in data["layers"] if layer["layer"] == "service"]
     assert (layer["status"], layer["cached_steps"]) == ("built", 0)
@@ -313,6 +323,7 @@ def test_no_engine_is_an_environment_problem(first: tuple[Path, dict], wheelhous
 
 
 def test_plain_progress_names_each_layer_and_its_steps(copy: Path, root_image: str, wheelhouse: Path) -> None:
+    own_tag(copy)
     result = mlctl(copy, *build_args(root_image, wheelhouse), "--rebuild", "service")
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
