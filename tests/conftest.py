@@ -90,9 +90,12 @@ def untag_namespace(address: str, namespace: str = REGISTRY_NAMESPACE) -> list[s
     prefix = f"{address}/{namespace}/"
     client = docker.from_env(timeout=120)
     try:
-        tags = [tag for image in client.images.list() for tag in image.tags if tag.startswith(prefix)]
+        # The low-level list needs no inspect per image, so an image another run removes meanwhile
+        # cannot fail the listing; a tag gone by the time it is removed is not an error either.
+        tags = [tag for image in client.api.images() for tag in image.get("RepoTags") or () if tag.startswith(prefix)]
         for tag in tags:
-            client.api.remove_image(tag, noprune=False)
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.api.remove_image(tag, noprune=False)
     finally:
         client.close()
     return tags
