@@ -223,15 +223,19 @@ def test_every_bad_request_fails_alone_and_the_batcher_goes_on() -> None:
 
 def test_stop_fails_queued_jobs_and_refuses_new_ones() -> None:
     gate = threading.Event()
+    entered = threading.Event()
 
     def run(jobs):  # type: ignore[no-untyped-def]
+        entered.set()
         gate.wait(5)
         return ["done"] * len(jobs)
 
     async def scenario() -> None:
         batcher = started(make(run, max_rows=1))
         running = batcher.submit("running", 1)
-        await asyncio.sleep(0.05)
+        # The first job must be in the model before the second is queued (a fixed sleep was too short
+        # on a loaded machine: both were then queued and both failed).
+        assert await asyncio.to_thread(entered.wait, 5)
         queued = batcher.submit("queued", 1)
         stopping = asyncio.ensure_future(batcher.stop())
         await asyncio.sleep(0.05)
