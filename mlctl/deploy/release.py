@@ -145,6 +145,11 @@ def render(where: Target, values: Mapping[str, Any], gate: GateResult | None = N
     """
     if gate is not None and gate.min_driver_major:
         values = deep_merge(values, {"resources": {"gpu": {"minDriverMajor": gate.min_driver_major}}})
+    rollout = values.get("rollout") or {}
+    if "maxSurge" not in rollout or "maxUnavailable" not in rollout:
+        # Offline (mlctl render), what a deploy would choose when it cannot tell whether a GPU is free.
+        strategy = _strategy(where, values, gate or GateResult((), free=None), None)
+        values = deep_merge(values, {"rollout": strategy.values()})
     return render_values(dict(values), release=where.release, namespace=where.namespace)
 
 
@@ -322,7 +327,11 @@ def _strategy(where: Target, values: Mapping[str, Any], gate: GateResult, live: 
     replicas = _replicas(values)
     if live is not None:
         replicas = max(replicas, live.replicas)  # an HPA may have scaled it up
-    return plan_strategy(where.loaded.config.deploy.strategy, replicas=replicas, gpus=count, room=gate.room_for(count))
+    config = where.loaded.config.deploy.strategy
+    given = values.get("rollout") or {}  # --set/--values rollout.* say it for this deploy
+    chosen = {"max_surge": given.get("maxSurge"), "max_unavailable": given.get("maxUnavailable")}
+    config = config.model_copy(update={key: value for key, value in chosen.items() if value is not None})
+    return plan_strategy(config, replicas=replicas, gpus=count, room=gate.room_for(count))
 
 
 def _announce(where: Target, strategy: Strategy, live: Deployment, allow_downtime: bool, reporter: Reporter) -> None:
