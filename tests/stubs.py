@@ -37,6 +37,8 @@ class StubCluster:
     kubeconfig: str | None = None
     closed: bool = False
     created_namespaces: list[str] = field(default_factory=list)
+    #: Old pods of the release on their way out (Terminating).
+    stopping: list[Pod] = field(default_factory=list)
 
     def roll_out(self, namespace: str, name: str, values: Mapping[str, Any]) -> None:
         """What the Deployment controller makes of an applied release."""
@@ -86,8 +88,9 @@ class StubCluster:
         return [ReplicaSet(f"{n}-h", "1", "h") for (ns, n) in self.deployments if ns == namespace]
 
     def pods(self, namespace: str, selector: str) -> list[Pod]:
-        """The new revision's pods: ready ones, or with outcome "unschedulable" ones waiting for a node."""
-        pods = []
+        """The new revision's pods: ready ones, or with outcome "unschedulable" ones waiting for a node; and
+        asked for every pod of the release (no pod-template-hash), the old ones in ``stopping`` too."""
+        pods = [] if "pod-template-hash" in selector else list(self.stopping)
         for (ns, name), deployment in self.deployments.items():
             if ns != namespace or f"={name}," not in f"{selector},":
                 continue

@@ -344,6 +344,23 @@ def test_a_pod_waiting_for_a_node_fails_the_deploy_after_the_budget(cluster: Stu
     )
 
 
+def test_the_wait_for_a_node_counts_from_when_the_old_pods_are_gone(cluster: StubCluster) -> None:
+    """With maxSurge 0, a new GPU pod waits for the GPU of the old pod it replaces, which takes its preStop
+    delay and graceful shutdown to stop: that wait is not the scheduler failing, whatever the budget."""
+    Path("mlctl.yaml").write_text(
+        SERVICE.replace("deploy:\n  namespace: ml\n", "deploy:\n  namespace: ml\n  unschedulable_budget_s: 1\n")
+    )
+    cluster.node_list = [Node("gpu-0", gpus=1)]
+    cluster.outcome = "unschedulable"
+    cluster.stopping = [Pod("svc-old-0", "Running", terminating=True, node="gpu-0", gpus=1)]
+    from mlctl.config import load_service_config
+
+    where = resolve_target(load_service_config(env="gpu"))
+    with pytest.raises(DeployError) as failed:
+        deploy_service(where, IMAGE1, cluster=cluster, releases=helm(cluster, "ml-gpu"), timeout_s=3)
+    assert failed.value.message.startswith("svc: 0/1 replicas ready after 3 s")  # the timeout, not the budget
+
+
 def test_ready_means_the_autoscalers_floor(cluster: StubCluster) -> None:
     """Fault 6: an HPA deploy declared success with 1 ready, below its minReplicas of 2."""
     cluster.autoscalers[("ml", "svc")] = Autoscaler("svc", min_replicas=2, max_replicas=4)  # it never scales here

@@ -124,6 +124,9 @@ def watch_rollout(
                     waiting_since.setdefault(pod.name, now)
                 else:
                     waiting_since.pop(pod.name, None)
+            if waiting_since and _old_pods_stopping(cluster, namespace, release):
+                # They hold what the new pods wait for (maxSurge 0: a GPU): the wait counts from when they are gone.
+                waiting_since = dict.fromkeys(waiting_since, now)
             findings = _findings(cluster, namespace, pods, nodes, free, startup_budget_s, memory_limit)
             if any(f.kind in SCHEDULING for f in findings) and nodes is None:
                 nodes, free = _nodes(cluster)
@@ -189,6 +192,10 @@ def _findings(
             except ClusterError:  # a missing log must not hide the finding itself
                 logs[pod.name] = ""
     return explain(stuck, events, nodes, logs=logs, startup_budget_s=budget, memory_limit=memory_limit, free_gpus=free)
+
+
+def _old_pods_stopping(cluster: Cluster, namespace: str, release: str) -> bool:
+    return any(p.terminating for p in cluster.pods(namespace, f"{INSTANCE}={release}"))
 
 
 def _nodes(cluster: Cluster) -> tuple[list[Node] | None, dict[str, int] | None]:
