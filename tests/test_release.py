@@ -11,7 +11,7 @@ import pytest
 from stubs import StubCluster, StubReleases
 
 from mlctl.config import LoadedConfig, StrategyConfig, load_service_config
-from mlctl.deploy.day2 import delete_release, promote, rollback_release
+from mlctl.deploy.day2 import delete_release, promote, release_status, rollback_release
 from mlctl.deploy.release import deploy_service
 from mlctl.deploy.strategy import plan_strategy
 from mlctl.deploy.target import Target, resolve_target
@@ -367,6 +367,17 @@ def test_ready_means_the_autoscalers_floor(cluster: StubCluster) -> None:
     with pytest.raises(DeployError) as failed:
         deploy_service(resolve_target(loaded()), IMAGE1, cluster=cluster, releases=helm(cluster), timeout_s=1)
     assert failed.value.message.startswith("svc: 1/2 replicas ready after 1 s")
+
+
+def test_status_wants_the_autoscalers_floor_too(cluster: StubCluster) -> None:
+    """mlctl status counts against the same number a deploy waits for: an HPA added (or raised) after the
+    deploy, before its controller scales, leaves the release short of its floor, and status says so."""
+    where = resolve_target(loaded())
+    releases = helm(cluster)
+    deploy(where, IMAGE1, cluster, releases)
+    cluster.autoscalers[("ml", "svc")] = Autoscaler("svc", min_replicas=2, max_replicas=4)
+    status = release_status(where, cluster=cluster, releases=releases)
+    assert (status.ready, status.desired) == (1, 2)
 
 
 def test_a_missing_namespace_is_created_only_when_asked(cluster: StubCluster) -> None:

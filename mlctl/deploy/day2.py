@@ -57,7 +57,7 @@ def release_status(where: Target, *, cluster: Cluster | None = None, releases: R
             updated=latest.updated,
             image=deployment.image if deployment else "",
             ready=deployment.ready if deployment else 0,
-            desired=deployment.replicas if deployment else 0,
+            desired=wanted_replicas(kube, where.namespace, where.release, deployment) if deployment else 0,
             pods=tuple(pod_state(p) for p in pods),
         )
 
