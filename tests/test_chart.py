@@ -578,3 +578,21 @@ def test_the_drain_can_be_set_and_the_strategy_comes_from_deploy_strategy(cli: A
     )
     assert refused.exit_code == 4
     assert "rollout: maxSurge and maxUnavailable cannot both be 0" in refused.stderr
+
+
+@pytest.mark.parametrize("command", ["render", "diff"])
+def test_values_files_are_read_with_the_bounds_of_mlctl_yaml(
+    cli: Any, service: Path, tmp_path: Path, command: str
+) -> None:
+    """render and diff read --values as deploy does: an alias bomb is refused before it expands (and before
+    diff asks the cluster anything), naming the file and what is wrong."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n'
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    )
+    result = cli("-C", str(service), command, "--image", IMAGE, "--values", str(bomb))
+    assert result.exit_code == 4, result.stderr
+    assert result.stderr.startswith(f"error: --values {bomb}"), result.stderr
+    assert "keys and values" in result.stderr
+    assert result.stdout == ""
