@@ -274,6 +274,31 @@ class AutoscalingConfig(_Section):
     target: float = Field(default=8.0, gt=0)
 
 
+def _surge_or_unavailable(value: Any) -> Any:
+    """A rollout's maxSurge or maxUnavailable: a count, a percentage of the replicas, or "auto"."""
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 1000:
+            raise ValueError(f"must be from 0 to 1000 pods, got {value}")
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{1,3}%", value) and int(value[:-1]) <= 100:
+        return value
+    raise ValueError(f"must be a number of pods, a percentage like '25%', or 'auto', got {_show(value)}")
+
+
+SurgeOrUnavailable = Annotated[int | str, BeforeValidator(_surge_or_unavailable)]
+
+
+class StrategyConfig(_Section):
+    """How an update replaces the pods: how many extra may start, how many may be down (Kubernetes' terms)."""
+
+    #: Pods started beyond the replicas while updating; auto: 1 when a node has the GPUs for it, else 0.
+    max_surge: SurgeOrUnavailable = "auto"
+    #: Replicas that may be down while updating; auto: 0 when a surge pod fits, else 1 (the update has downtime).
+    max_unavailable: SurgeOrUnavailable = "auto"
+
+
 class DeployConfig(_Section):
     """Where and how the service is deployed."""
 
@@ -287,6 +312,11 @@ class DeployConfig(_Section):
     protected: bool | None = None
     replicas: int = Field(default=1, ge=0, le=1000)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    #: Seconds a pod of a new revision may wait for a node (unschedulable) before the deploy fails and rolls back.
+    unschedulable_budget_s: int = Field(default=120, ge=1, le=3600)
+    #: Environments that resolve to this one's cluster, namespace and release are meant to share it (else refused).
+    shared_release: bool = False
 
     @field_validator("namespace")
     @classmethod
@@ -363,6 +393,12 @@ def semantic_problems(config: ServiceConfig) -> Iterator[tuple[tuple[str | int, 
             f"{config.serving.max_buffered_bytes} is below serving.max_payload_bytes "
             f"({config.serving.max_payload_bytes}): no request of the largest size could be read",
         )
+    strategy = config.deploy.strategy
+    if _is_zero(strategy.max_surge) and _is_zero(strategy.max_unavailable):
+        yield (
+            ("deploy", "strategy"),
+            "max_surge and max_unavailable are both 0: an update could neither start a new pod nor stop an old one",
+        )
     too_big = [b for b in config.serving.warmup_batch_sizes if b > config.serving.max_batch_size]
     if too_big:
         yield (
@@ -373,6 +409,10 @@ def semantic_problems(config: ServiceConfig) -> Iterator[tuple[tuple[str | int, 
         problem = dns_label_problem(env, max_length=20)
         if problem:
             yield ("environments", env), f"environment name {env!r} {problem}"
+
+
+def _is_zero(value: int | str) -> bool:
+    return value in (0, "0%")
 
 
 @dataclass(frozen=True)

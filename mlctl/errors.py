@@ -43,6 +43,9 @@ class ExitCode(IntEnum):
     DEPLOY = 8
     #: The cluster, registry or service is unreachable, or refused the request.
     CLUSTER = 9
+    #: A rollout failed and the rollback did not come up either (or ``mlctl rollback`` did not): the
+    #: release is left failed, and a person has to look.
+    ROLLBACK = 10
     #: Interrupted by the user (Ctrl-C).
     INTERRUPTED = 130
 
@@ -177,6 +180,12 @@ class DeployError(MlctlError):
         if self.findings:
             data["findings"] = [to_data(f) for f in self.findings]
         return data
+
+
+class RollbackError(DeployError):
+    """A rollback did not become ready: the release is left failed (its findings say why)."""
+
+    exit_code = ExitCode.ROLLBACK
 
 
 class ClusterError(MlctlError):

@@ -314,6 +314,8 @@ class DeployResult:
     pods: tuple[PodState, ...] = ()
     #: With --dry-run: the manifests Helm would apply (rendered against the cluster).
     manifest: str | None = None
+    #: ``mlctl promote``: what it changed in the environment, resource by resource (as ``mlctl diff`` shows it).
+    changes: tuple[ResourceChange, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -406,14 +408,28 @@ class UpdateResult:
 
 
 @dataclass(frozen=True)
+class Promotion:
+    """What ``mlctl promote`` is about to do, for a person to approve: the image, from where, and the changes."""
+
+    image: str
+    source: str
+    source_revision: int
+    to: str
+    changes: tuple[ResourceChange, ...]
+
+
+@dataclass(frozen=True)
 class ReleaseRevision:
     """A revision of a release, as ``mlctl history`` lists it."""
 
     revision: int
+    #: Helm's status: deployed, superseded, failed, pending-*.
     status: str
     updated: str
     chart: str
     description: str
+    #: How its rollout went: healthy, failed, "not watched" (--no-wait), or unknown (made by another tool).
+    rollout: str = "unknown"
 
 
 @dataclass(frozen=True)

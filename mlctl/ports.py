@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mlctl.views import Deployment, Event, Node, Pod, ReplicaSet
+from mlctl.views import Autoscaler, Deployment, Event, Node, Pod, ReplicaSet
 
 # --- Kubernetes ---------------------------------------------------------------------------------------
 
@@ -41,9 +41,16 @@ class Cluster(Protocol):
 
     def namespace_exists(self, namespace: str) -> bool: ...
 
+    def create_namespace(self, namespace: str) -> None: ...
+
     def nodes(self) -> list[Node]: ...
 
+    def bound_pods(self) -> list[Pod]:
+        """Every pod bound to a node that still holds its resources, in all namespaces (what the GPUs are used by)."""
+
     def deployment(self, namespace: str, name: str) -> Deployment | None: ...
+
+    def autoscaler(self, namespace: str, name: str) -> Autoscaler | None: ...
 
     def replica_sets(self, namespace: str, selector: str) -> list[ReplicaSet]: ...
 
@@ -51,6 +58,12 @@ class Cluster(Protocol):
 
     def events(self, namespace: str, name: str) -> list[Event]:
         """Events about the object called ``name``."""
+
+    def live_object(self, manifest: Mapping[str, Any], namespace: str) -> dict[str, Any] | None:
+        """The object ``manifest`` describes as it is in the cluster now, None when there is none."""
+
+    def apply_dry_run(self, manifest: Mapping[str, Any], namespace: str, field_manager: str) -> dict[str, Any]:
+        """What the object would be after a server-side apply of ``manifest`` (``dryRun=All``: nothing changes)."""
 
     def pod_log(
         self, namespace: str, pod: str, *, container: str | None = None, previous: bool = False, tail: int | None = None
@@ -76,6 +89,18 @@ class Revision:
     updated: str
     chart: str
     app_version: str = ""
+    #: How mlctl saw its rollout go (the release label ``mlctl.rollout``): "healthy", "failed", "unverified"
+    #: (applied, not watched), or "" when mlctl never said (a revision made by another tool).
+    rollout: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """The revision failed: Helm says so, or mlctl watched its rollout fail."""
+        return self.status == "failed" or self.rollout == "failed"
+
+
+#: The outcomes ``Releases.mark`` records.
+HEALTHY, FAILED, UNVERIFIED = "healthy", "failed", "unverified"
 
 
 class Releases(Protocol):
@@ -96,12 +121,19 @@ class Releases(Protocol):
         """The manifests an install or upgrade would apply now (a server-side dry run)."""
 
     def install(self, release: str, values: Mapping[str, Any], *, timeout: int, description: str) -> int:
-        """Install without waiting for the rollout; the revision."""
+        """Install without waiting for the rollout; the revision (its rollout UNVERIFIED until marked)."""
 
     def upgrade(self, release: str, values: Mapping[str, Any], *, timeout: int, description: str) -> int:
-        """Upgrade without waiting for the rollout; the new revision."""
+        """Upgrade without waiting for the rollout; the new revision (its rollout UNVERIFIED until marked)."""
 
     def rollback(self, release: str, revision: int | None, *, timeout: int) -> None: ...
+
+    def mark(self, release: str, revision: int, outcome: str, *, description: str | None = None) -> None:
+        """Record how a revision's rollout went (HEALTHY, FAILED or UNVERIFIED) where other tools read it.
+
+        FAILED also sets Helm's own status of the revision to ``failed`` (``helm history`` shows it, and Helm's
+        rollback then leaves it so); ``description`` replaces what ``helm history`` says of it.
+        """
 
     def uninstall(self, release: str, *, timeout: int) -> None: ...
 

@@ -135,6 +135,11 @@ class Pod:
     def restarts(self) -> int:
         return sum(c.restarts for c in self.containers)
 
+    @property
+    def holds_resources(self) -> bool:
+        """It counts against its node's allocatable (bound, and not Succeeded or Failed), as the scheduler counts."""
+        return self.node is not None and self.phase not in ("Succeeded", "Failed")
+
     @classmethod
     def from_api(cls, obj: Mapping[str, Any]) -> Pod:
         metadata, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
@@ -202,7 +207,11 @@ class Deployment:
     @property
     def rolled_out(self) -> bool:
         """Every replica of the current revision is updated, available and ready, and no old one is left."""
-        wanted = self.replicas
+        return self.rolled_out_to(self.replicas)
+
+    def rolled_out_to(self, wanted: int) -> bool:
+        """``wanted`` replicas (at least) of the current revision are updated, available and ready, no old one left."""
+        wanted = max(wanted, self.replicas)
         return (
             self.observed_generation >= self.generation
             and self.updated >= wanted
@@ -272,3 +281,35 @@ class Event:
             type=str(obj.get("type", "Normal")),
             time=str(obj.get("lastTimestamp") or obj.get("eventTime") or ""),
         )
+
+
+@dataclass(frozen=True)
+class Autoscaler:
+    """A HorizontalPodAutoscaler: the bounds it holds its target's replicas in."""
+
+    name: str
+    min_replicas: int = 1
+    max_replicas: int = 1
+    #: The controller's view (status): the replicas it found, and the count it wants.
+    current: int = 0
+    desired: int = 0
+
+    @classmethod
+    def from_api(cls, obj: Mapping[str, Any]) -> Autoscaler:
+        metadata, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+        return cls(
+            name=str(metadata.get("name", "")),
+            min_replicas=_count(spec.get("minReplicas", 1)),
+            max_replicas=_count(spec.get("maxReplicas", 1)),
+            current=_count(status.get("currentReplicas")),
+            desired=_count(status.get("desiredReplicas")),
+        )
+
+
+def free_gpus(nodes: list[Node], pods: list[Pod]) -> dict[str, int]:
+    """Each node's allocatable nvidia.com/gpu less what the pods bound to it ask for (the scheduler's sum)."""
+    used: dict[str, int] = {}
+    for pod in pods:
+        if pod.holds_resources and pod.node:
+            used[pod.node] = used.get(pod.node, 0) + pod.gpus
+    return {node.name: max(node.gpus - used.get(node.name, 0), 0) for node in nodes}

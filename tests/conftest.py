@@ -45,10 +45,11 @@ def run_name(base: str) -> str:
 
 
 def remove_leftovers(run: str = RUN) -> list[str]:
-    """Remove the containers and images test process ``run`` made, and nothing else; their IDs.
+    """Remove the containers, networks and images test process ``run`` made, and nothing else; their IDs.
 
-    Theirs: what carries its label, and the service images and containers named for it (a build
-    that forgot ``--label``). Images that a rebuild untagged still carry both, so they go too.
+    Theirs: what carries its label, and the service images, containers and networks (the local
+    target's) named for it (a build that forgot ``--label``). Images that a rebuild untagged still
+    carry both, so they go too.
     """
     import docker
     from docker.errors import APIError
@@ -66,6 +67,10 @@ def remove_leftovers(run: str = RUN) -> list[str]:
             if ours(container.get("Labels"), "org.mlctl.service") and container["Id"] not in removed:
                 client.api.remove_container(container["Id"], force=True)
                 removed.append(container["Id"])
+        for network in client.api.networks(filters={"label": "org.mlctl.service"}):
+            if ours(network.get("Labels"), "org.mlctl.service"):
+                client.api.remove_network(network["Id"])
+                removed.append(network["Id"])
         images = client.api.images(filters={"label": "mlctl.service"}) + client.api.images(
             filters={"label": f"{RUN_LABEL_KEY}={run}"}
         )

@@ -521,3 +521,78 @@ def test_an_image_without_digest_is_refused_with_require_digest(cli: Any, servic
     result = cli("-C", str(service), "deploy", "--dry-run", "--image", "registry.example.com/acme/demo-svc@sha256:12")
     assert result.exit_code == 4
     assert "sha256:<64 hex digits>" in result.stderr
+
+
+# --- rollouts that keep the service up -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grace", [0, 5, 30, 120, 3000])
+def test_stopping_pods_drain_before_the_server_stops_accepting(cli: Any, service: Path, grace: int) -> None:
+    """Fault 7: with no preStop delay, a stopping pod's server refused requests that endpoints still routed to it.
+    The kubelet runs the preStop hook, then sends SIGTERM, and kills the container when
+    terminationGracePeriodSeconds (counted from the start of the hook) runs out: so the grace period must
+    cover the drain delay and the server's own graceful shutdown, with room for the process to exit."""
+    with_environments(service, {"e": {"serving": {"graceful_shutdown_s": grace}}})
+    pod = pod_of(render(cli, service, "--env", "e"))
+    (server,) = pod["containers"]
+    command = server["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    drain = int(command[1])
+    assert 2 <= drain <= 15  # long enough for endpoints to stop routing to it; short beside the grace
+    assert pod["terminationGracePeriodSeconds"] == drain + grace + 5
+    config = render(cli, service, "--env", "e")["ConfigMap/demo-svc-serving"]["data"]
+    assert config["SERVING_GRACEFUL_SHUTDOWN_S"] == str(grace)  # the server's side of the same number
+
+
+def test_the_drain_can_be_set_and_the_strategy_comes_from_deploy_strategy(cli: Any, service: Path) -> None:
+    with_environments(
+        service,
+        {
+            "gpu": {**CUDA, "resources": {"gpu": {"count": 1}}},
+            "surge": {**CUDA, "resources": {"gpu": {"count": 1}}, "deploy": {"strategy": {"max_unavailable": 0}}},
+            "pct": {"deploy": {"replicas": 4, "strategy": {"max_surge": "50%", "max_unavailable": "25%"}}},
+        },
+    )
+    pod = pod_of(render(cli, service, "--set", "serving.drainSeconds=20"))
+    assert pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "20"]
+    assert pod["terminationGracePeriodSeconds"] == 20 + 30 + 5
+
+    def rolling(env: str) -> dict[str, Any]:
+        strategy: dict[str, Any] = render(cli, service, "--env", env)["Deployment/demo-svc"]["spec"]["strategy"]
+        return dict(strategy["rollingUpdate"])
+
+    # Offline, whether a GPU is free is unknown: a GPU service does not surge unless told to.
+    assert rolling("gpu") == {"maxSurge": 0, "maxUnavailable": 1}
+    assert rolling("surge") == {"maxSurge": 1, "maxUnavailable": 0}
+    assert rolling("pct") == {"maxSurge": "50%", "maxUnavailable": "25%"}
+    refused = cli(
+        "-C",
+        str(service),
+        "render",
+        "--image",
+        IMAGE,
+        "--set",
+        "rollout.maxSurge=0",
+        "--set",
+        "rollout.maxUnavailable=0",
+    )
+    assert refused.exit_code == 4
+    assert "rollout: maxSurge and maxUnavailable cannot both be 0" in refused.stderr
+
+
+@pytest.mark.parametrize("command", ["render", "diff"])
+def test_values_files_are_read_with_the_bounds_of_mlctl_yaml(
+    cli: Any, service: Path, tmp_path: Path, command: str
+) -> None:
+    """render and diff read --values as deploy does: an alias bomb is refused before it expands (and before
+    diff asks the cluster anything), naming the file and what is wrong."""
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        'a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n'
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    )
+    result = cli("-C", str(service), command, "--image", IMAGE, "--values", str(bomb))
+    assert result.exit_code == 4, result.stderr
+    assert result.stderr.startswith(f"error: --values {bomb}"), result.stderr
+    assert "keys and values" in result.stderr
+    assert result.stdout == ""

@@ -167,6 +167,7 @@ def test_exit_codes_are_stable() -> None:
         "BUILD": 7,
         "DEPLOY": 8,
         "CLUSTER": 9,
+        "ROLLBACK": 10,
         "INTERRUPTED": 130,
     }
 

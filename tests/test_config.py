@@ -230,6 +230,9 @@ def test_show_json_is_the_effective_config(cli, monkeypatch: pytest.MonkeyPatch)
         "protected": None,
         "replicas": 4,
         "autoscaling": {"enabled": False, "min_replicas": 1, "max_replicas": 3, "metric": "queue_depth", "target": 8.0},
+        "strategy": {"max_surge": "auto", "max_unavailable": "auto"},
+        "unschedulable_budget_s": 120,
+        "shared_release": False,
     }
     assert data["overrides"] == [
         {

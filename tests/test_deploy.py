@@ -13,114 +13,28 @@ import json
 import os
 import re
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Result, free_port
+from conftest import free_port
+from deploying import (  # noqa: F401 (kube_fixture, svc_fixture: the fixtures kube and svc)
+    CUDA_LABELS,
+    DIGEST1,
+    IMAGE1,
+    IMAGE2,
+    NS,
+    REPO,
+    deploy_json,
+    deployment,
+    eventually,
+    kube_fixture,
+    mlctl,
+    record,
+    release_secrets,
+    svc_fixture,
+)
 from kube.emulator import FakeCluster
-
-from mlctl.images.record import record_build
-from mlctl.models import BuildResult, ImageRef
-
-NS = "ml"
-DIGEST1 = "sha256:" + "1" * 64
-DIGEST2 = "sha256:" + "2" * 64
-REPO = "registry.example.com/acme/demo-svc"
-IMAGE1 = f"{REPO}:aaaa-g1111111@{DIGEST1}"
-IMAGE2 = f"{REPO}:bbbb-g2222222@{DIGEST2}"
-ENVIRONMENTS = """
-environments:
-  staging:
-    deploy:
-      namespace: ml
-  gpu:
-    runtime:
-      accelerator: cuda
-    resources:
-      gpu:
-        count: 1
-    deploy:
-      namespace: ml
-  two-gpus:
-    runtime:
-      accelerator: cuda
-    resources:
-      gpu:
-        count: 2
-    deploy:
-      namespace: ml
-      replicas: 2
-  prod:
-    deploy:
-      namespace: ml-prod
-      replicas: 2
-"""
-
-
-@pytest.fixture
-def kube(isolated: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeCluster]:
-    with FakeCluster(kube_version="1.31") as cluster:
-        cluster.add_namespace(NS)
-        cluster.add_node("cpu-0")
-        path = cluster.kubeconfig(tmp_path / "kubeconfig", namespace="default", context="test")
-        monkeypatch.setenv("KUBECONFIG", str(path))
-        yield cluster
-
-
-@pytest.fixture
-def svc(service: Path) -> Path:
-    """The demo service with staging (CPU) and GPU environments, all in namespace ml."""
-    path = service / "mlctl.yaml"
-    path.write_text(path.read_text().split("\nenvironments:", 1)[0] + "\n" + ENVIRONMENTS)
-    return service
-
-
-def mlctl(cli: Any, svc: Path, *args: str) -> Result:
-    result: Result = cli("-C", str(svc), *args)
-    return result
-
-
-def deploy_json(cli: Any, svc: Path, *args: str) -> dict[str, Any]:
-    result = mlctl(cli, svc, "--json", "deploy", *args)
-    assert result.exit_code == 0, result.stderr
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
-
-
-def deployment(kube: FakeCluster) -> dict[str, Any]:
-    (found,) = [d for d in kube.objects("deployments", NS) if d["metadata"]["name"] == "demo-svc"]
-    return found
-
-
-def eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Poll ``check`` until it holds (True) or the time runs out (False)."""
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
-#: The labels `mlctl build` gives a CUDA 13.0 image (the matrix's driver floor for it).
-CUDA_LABELS = {"mlctl.flavor": "13.0", "mlctl.cuda": "13.0", "mlctl.min-driver": "580.65.06"}
-
-
-def record(svc: Path, image: str, *, dirty: bool = False, labels: dict[str, str] | None = None) -> None:
-    """What `mlctl build` leaves in the service for deploys (mlctl.images.record), for a build of ``image``."""
-    ref = ImageRef.parse(image)
-    build = BuildResult("demo-svc", ref, (ref.tag,), dirty, (), (), labels or {}, "2026-01-02T03:04:05Z")
-    record_build(svc, build)
-
-
-def release_secrets(kube: FakeCluster) -> list[str]:
-    return sorted(
-        s["metadata"]["name"] for s in kube.objects("secrets", NS) if s["metadata"]["name"].startswith("sh.helm")
-    )
-
 
 # --- install, upgrade, no-op ------------------------------------------------------------------------
 
@@ -191,8 +105,11 @@ def test_gpu_shortage_is_explained_and_the_first_install_removed(cli: Any, svc: 
     err = result.stderr
     assert "demo-svc: 1/2 replicas ready after" in err
     assert "the failed install was removed" in err
-    assert "why: no node has 2 free nvidia.com/gpu for a replica" in err
-    assert "cpu-0 0 allocatable, gpu-0 2 allocatable, gpu-1 1 allocatable" in err
+    # What each replica asks, what each node has free now (the first replica took gpu-0's two), the scheduler's words.
+    assert (
+        "why: no node has the 2 free nvidia.com/gpu a replica asks for (free of allocatable: cpu-0 0 of 0, gpu-0 0 of "
+        "2, gpu-1 1 of 1); the scheduler: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu." in err
+    )
     assert "fix: wait for GPUs to free up, lower resources.gpu.count, or ask for more GPU nodes" in err
     assert kube.objects("deployments", NS) == []
     assert release_secrets(kube) == []
@@ -211,7 +128,11 @@ def test_gpu_shortage_on_upgrade_rolls_back(cli: Any, svc: Path, kube: FakeClust
     error = json.loads(result.stdout)["error"]
     assert error["exit_code"] == 8
     # --timeout 4: the watch gives up after 4 s, or a little more on a busy machine.
-    waited = re.match(r"demo-svc: 1/3 replicas ready after (\d+) s; rolled back to revision 1", error["message"])
+    # Only the new revision's pods count: none of them got a GPU (the old pod, still serving, holds the one there is).
+    waited = re.match(
+        r"demo-svc: 0/3 replicas ready after (\d+) s; rolled back to revision 1 \(now revision 3, 1/1 ready\)$",
+        error["message"],
+    )
     assert waited is not None, error["message"]
     assert 4 <= int(waited.group(1)) <= 8
     assert error["findings"][0]["kind"] == "gpu_shortage"
@@ -220,9 +141,18 @@ def test_gpu_shortage_on_upgrade_rolls_back(cli: Any, svc: Path, kube: FakeClust
     assert live["spec"]["replicas"] == 1
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1
     history = json.loads(mlctl(cli, svc, "--json", "history", "--env", "gpu").stdout)
-    # Helm marks the failed revision superseded by the rollback, whose description says what happened.
-    assert [(r["revision"], r["status"]) for r in history] == [(1, "superseded"), (2, "superseded"), (3, "deployed")]
-    assert history[1]["description"] == f"mlctl deploy {IMAGE2}"
+    # The failed revision is failed in Helm's own record (helm history reads the same), with why; the
+    # rollback was followed to readiness.
+    assert [(r["revision"], r["status"], r["rollout"]) for r in history] == [
+        (1, "superseded", "healthy"),
+        (2, "failed", "failed"),
+        (3, "deployed", "healthy"),
+    ]
+    assert history[1]["description"] == (
+        f"mlctl deploy {IMAGE2} failed: no node has the 1 free nvidia.com/gpu a replica asks for (free of allocatable: "
+        "cpu-0 0 of 0, gpu-0 0 of 1); the scheduler: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu. "
+        "preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod."
+    )
     assert history[2]["description"] == "Rollback to 1"
 
 
@@ -465,10 +395,19 @@ def test_forbidden_reads_name_the_verb_and_resource(cli: Any, svc: Path, kube: F
 
 
 def test_a_missing_namespace(cli: Any, svc: Path, kube: FakeCluster) -> None:
-    result = mlctl(cli, svc, "deploy", "--env", "staging", "--namespace", "ml-prod", "--image", IMAGE1)
+    result = mlctl(cli, svc, "deploy", "--env", "staging", "--namespace", "ml-qa", "--image", IMAGE1)
     assert result.exit_code == 9
-    assert "namespace 'ml-prod' does not exist in the cluster (context test)" in result.stderr
-    assert "kubectl create namespace ml-prod" in result.stderr
+    assert result.stderr.splitlines() == [
+        "error: namespace 'ml-qa' does not exist in the cluster (context test)",
+        "hint: pass --create-namespace to create it, ask the platform team for it, or: kubectl create namespace ml-qa",
+    ]
+    created = deploy_json(cli, svc, "--env", "staging", "--namespace", "ml-qa", "--image", IMAGE1, "--create-namespace")
+    assert (created["namespace"], created["ready"]) == ("ml-qa", 1)
+    assert [n["metadata"]["name"] for n in kube.objects("namespaces") if n["metadata"]["name"] == "ml-qa"] == ["ml-qa"]
+    # A protected environment's namespace is the platform team's to make first.
+    prod = mlctl(cli, svc, "deploy", "--env", "prod", "--image", IMAGE1)
+    assert prod.exit_code == 9
+    assert "hint: ask the platform team for it (or pass --create-namespace to create it" in prod.stderr
 
 
 def test_an_unknown_context(cli: Any, svc: Path, kube: FakeCluster) -> None:
@@ -531,7 +470,8 @@ def test_the_namespace_comes_from_flag_then_mlctl_yaml_then_kube_context(
     cli: Any, svc: Path, kube: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = svc / "mlctl.yaml"
-    text = re.sub(r"\ndeploy:\n  namespace: [^\n]*\n", "\ndeploy:\n", path.read_text())
+    # Without a namespace it meets staging's (the context's is ml): one release, as said here.
+    text = re.sub(r"\ndeploy:\n  namespace: [^\n]*\n", "\ndeploy:\n  shared_release: true\n", path.read_text())
     assert "namespace" not in text.split("\ndeploy:\n", 1)[1].split("\n\n", 1)[0]
     path.write_text(text)
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "ml-context", namespace=NS, context="ml")))
@@ -604,11 +544,17 @@ def test_promote_deploys_exactly_what_runs_in_staging(cli: Any, svc: Path, kube:
     assert nothing.exit_code == 4
     assert "nothing of demo-svc is deployed in staging (namespace ml)" in nothing.stderr
     deploy_json(cli, svc, "--env", "staging", "--image", IMAGE1)
-    result = mlctl(cli, svc, "--json", "promote", "--from", "staging", "--to", "prod")
+    # prod is protected: without a terminal to ask in, only --yes promotes to it.
+    unasked = mlctl(cli, svc, "promote", "--from", "staging", "--to", "prod")
+    assert unasked.exit_code == 4
+    assert "error: prod is protected: promoting to it needs --yes (there is no terminal to ask in)" in unasked.stderr
+    assert kube.objects("deployments", "ml-prod") == []
+    result = mlctl(cli, svc, "--json", "promote", "--from", "staging", "--to", "prod", "--yes")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert (data["namespace"], data["image"], data["ready"], data["desired"]) == ("ml-prod", IMAGE1, 2, 2)
-    assert f"promoting {IMAGE1} from staging (revision 1) to prod" in result.stderr
+    assert {c["resource"]: c["change"] for c in data["changes"]}["Deployment/demo-svc"] == "added"
+    assert f"promoting {IMAGE1} from staging (revision 1) to prod: ConfigMap/demo-svc-serving added" in result.stderr
     (prod,) = kube.objects("deployments", "ml-prod")
     assert prod["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE1  # the same digest, no rebuild
     assert prod["spec"]["replicas"] == 2  # prod's own settings

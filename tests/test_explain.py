@@ -12,7 +12,7 @@ import pytest
 from mlctl.deploy.explain import deadline_finding, explain
 from mlctl.deploy.gate import GpuRequest, gpu_gate
 from mlctl.errors import DeployError
-from mlctl.views import Deployment, Event, Node, Pod
+from mlctl.views import Container, Deployment, Event, Node, Pod
 
 IMAGE = "registry.example.com/acme/demo-svc:1f2e-g0123@sha256:" + "ab" * 32
 
@@ -88,10 +88,33 @@ def test_insufficient_gpus_name_the_request_and_each_node() -> None:
         pod(scheduled=False, gpus=2), [event("FailedScheduling", message)], [node("gpu-a", 1), node("gpu-b", 2)]
     )
     assert finding.kind == "gpu_shortage"
-    assert finding.message.startswith("no node has 2 free nvidia.com/gpu for a replica")
-    assert "gpu-a 1 allocatable, gpu-b 2 allocatable" in finding.message
+    # Without the pods on the nodes (not allowed to list them), what each node has.
+    assert finding.message == (
+        "no node has the 2 free nvidia.com/gpu a replica asks for (gpu-a 1 allocatable, gpu-b 2 allocatable; GPUs in "
+        f"use by other pods count too); the scheduler: {message}"
+    )
     assert "lower resources.gpu.count" in finding.hint
-    assert finding.final is False  # GPUs may free up: keep waiting until the deadline
+    assert finding.final is False  # GPUs may free up: keep waiting (within deploy.unschedulable_budget_s)
+    # With them, what is free on each: the request against it.
+    (counted,) = explain_one(
+        pod(scheduled=False, gpus=2),
+        [event("FailedScheduling", message)],
+        [node("gpu-a", 1), node("gpu-b", 2)],
+        free_gpus={"gpu-a": 0, "gpu-b": 1},
+    )
+    assert counted.message.startswith(
+        "no node has the 2 free nvidia.com/gpu a replica asks for (free of allocatable: gpu-a 0 of 1, gpu-b 1 of 2); "
+    )
+
+
+def test_long_messages_are_never_cut() -> None:
+    """Fault 8: the image-pull message was cut with an ellipsis, in --json too."""
+    detail = "failed to pull and unpack image: " + "x" * 600 + " end"
+    (finding,) = explain_one(
+        Pod("p", containers=(Container("server", "img:1", waiting_reason="ImagePullBackOff", waiting_message=detail),)),
+        [],
+    )
+    assert finding.message == f"the cluster cannot pull the image img:1: {detail}"
 
 
 def test_untolerated_taints_are_listed() -> None:

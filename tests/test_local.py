@@ -10,9 +10,13 @@ on an engine other runs share; only they are removed.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import socket
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -35,6 +39,7 @@ def remove_containers() -> None:
     ids = docker("ps", "-aq", "--filter", f"label=org.mlctl.service={NAME}").split()
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+    subprocess.run(["docker", "network", "rm", CONTAINER], capture_output=True)  # the service's network, if made
 
 
 @pytest.fixture(scope="module")
@@ -64,46 +69,104 @@ def infer(url: str) -> dict:  # type: ignore[type-arg]
         return json.loads(reply.read())  # type: ignore[no-any-return]
 
 
+@contextlib.contextmanager
+def steady_load(port: int, clients: int = 2) -> Iterator[tuple[list[int], list[str]]]:
+    """Predictions sent back to back on kept-alive connections while the block runs (and a moment around it);
+    yields the statuses answered 200 and every failure (another status, a refused or dropped connection)."""
+    body = json.dumps({"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32", "data": [[0.5] * 8]}]})
+    stop = threading.Event()
+    answered: list[int] = []
+    failed: list[str] = []
+
+    def load() -> None:
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while not stop.is_set():
+            try:
+                client.request("POST", f"/v2/models/{NAME}/infer", body, {"Content-Type": "application/json"})
+                reply = client.getresponse()
+                reply.read()
+                if reply.status == 200:
+                    answered.append(reply.status)
+                else:
+                    failed.append(f"HTTP {reply.status}")
+            except (OSError, http.client.HTTPException) as exc:
+                failed.append(repr(exc))
+                client.close()
+                client = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        client.close()
+
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        yield answered, failed
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
 def test_deploy_local_serves_like_the_cluster_and_down_stops_it(clean: Path) -> None:
     port = free_port()
     result = mlctl(clean, "--json", "deploy", "--target", "local", "--port", str(port))
     assert result.exit_code == 0, result.stdout + result.stderr
     data = json.loads(result.stdout)
-    assert (data["status"], data["container"], data["url"]) == ("ready", CONTAINER, f"http://127.0.0.1:{port}")
+    assert (data["status"], data["url"]) == ("ready", f"http://127.0.0.1:{port}")
+    server = data["container"]
+    assert server.startswith(f"{CONTAINER}-")
     assert data["image"].startswith(f"{NAME}:")
     assert infer(data["url"])["outputs"][0]["shape"] == [1, 3]
 
-    (inspected,) = json.loads(docker("inspect", CONTAINER))
+    (inspected,) = json.loads(docker("inspect", server))
     host = inspected["HostConfig"]
     assert host["ShmSize"] == 1 << 30  # resources.shm_size
     assert host["Memory"] == 5 << 30  # memory + shm, as the pod's limit
     assert host["ReadonlyRootfs"] is True
-    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert host["PortBindings"]["8080/tcp"][0]["HostIp"] == "127.0.0.1"  # its own port, on loopback only
     env = dict(item.split("=", 1) for item in inspected["Config"]["Env"])
     assert env["SERVING_MODEL_PATH"] == "/srv/weights/model.pt"
     assert env["SERVING_MAX_BATCH_SIZE"] == "16"
     assert (env["SERVING_METRICS_PORT"], env["SERVING_MAX_CONNECTIONS"]) == ("9090", "1024")  # mlctl.yaml defaults
-    # /metrics is served inside the container on its own port, and no longer on the serving one.
+    # /metrics is served inside the server's container on its own port, and not on the serving one (nor
+    # through the front, which forwards to the serving port).
     scrape = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9090/metrics').read().decode())"
-    assert "mlserve_requests_total" in docker("exec", CONTAINER, "python", "-c", scrape)
+    assert "mlserve_requests_total" in docker("exec", server, "python", "-c", scrape)
     with pytest.raises(urllib.error.HTTPError) as moved:
         urllib.request.urlopen(f"{data['url']}/metrics", timeout=10)
     assert moved.value.code == 404
+    # The service's port is the front's: the container that stays while servers come and go.
+    (front,) = json.loads(docker("inspect", CONTAINER))
+    assert front["HostConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert front["HostConfig"]["ReadonlyRootfs"] is True
 
     logs = mlctl(clean, "logs", "--target", "local")
     assert logs.exit_code == 0, logs.stderr
-    assert logs.stdout.strip()
+    assert "Uvicorn running on http://0.0.0.0:8080" in logs.stdout  # the server's own log, not the front's
 
-    again = mlctl(clean, "deploy", "--target", "local", "--port", str(port))
+    # Fault 7, on this machine: replacing the running container refused requests while the new one started.
+    # Now the new server starts beside the old, the front sends new requests to it once it is ready, and the
+    # old one stops only then, finishing what it had (SIGTERM: stop accepting, drain, exit).
+    front_id = front["Id"]
+    with steady_load(port) as (answered, failed):
+        again = mlctl(clean, "deploy", "--target", "local", "--port", str(port))
     assert again.exit_code == 0, again.stderr
-    assert f"replacing the running {CONTAINER}" in again.stderr
+    assert failed == []
+    assert len(answered) > 20  # it really was under load all along
+    assert docker("inspect", "--format", "{{.Id}}", CONTAINER).strip() == front_id  # the front never restarted
+    assert f"replacing {server}: it serves until {CONTAINER}-" in again.stderr
     assert f"Running {NAME} at http://127.0.0.1:{port}: ready" in again.stdout
     assert "mlctl down" in again.stdout
+    assert docker("ps", "-aq", "--filter", f"name=^{server}$").strip() == ""  # the old server is gone
 
     down = mlctl(clean, "--json", "down")
     assert down.exit_code == 0, down.stderr
-    assert json.loads(down.stdout) == {"stopped": [CONTAINER]}
-    assert docker("ps", "-aq", "--filter", f"name={CONTAINER}").strip() == ""
+    stopped = json.loads(down.stdout)["stopped"]
+    assert stopped[0] == CONTAINER
+    assert len(stopped) == 2
+    assert docker("ps", "-aq", "--filter", f"label=org.mlctl.service={NAME}").strip() == ""
+    assert docker("network", "ls", "-q", "--filter", f"name=^{CONTAINER}$").strip() == ""
     assert "no local container of this service is running" in mlctl(clean, "down").stdout
 
 
@@ -118,10 +181,12 @@ def test_a_crash_is_explained_with_the_servers_last_words(clean: Path) -> None:
         env={"MLCTL_CONFIG__MODEL__PATH": "weights/missing.pt"},
     )
     assert result.exit_code == 8, result.stderr
-    assert f"{CONTAINER} did not become ready; it was stopped and removed" in result.stderr
+    assert f"error: {CONTAINER}-" in result.stderr
+    assert " did not become ready; it was stopped and removed\n" in result.stderr
     assert "why: the server exited (exit code 3)" in result.stderr  # the runtime's code for a failed model load
     assert "FileNotFoundError: weights not found at /srv/weights/missing.pt" in result.stderr  # its own log
     assert docker("ps", "-aq", "--filter", f"name={CONTAINER}").strip() == ""
+    assert docker("network", "ls", "-q", "--filter", f"name=^{CONTAINER}$").strip() == ""  # nothing left behind
 
 
 def test_an_oom_kill_names_the_limit(clean: Path) -> None:

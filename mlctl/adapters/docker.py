@@ -418,15 +418,20 @@ class Containers:
         *,
         name: str,
         env: dict[str, str],
-        ports: dict[str, tuple[str, int]],
+        ports: dict[str, tuple[str, int | None]],
         labels: dict[str, str],
         shm_size: int,
         mem_limit: int,
         gpus: int = 0,
         read_only: bool = True,
         tmpfs: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        network: str | None = None,
     ) -> ContainerState:
-        """Start ``image`` detached; ``gpus`` > 0 asks the engine for that many NVIDIA GPUs."""
+        """Start ``image`` detached; ``gpus`` > 0 asks the engine for that many NVIDIA GPUs.
+
+        A port published on host port None gets a free one (``ContainerState.ports`` says which).
+        """
         docker = _sdk()
         from docker.errors import APIError
 
@@ -446,6 +451,8 @@ class Containers:
                 read_only=read_only,
                 tmpfs=tmpfs or {},
                 init=True,  # signals reach the server as they would from the kubelet
+                command=command,
+                network=network,
             )
         except APIError as exc:
             explanation = str(exc.explanation or exc)
@@ -503,6 +510,30 @@ class Containers:
                 yield line.decode("utf-8", errors="replace")
         if buffer:
             yield buffer.decode("utf-8", errors="replace")
+
+    def address(self, name: str, network: str) -> str:
+        """The container's IP address on ``network``."""
+        data = self.client.api.inspect_container(name)
+        return str(((data.get("NetworkSettings") or {}).get("Networks") or {})[network]["IPAddress"])
+
+    def exec(self, name: str, command: list[str]) -> int:
+        """Run ``command`` in the running container (as its own user); its exit code."""
+        created = self.client.api.exec_create(name, command)
+        self.client.api.exec_start(created["Id"])
+        return int(self.client.api.exec_inspect(created["Id"]).get("ExitCode") or 0)
+
+    def ensure_network(self, name: str, labels: dict[str, str]) -> None:
+        """A bridge network of that name (made, labelled, when there is none)."""
+        if not self.client.api.networks(names=[name]):
+            self.client.api.create_network(name, driver="bridge", labels=labels)
+
+    def remove_network(self, name: str) -> None:
+        from docker.errors import NotFound
+
+        for network in self.client.api.networks(names=[name]):
+            if network.get("Name") == name:
+                with contextlib.suppress(NotFound):
+                    self.client.api.remove_network(network["Id"])
 
     def stop(self, name: str, timeout: int) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; then remove the container."""

@@ -8,13 +8,20 @@ Releases are ordinary Helm releases (Secrets in the release's namespace), so ``h
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlctl.errors import ClusterError, EnvironmentProblem, InputError, MlctlError
-from mlctl.ports import Revision
+from mlctl.ports import FAILED, UNVERIFIED, Revision
+
+if TYPE_CHECKING:
+    from mlctl.adapters.kube import KubeCluster
 
 
 def _helm() -> Any:
@@ -103,13 +110,24 @@ def lint(path: Path, values: dict[str, Any], kube_version: str | None = None) ->
 
 #: Revisions Helm keeps per release (each is a Secret in the namespace): enough to roll back a while.
 MAX_HISTORY = 10
+#: The release label saying how mlctl saw a revision's rollout go (Helm keeps custom release labels on its
+#: record, copies them to the next revision, and ``helm get metadata`` shows them).
+ROLLOUT_LABEL = "mlctl.rollout"
+#: Helm refuses longer descriptions (action.MaxDescriptionLength).
+MAX_DESCRIPTION = 512
 
 
 class HelmReleases:
     """Helm releases of the chart at ``chart`` on one cluster (kubeconfig and context) and namespace."""
 
     def __init__(
-        self, chart: Path, *, namespace: str, kubeconfig: str | None = None, context: str | None = None
+        self,
+        chart: Path,
+        *,
+        namespace: str,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        records: KubeCluster | None = None,
     ) -> None:
         helm = _helm()
         self.namespace = namespace
@@ -117,6 +135,8 @@ class HelmReleases:
         self._chart_path = chart
         self._chart: Any = None
         self._config = helm.Config(kubeconfig_path=kubeconfig, kube_context=context, namespace=namespace)
+        #: The Kubernetes API holding Helm's release records (Secrets), for ``mark``.
+        self._records = records
 
     def _loaded_chart(self) -> Any:
         if self._chart is None:
@@ -177,7 +197,7 @@ class HelmReleases:
 
     def install(self, release: str, values: Mapping[str, Any], *, timeout: int, description: str) -> int:
         """Install without waiting (mlctl follows the rollout itself); returns the revision."""
-        options = {"timeout": timeout, "description": description}
+        options = {"timeout": timeout, "description": description, "labels": {ROLLOUT_LABEL: UNVERIFIED}}
         result = self._call(
             "install", release, self._config.install, self._loaded_chart(), release, dict(values), **options
         )
@@ -185,7 +205,12 @@ class HelmReleases:
 
     def upgrade(self, release: str, values: Mapping[str, Any], *, timeout: int, description: str) -> int:
         """Upgrade without waiting, keeping the last MAX_HISTORY revisions; returns the new revision."""
-        options = {"timeout": timeout, "description": description, "max_history": MAX_HISTORY}
+        options = {
+            "timeout": timeout,
+            "description": description,
+            "max_history": MAX_HISTORY,
+            "labels": {ROLLOUT_LABEL: UNVERIFIED},  # not the previous revision's verdict, which Helm would copy
+        }
         result = self._call(
             "upgrade", release, self._config.upgrade, self._loaded_chart(), release, dict(values), **options
         )
@@ -197,6 +222,64 @@ class HelmReleases:
     def uninstall(self, release: str, *, timeout: int) -> None:
         self._call("uninstall", release, self._config.uninstall, release, timeout=timeout, wait="watcher")
 
+    def mark(self, release: str, revision: int, outcome: str, *, description: str | None = None) -> None:
+        """Record a rollout's outcome in Helm's own record of the revision (its Secret), as Helm itself would.
+
+        Helm keeps each revision as a Secret ``sh.helm.release.v1.NAME.vN`` labelled with its status, holding
+        the release (gzipped JSON, base64) whose ``info.status`` and ``info.description`` ``helm history``
+        shows. A failed rollout gets what Helm's own ``--wait`` gives one (status ``failed``, both in the record
+        and the label), so that Helm's rollback leaves it failed; every outcome is also the release label
+        ``mlctl.rollout``. The write carries the Secret's resourceVersion, so it never overwrites a change made
+        meanwhile (it reads again and retries).
+
+        Raises:
+            MlctlError: no record of that revision (or no access to it).
+        """
+        if self._records is None:
+            raise MlctlError(f"cannot record the rollout of {release} revision {revision}: no access to Helm's records")
+        name = f"sh.helm.release.v1.{release}.v{revision}"
+        for _ in range(5):
+            secret = self._records.secret(self.namespace, name)
+            if secret is None:
+                raise MlctlError(
+                    f"cannot record the rollout of {release} revision {revision}: Helm's record {name} is gone"
+                )
+            labels = dict((secret.get("metadata") or {}).get("labels") or {})
+            data = dict(secret.get("data") or {})
+            if outcome == FAILED or description:
+                record = decode_record(data["release"])
+                info = record.setdefault("info", {})
+                if outcome == FAILED:
+                    info["status"] = labels["status"] = "failed"
+                if description:
+                    info["description"] = description[:MAX_DESCRIPTION]
+                data["release"] = encode_record(record)
+            labels[ROLLOUT_LABEL] = outcome
+            labels["modifiedAt"] = str(int(time.time()))  # as Helm's own updates stamp it
+            secret = {**secret, "data": data, "metadata": {**secret["metadata"], "labels": labels}}
+            if self._records.replace_secret(self.namespace, name, secret):
+                return
+        raise MlctlError(f"cannot record the rollout of {release} revision {revision}: its record keeps changing")
+
+
+def decode_record(data: str) -> dict[str, Any]:
+    """A Helm release record, from its Secret's ``data.release``.
+
+    The field holds base64 (Kubernetes') of base64 (Helm's) of the gzipped JSON (storage/driver/util.go,
+    decodeRelease; records from before compression are plain JSON).
+    """
+    raw = base64.b64decode(base64.b64decode(data))
+    if raw[:3] == b"\x1f\x8b\x08":
+        raw = gzip.decompress(raw)
+    record: dict[str, Any] = json.loads(raw)
+    return record
+
+
+def encode_record(record: dict[str, Any]) -> str:
+    """A release record as its Secret's ``data.release`` holds it, as Helm writes it (encodeRelease)."""
+    packed = gzip.compress(json.dumps(record, separators=(",", ":")).encode(), compresslevel=9)
+    return base64.b64encode(base64.b64encode(packed)).decode()
+
 
 def _revision(entry: dict[str, Any]) -> Revision:
     # helm-python-sdk's release summary: name, namespace, revision, status, deployed_at, chart_name,
@@ -207,6 +290,7 @@ def _revision(entry: dict[str, Any]) -> Revision:
         updated=str(entry.get("deployed_at", "")),
         chart=f"{entry.get('chart_name', '')}-{entry.get('chart_version', '')}",
         app_version=str(entry.get("app_version", "")),
+        rollout=str((entry.get("labels") or {}).get(ROLLOUT_LABEL, "")),
     )
 
 

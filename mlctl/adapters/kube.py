@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mlctl.errors import ClusterError, EnvironmentProblem
 from mlctl.ports import ClusterInfo
-from mlctl.views import Deployment, Event, Node, Pod, ReplicaSet
+from mlctl.views import Autoscaler, Deployment, Event, Node, Pod, ReplicaSet
 
 
 def _kubeconfig_path() -> str:
@@ -49,6 +49,7 @@ class KubeCluster:
         self.kubeconfig = kubeconfig
         #: Seconds to wait for an answer to one request.
         self.timeout = 10.0
+        self._resources: dict[tuple[str, str], tuple[str, bool]] = {}  # (apiVersion, kind) -> (path, namespaced)
 
     @classmethod
     def connect(cls, context: str | None = None, *, timeout: float = 10.0) -> KubeCluster:
@@ -102,15 +103,26 @@ class KubeCluster:
     def _get(self, path: str, query: dict[str, str] | None = None) -> Any:
         return json.loads(self._raw("GET", path, query))
 
-    def _raw(self, method: str, path: str, query: dict[str, str] | None = None) -> str:
+    def _raw(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> str:
         from kubernetes.client.exceptions import ApiException
 
+        headers_in = {"Accept": "application/json, */*"}
+        if body is not None:
+            headers_in["Content-Type"] = content_type
         try:
             method_, url, headers, body, post = self._api.param_serialize(
                 method=method,
                 resource_path=path,
                 query_params=list((query or {}).items()),
-                header_params={"Accept": "application/json, */*"},
+                header_params=headers_in,
+                body=body,
                 auth_settings=["BearerToken"],
             )
             response = self._api.call_api(
@@ -152,6 +164,8 @@ class KubeCluster:
             )
         if status == 404:
             return ClusterError(f"not found: {message or path}")
+        if status == 409:
+            return ClusterError(f"conflict: {message}")
         return ClusterError(f"the API server at {self.server} answered {status} to {method} {path}: {message}")
 
     # --- what deploys read -----------------------------------------------------------------------------
@@ -170,8 +184,95 @@ class KubeCluster:
             raise
         return True
 
+    def _resource(self, api_version: str, kind: str) -> tuple[str, bool]:
+        """The path prefix and namespacedness of a kind, from the server's discovery documents (cached)."""
+        cache = self._resources
+        if (api_version, kind) not in cache:
+            base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+            for item in self._get(base).get("resources", []):
+                if "/" not in item.get("name", ""):
+                    cache[(api_version, str(item.get("kind")))] = (
+                        f"{base}/{{ns}}{item['name']}",
+                        bool(item["namespaced"]),
+                    )
+            if (api_version, kind) not in cache:
+                raise ClusterError(f"the cluster does not serve {kind} ({api_version})")
+        return cache[(api_version, kind)]
+
+    def _object_path(self, manifest: Mapping[str, Any], namespace: str) -> str:
+        template, namespaced = self._resource(str(manifest.get("apiVersion")), str(manifest.get("kind")))
+        metadata = manifest.get("metadata") or {}
+        scope = f"namespaces/{metadata.get('namespace') or namespace}/" if namespaced else ""
+        return template.format(ns=scope) + f"/{metadata.get('name')}"
+
+    def live_object(self, manifest: Mapping[str, Any], namespace: str) -> dict[str, Any] | None:
+        """The object a manifest describes, as it is in the cluster now (None when there is none)."""
+        try:
+            found: dict[str, Any] = self._get(self._object_path(manifest, namespace))
+        except ClusterError as exc:
+            if exc.message.startswith("not found"):
+                return None
+            raise
+        return found
+
+    def apply_dry_run(self, manifest: Mapping[str, Any], namespace: str, field_manager: str) -> dict[str, Any]:
+        """What the object would be after a server-side apply of ``manifest`` by ``field_manager`` (nothing changes).
+
+        ``dryRun=All``: the server runs the whole write (defaulting, admission, the merge with the live
+        object and what other managers own) and returns the result without storing it. ``force`` takes the
+        fields it applies, as the owner of the release's fields does.
+        """
+        query = {"dryRun": "All", "fieldManager": field_manager, "force": "true"}
+        text = self._raw(
+            "PATCH",
+            self._object_path(manifest, namespace),
+            query,
+            body=dict(manifest),
+            content_type="application/apply-patch+yaml",
+        )
+        result: dict[str, Any] = json.loads(text)
+        return result
+
+    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret as the API returns it (for Helm's release records), or None."""
+        try:
+            found: dict[str, Any] = self._get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except ClusterError as exc:
+            if exc.message.startswith("not found"):
+                return None
+            raise
+        return found
+
+    def replace_secret(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
+        """PUT a Secret read before; False when it changed meanwhile (409: read it again and retry)."""
+        try:
+            self._raw("PUT", f"/api/v1/namespaces/{namespace}/secrets/{name}", body=body)
+        except ClusterError as exc:
+            if exc.message.startswith("conflict"):
+                return False
+            raise
+        return True
+
+    def create_namespace(self, namespace: str) -> None:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        self._raw("POST", "/api/v1/namespaces", body=body)
+
     def nodes(self) -> list[Node]:
         return [Node.from_api(item) for item in self._get("/api/v1/nodes").get("items", [])]
+
+    def bound_pods(self) -> list[Pod]:
+        # The field selectors every API server supports for pods (spec.nodeName, status.phase).
+        query = {"fieldSelector": "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"}
+        return [Pod.from_api(item) for item in self._get("/api/v1/pods", query).get("items", [])]
+
+    def autoscaler(self, namespace: str, name: str) -> Autoscaler | None:
+        try:
+            found = self._get(f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}")
+        except ClusterError as exc:
+            if exc.message.startswith("not found"):
+                return None
+            raise
+        return Autoscaler.from_api(found)
 
     def deployment(self, namespace: str, name: str) -> Deployment | None:
         try:
@@ -235,3 +336,30 @@ def context_namespace(context: str | None = None) -> str:
         return "default"
     chosen = next((c for c in contexts if c["name"] == (context or (active or {}).get("name"))), None)
     return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
+
+
+def context_cluster(context: str | None = None) -> str:
+    """Which cluster a kube context reaches, for telling two contexts of one cluster apart from two clusters.
+
+    The server URL its kubeconfig names (``in-cluster`` inside a pod); the context's name when the
+    kubeconfig cannot tell. Reads the kubeconfig only (no server contact).
+    """
+    if _in_cluster(context):
+        return "in-cluster"
+    from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.kube_config import KubeConfigMerger
+
+    unknown = f"context {context}" if context else "the current kube context"
+    try:
+        merged = KubeConfigMerger(_kubeconfig_path()).config
+        data = merged.value if merged is not None else {}
+        name = context or data.get("current-context")
+        contexts = [getattr(c, "value", c) for c in data.get("contexts") or []]  # merged entries are ConfigNodes
+        clusters = [getattr(c, "value", c) for c in data.get("clusters") or []]
+        chosen = next((c for c in contexts if c.get("name") == name), None)
+        cluster_name = ((chosen or {}).get("context") or {}).get("cluster")
+        cluster = next((c for c in clusters if c.get("name") == cluster_name), None)
+    except (ConfigException, OSError, TypeError, AttributeError, ValueError):
+        return unknown
+    server = ((cluster or {}).get("cluster") or {}).get("server") if cluster_name else None
+    return str(server) if server else unknown

@@ -46,7 +46,7 @@ terminal or in CI. Options also read MLCTL_* environment variables (shown below)
 
 \b
 Exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 input, 5 conflict, 6 environment,
-7 build, 8 deploy, 9 cluster, 130 interrupted.
+7 build, 8 deploy (rolled back), 9 cluster, 10 rollback failed too, 130 interrupted.
 """
 
 #: name -> (module, attribute, one-line help), in the order --help lists them.
@@ -88,7 +88,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "logs_cmd",
         "Print the server's log: every pod of the release, each line prefixed with its pod.",
     ),
-    "history": ("mlctl.cli.release", "history_cmd", "List the release's revisions (Helm history)."),
+    "history": (
+        "mlctl.cli.release",
+        "history_cmd",
+        "List the release's revisions (Helm history), with how each one's rollout went.",
+    ),
     "rollback": (
         "mlctl.cli.release",
         "rollback_cmd",

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlctl.cli.options import (
+    AllowDowntimeOption,
     ImageOption,
     JsonOption,
     SetOption,
@@ -23,7 +24,7 @@ from mlctl.errors import InputError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlctl.models import DeployResult, PodState
+    from mlctl.models import DeployResult, PodState, Promotion
 
 
 @target_options
@@ -43,6 +44,14 @@ def deploy_cmd(
             "--dry-run", help="Print the manifests and check them against the cluster (GPU gate); change nothing."
         ),
     ] = False,
+    allow_downtime: AllowDowntimeOption = False,
+    create_namespace: Annotated[
+        bool,
+        typer.Option(
+            "--create-namespace",
+            help="Create the namespace when it is missing (as helm install --create-namespace). Never implied.",
+        ),
+    ] = False,
     target: TargetOption = None,
     port: Annotated[
         int | None,
@@ -57,8 +66,11 @@ def deploy_cmd(
     """Install or upgrade the service on Kubernetes and follow the rollout; explain and roll back on failure.
 
     The image is the last one `mlctl build` made in this service (by digest once pushed), or --image.
-    Before installing, checks that some node can ever run a replica (GPUs, GPU type, the image's driver).
-    Exit 8 when the rollout fails (after rolling back), 9 when the cluster is unreachable or forbids it.
+    Before installing, checks that some node can ever run a replica (GPUs, GPU type, the image's driver),
+    and says when an update will have downtime (no GPU free for a surge pod; see deploy.strategy).
+    A failed rollout is marked failed in the release's history and rolled back to the last revision that
+    rolled out healthy, which is followed to readiness too. Exit 8 when the rollout fails (after rolling
+    back), 10 when the rollback did not come up either, 9 when the cluster is unreachable or forbids it.
     With --target local, runs the image on this machine's Docker engine instead (stop it: mlctl down).
 
     Example: mlctl deploy --env staging --image ghcr.io/acme/fraud-scorer:3f2a-g1c9d@sha256:...
@@ -74,6 +86,8 @@ def deploy_cmd(
             "--set": set_,
             "--require-digest": require_digest,
             "--dry-run": dry_run,
+            "--allow-downtime": allow_downtime,
+            "--create-namespace": create_namespace,
         }
         given = [flag for flag, value in cluster_only.items() if value]
         if given:
@@ -98,6 +112,8 @@ def deploy_cmd(
         wait=wait,
         timeout_s=timeout,
         dry_run=dry_run,
+        allow_downtime=allow_downtime,
+        create_namespace=create_namespace,
         reporter=out.reporter(),
     )
     out.result(result, lambda console: render_deploy(console, result))
@@ -170,7 +186,11 @@ def diff_cmd(
     *,
     where: TargetArgs,
 ) -> None:
-    """Show what a deploy would change against the live release, resource by resource."""
+    """Show what a deploy would change against the live release, resource by resource.
+
+    Each object the deploy would apply goes to the cluster as a server-side dry run and is compared with
+    the live object, so changes made with kubectl show up as what the deploy would undo.
+    """
     from mlctl.deploy.day2 import diff_release
     from mlctl.deploy.release import resolve_image
 
@@ -178,7 +198,7 @@ def diff_cmd(
     out = state.output(json_)
     release = where.resolve(state)
     chosen = resolve_image(release.loaded, image, reporter=out.reporter())
-    changes = diff_release(release, chosen, values_files=values or (), sets=set_ or ())
+    changes = diff_release(release, chosen, values_files=values or (), sets=set_ or (), reporter=out.reporter())
 
     def show(console: Console) -> None:
         if not changes:
@@ -194,6 +214,10 @@ def promote_cmd(
     ctx: typer.Context,
     source: Annotated[str, typer.Option("--from", metavar="ENV", help="The environment whose running image to take.")],
     to: Annotated[str, typer.Option("--to", metavar="ENV", help="The environment to deploy it to.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Promote to a protected environment without asking (CI).")
+    ] = False,
+    allow_downtime: AllowDowntimeOption = False,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
     json_: JsonOption = False,
@@ -202,7 +226,9 @@ def promote_cmd(
 
     The source must be healthy (every replica ready) and run an image pinned by digest. The
     destination's own settings (replicas, GPUs, namespace, context) come from its environment in
-    mlctl.yaml.
+    mlctl.yaml; two environments that resolve to the same release are refused. What the promotion
+    changes is shown first; a protected environment (prod) is changed only after you agree, or with
+    --yes (without a terminal, --yes is the only way).
 
     Example: mlctl promote --from staging --to prod
     """
@@ -212,9 +238,23 @@ def promote_cmd(
     out = state.output(json_)
     if source == to:
         raise InputError(f"--from and --to are both {source!r}")
+
+    def confirm(promotion: Promotion) -> bool:
+        from rich.prompt import Confirm
+
+        out.close()
+        return Confirm.ask(
+            f"Promote {promotion.image} to {promotion.to} ({len(promotion.changes)} resource(s) change)?",
+            default=False,
+            console=out.console,
+        )
+
     result = promote(
         TargetArgs(env=source).resolve(state),
         TargetArgs(env=to).resolve(state),
+        yes=yes,
+        confirm=confirm if out.interactive else None,
+        allow_downtime=allow_downtime,
         wait=wait,
         timeout_s=timeout,
         reporter=out.reporter(),

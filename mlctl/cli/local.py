@@ -43,13 +43,16 @@ def deploy_local_cmd(
 def local_logs(state: State, env: str | None, *, follow: bool, tail: int | None) -> None:
     """``mlctl logs --target local``: the local container's log."""
     from mlctl.adapters.docker import Containers
-    from mlctl.deploy.local import container_name
+    from mlctl.deploy.local import container_name, server_container
 
-    name = container_name(state.config(env).config.name, env)
+    service = state.config(env).config.name
     containers = Containers.connect()
     try:
-        if containers.state(name) is None:
-            raise InputError(f"no local container {name}", hint="start it: mlctl deploy --target local")
+        name = server_container(containers, service, env)
+        if name is None:
+            raise InputError(
+                f"no local server of {container_name(service, env)}", hint="start it: mlctl deploy --target local"
+            )
         lines = containers.follow(name, tail=tail) if follow else containers.logs(name, tail=tail).splitlines()
         for line in lines:
             sys.stdout.write(f"{line}\n")

@@ -90,6 +90,13 @@ TimeoutOption = Annotated[
     typer.Option("--timeout", metavar="SECONDS", help="How long to wait for the rollout.  [default: its deadline]"),
 ]
 WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the rollout until it is ready or fails.")]
+AllowDowntimeOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-downtime",
+        help="Let an update that stops the old pods before new ones are ready go ahead in a protected environment.",
+    ),
+]
 TargetOption = Annotated[
     str | None,
     typer.Option(

@@ -39,7 +39,11 @@ def status_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetAr
 
 @target_options
 def history_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetArgs) -> None:
-    """List the release's revisions (Helm history)."""
+    """List the release's revisions (Helm history), with how each one's rollout went.
+
+    ROLLOUT is what mlctl saw: healthy (every replica became ready), failed (also Helm's status, so
+    `helm history` shows it), not watched (--no-wait), or unknown (made by another tool).
+    """
     from mlctl.deploy.day2 import release_history
 
     state = state_of(ctx)
@@ -49,8 +53,8 @@ def history_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetA
         revisions,
         lambda console: print_table(
             console,
-            ["REVISION", "STATUS", "UPDATED", "CHART", "DESCRIPTION"],
-            [[str(r.revision), r.status, r.updated, r.chart, r.description] for r in revisions],
+            ["REVISION", "STATUS", "ROLLOUT", "UPDATED", "CHART", "DESCRIPTION"],
+            [[str(r.revision), r.status, r.rollout, r.updated, r.chart, r.description] for r in revisions],
         ),
     )
 
@@ -59,20 +63,34 @@ def history_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetA
 def rollback_cmd(
     ctx: typer.Context,
     revision: Annotated[
-        int | None, typer.Argument(metavar="[REVISION]", help="Revision to return to.  [default: the previous one]")
+        int | None,
+        typer.Argument(
+            metavar="[REVISION]",
+            help="Revision to return to.  [default: the newest earlier one that rolled out healthy]",
+        ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Roll back to REVISION even though its rollout failed.")
+    ] = False,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
     json_: JsonOption = False,
     *,
     where: TargetArgs,
 ) -> None:
-    """Roll the release back to an earlier revision (as a new revision) and follow the rollout."""
+    """Roll the release back to an earlier revision (as a new revision) and follow the rollout.
+
+    Without REVISION: the newest earlier revision that rolled out healthy (failed ones are skipped;
+    naming one that failed needs --force). The rollback is followed like a deploy and recorded in the
+    release's history. Exit 10 when it does not become ready (the release is left failed).
+    """
     from mlctl.deploy.day2 import rollback_release
 
     state = state_of(ctx)
     out = state.output(json_)
-    result = rollback_release(where.resolve(state), revision, wait=wait, timeout_s=timeout, reporter=out.reporter())
+    result = rollback_release(
+        where.resolve(state), revision, force=force, wait=wait, timeout_s=timeout, reporter=out.reporter()
+    )
     out.result(result, lambda console: render_deploy(console, result))
 
 

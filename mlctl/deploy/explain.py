@@ -38,13 +38,18 @@ def explain(
     logs: dict[str, str] | None = None,
     startup_budget_s: int | None = None,
     memory_limit: str | None = None,
+    free_gpus: dict[str, int] | None = None,
 ) -> list[Finding]:
-    """What is wrong with the rollout's pods, most telling first, one finding per kind."""
+    """What is wrong with the rollout's pods, most telling first, one finding per kind.
+
+    ``free_gpus`` (each node's allocatable GPUs less what its pods use) makes a GPU shortage name what is
+    free where; without it, what each node has.
+    """
     found: dict[str, Finding] = {}
     for pod in pods:
         pod_events = events.get(pod.name, [])
         for finding in _pod_findings(
-            pod, pod_events, nodes, (logs or {}).get(pod.name, ""), startup_budget_s, memory_limit
+            pod, pod_events, nodes, (logs or {}).get(pod.name, ""), startup_budget_s, memory_limit, free_gpus
         ):
             found.setdefault(finding.kind, finding)
     order = [
@@ -127,6 +132,7 @@ def _pod_findings(
     log: str,
     startup_budget_s: int | None,
     memory_limit: str | None,
+    free_gpus: dict[str, int] | None = None,
 ) -> list[Finding]:
     findings: list[Finding] = []
     for container in pod.containers:
@@ -136,7 +142,7 @@ def _pod_findings(
             findings.append(
                 Finding(
                     "image_pull",
-                    f"the cluster cannot pull the image {container.image}: {_short(detail) or reason}",
+                    f"the cluster cannot pull the image {container.image}: {_flat(detail) or reason}",
                     "check the image exists (mlctl build --push) and the cluster can read the registry "
                     "(imagePullSecrets for a private one)",
                     True,
@@ -159,19 +165,26 @@ def _pod_findings(
             )
     if pod.scheduled is False:
         message = _event_message(events, "FailedScheduling") or pod.unschedulable_message
-        findings.extend(_scheduling(pod, message, nodes))
+        findings.extend(_scheduling(pod, message, nodes, free_gpus))
     return findings
 
 
-def _scheduling(pod: Pod, message: str, nodes: list[Node] | None) -> list[Finding]:
+def _scheduling(pod: Pod, message: str, nodes: list[Node] | None, free: dict[str, int] | None) -> list[Finding]:
     findings = []
     if "Insufficient nvidia.com/gpu" in message:
-        offered = ", ".join(f"{n.name} {n.gpus} allocatable" for n in nodes or []) or "no node offers nvidia.com/gpu"
+        if not nodes:
+            offered = "no node offers nvidia.com/gpu"
+        elif free is not None:
+            offered = "free of allocatable: " + ", ".join(f"{n.name} {free.get(n.name, 0)} of {n.gpus}" for n in nodes)
+        else:
+            offered = (
+                ", ".join(f"{n.name} {n.gpus} allocatable" for n in nodes) + "; GPUs in use by other pods count too"
+            )
         findings.append(
             Finding(
                 "gpu_shortage",
-                f"no node has {pod.gpus} free nvidia.com/gpu for a replica "
-                f"({offered}; GPUs in use by other pods count too)",
+                f"no node has the {pod.gpus} free nvidia.com/gpu a replica asks for ({offered}); "
+                f"the scheduler: {_flat(message)}",
                 "wait for GPUs to free up, lower resources.gpu.count, or ask for more GPU nodes",
                 False,
             )
@@ -200,7 +213,7 @@ def _scheduling(pod: Pod, message: str, nodes: list[Node] | None) -> list[Findin
         findings.append(
             Finding(
                 "unschedulable",
-                f"the pod cannot be scheduled: {_short(message)}",
+                f"the pod cannot be scheduled: {_flat(message)}",
                 "read the scheduler's message above; `mlctl status` shows the pods",
                 False,
             )
@@ -230,9 +243,9 @@ def _event_message(events: list[Event], reason: str) -> str:
     return max(matching, key=lambda e: e.time).message
 
 
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _flat(text: str) -> str:
+    """The text on one line, whole: messages are never cut (``--json`` readers get all of it)."""
+    return " ".join(text.split())
 
 
 def _log_tail(log: str, lines: int = 8) -> str:

@@ -51,18 +51,29 @@ class GateResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     #: The driver floor to require through node affinity (0: the nodes carry no driver labels to match).
     min_driver_major: int = 0
+    #: Each node's GPUs not used by the pods on it now; None when the pods could not be read.
+    free: Mapping[str, int] | None = None
+
+    def room_for(self, gpus: int) -> bool | None:
+        """Whether one more replica fits now on a node that can run one (None: unknown)."""
+        if gpus <= 0:
+            return True
+        if self.free is None:
+            return None
+        return any(self.free.get(name, 0) >= gpus for name in self.nodes)
 
 
-def gpu_gate(nodes: list[Node], request: GpuRequest) -> GateResult:
+def gpu_gate(nodes: list[Node], request: GpuRequest, free: Mapping[str, int] | None = None) -> GateResult:
     """Raise DeployError when no node can ever run a replica; warn where the cluster cannot tell.
 
     Args:
         nodes: The cluster's nodes.
         request: What a replica asks for.
+        free: Each node's GPUs not in use now (``mlctl.views.free_gpus``), kept for the rollout strategy.
     """
     gpus, products, min_driver = request.count, request.products, request.min_driver
     if gpus <= 0:
-        return GateResult(tuple(n.name for n in nodes))
+        return GateResult(tuple(n.name for n in nodes), free=free)
     gpu_nodes = [n for n in nodes if n.gpus > 0]
     if not gpu_nodes:
         raise DeployError(
@@ -114,4 +125,4 @@ def gpu_gate(nodes: list[Node], request: GpuRequest) -> GateResult:
                 )
             candidates = able
             required = floor
-    return GateResult(tuple(n.name for n in candidates), tuple(warnings), required)
+    return GateResult(tuple(n.name for n in candidates), tuple(warnings), required, free)

@@ -4,6 +4,13 @@ It runs the image as the cluster would run it (the same environment from mlctl.y
 engine has them, the same /dev/shm and memory limit, a read-only root with a writable /tmp), waits for
 ``/v2/health/ready`` within the start-up budget with the same live view, and explains a failure the
 same way (exit code, OOM kill, the log's last lines). No cluster, registry or Helm is involved.
+
+The service's port belongs to a small front (``mlctl.deploy.local_proxy``, in a container of its
+own: ``mlctl-SERVICE``), not to the server. Deploying again starts the new server
+(``mlctl-SERVICE-ID``) beside the running one on a network of the service, waits until it is ready,
+points the front at it, and only then stops the old server, which finishes what it has in flight:
+no request fails, as in a cluster's rolling update with a preStop delay. A new server that does not
+become ready is removed, and the old one goes on serving.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ import socket
 import time
 import urllib.error
 import urllib.request
+import uuid
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from mlctl import contract
@@ -27,10 +36,18 @@ if TYPE_CHECKING:
 
 LABEL_SERVICE = "org.mlctl.service"
 LABEL_ENV = "org.mlctl.env"
+#: "front" (the proxy holding the port) or "server"; containers of an older mlctl have none (a server).
+LABEL_ROLE = "org.mlctl.role"
+#: Seconds between pointing the front at the new server and stopping the old one: the requests the front
+#: sent off just before are well on their way (the local twin of a pod's preStop delay).
+DRAIN_S = 1.0
+#: The front's own memory (a small asyncio process) and /dev/shm.
+FRONT_MEMORY = 128 << 20
+FRONT_SHM = 1 << 20
 
 
 def container_name(service: str, env: str | None) -> str:
-    """The local container of a service (and environment)."""
+    """The local front of a service (and environment): the container that holds its port."""
     return f"mlctl-{service}" + (f"-{env}" if env else "")
 
 
@@ -64,10 +81,14 @@ def deploy_local(
 ) -> LocalDeployResult:
     """Run ``image`` (``local_image``) as the service on the local Docker engine and wait until it is ready.
 
+    A running one is replaced without a failed request: the new server starts beside it and takes over
+    once ready (with ``wait=False``, at once).
+
     Raises:
         InputError: the image is not on this machine. ConflictError: the port is taken.
         EnvironmentProblem: no Docker engine. DeployError: the server exited, was OOM-killed, or
-        was not ready within its start-up budget (the container is removed; its log is quoted).
+        was not ready within its start-up budget (that container is removed; its log is quoted; a
+        server that was running goes on serving).
     """
     from mlctl.adapters.docker import Containers
 
@@ -76,7 +97,7 @@ def deploy_local(
     config = loaded.config
     env = loaded.environment
     ref = image
-    name = container_name(config.name, env)
+    front = container_name(config.name, env)
     host_port = port or contract.port(config)
     containers = Containers.connect()
     try:
@@ -86,10 +107,19 @@ def deploy_local(
                 hint="build it first: mlctl build" + (f" --env {env}" if env else "") + " (or pass --image)",
             )
         grace = int(config.serving.graceful_shutdown_s) + 5
-        if containers.state(name) is not None:
-            reporter.step(f"replacing the running {name}")
-            containers.stop(name, timeout=grace)
-        _check_port(host_port)
+        mine = _containers(containers, config.name, env)
+        proxy = next((c for c in mine if c.labels.get(LABEL_ROLE) == "front" and c.status == "running"), None)
+        if proxy is not None and proxy.ports.get(f"{contract.port(config)}/tcp") != f"127.0.0.1:{host_port}":
+            reporter.step(f"moving {front} to port {host_port}")
+            containers.stop(proxy.name, timeout=5)
+            proxy = None
+        old = [c for c in mine if c.labels.get(LABEL_ROLE) != "front"]
+        if proxy is None:
+            for container in [*old, *(c for c in mine if c.labels.get(LABEL_ROLE) == "front")]:
+                reporter.step(f"stopping {container.name} (it holds the port the new front needs)")
+                containers.stop(container.name, timeout=grace)
+            old = []
+            _check_port(host_port)
         gpus = config.resources.gpu.count if config.runtime.accelerator == "cuda" else 0
         warnings: list[str] = []
         if gpus and not containers.has_gpus():
@@ -99,33 +129,98 @@ def deploy_local(
             )
             reporter.warn(warnings[-1])
             gpus = 0
-        environment = contract.container_environment(config)
+        labels = {LABEL_SERVICE: config.name, LABEL_ENV: env or ""}
+        containers.ensure_network(front, labels)
+        name = f"{front}-{uuid.uuid4().hex[:6]}"
         memory_limit = add(config.resources.memory, config.resources.shm_size)
-        reporter.step(f"starting {name} from {ref} on 127.0.0.1:{host_port}" + (f" with {gpus} GPU(s)" if gpus else ""))
-        containers.run(
+        if old:
+            reporter.step(f"replacing {', '.join(c.name for c in old)}: it serves until {name} is ready")
+        reporter.step(f"starting {name} from {ref}" + (f" with {gpus} GPU(s)" if gpus else ""))
+        serving = f"{contract.port(config)}/tcp"
+        state = containers.run(
             ref,
             name=name,
-            env=environment,
-            ports={f"{contract.port(config)}/tcp": ("127.0.0.1", host_port)},
-            labels={LABEL_SERVICE: config.name, LABEL_ENV: env or ""},
+            env=contract.container_environment(config),
+            ports={serving: ("127.0.0.1", None)},  # its own loopback port, to see it get ready before it serves
+            labels={**labels, LABEL_ROLE: "server"},
             shm_size=to_bytes(config.resources.shm_size),
             mem_limit=to_bytes(memory_limit),
             gpus=gpus,
             tmpfs={"/tmp": ""},
+            network=front,
         )
         url = f"http://127.0.0.1:{host_port}"
-        result = LocalDeployResult(config.name, name, ref, url, "started", gpus, 0.0, tuple(warnings))
-        if not wait:
-            return _with_time(result, started)
-        budget = int(timeout_s or config.probes.startup_budget_s)
-        reporter.step(f"waiting for {url}/v2/health/ready (up to {budget} s)")
-        finding = _watch(containers, name, url, budget, memory_limit, reporter)
-        if finding is not None:
-            containers.stop(name, timeout=grace)
-            raise DeployError(f"{name} did not become ready; it was stopped and removed", findings=[finding])
-        return _with_time(LocalDeployResult(config.name, name, ref, url, "ready", gpus, 0.0, tuple(warnings)), started)
+        if wait:
+            budget = int(timeout_s or config.probes.startup_budget_s)
+            own = f"http://{state.ports[serving]}"
+            reporter.step(f"waiting for {name} to be ready (up to {budget} s)")
+            finding = _watch(containers, name, own, budget, memory_limit, reporter)
+            if finding is not None:
+                containers.stop(name, timeout=grace)
+                if proxy is None:
+                    containers.remove_network(front)  # a first start leaves nothing behind
+                kept = f"; {old[0].name} goes on serving" if old else ""
+                raise DeployError(f"{name} did not become ready; it was stopped and removed{kept}", findings=[finding])
+        address = f"{containers.address(name, front)}:{contract.port(config)}"
+        if proxy is None:
+            reporter.step(f"starting {front} on 127.0.0.1:{host_port}, in front of {name}")
+            containers.run(
+                ref,
+                name=front,
+                env={},
+                ports={serving: ("127.0.0.1", host_port)},
+                labels={**labels, LABEL_ROLE: "front"},
+                shm_size=FRONT_SHM,
+                mem_limit=FRONT_MEMORY,
+                tmpfs={"/tmp": ""},
+                command=["python", "-c", _front_source(), str(contract.port(config)), address],
+                network=front,
+            )
+            if wait:
+                _until_ready(url, 10.0)
+        else:
+            _point(containers, front, address)
+            reporter.step(f"{front} now sends requests to {name}")
+            if old:
+                time.sleep(DRAIN_S)
+        for container in old:
+            reporter.step(f"stopping {container.name} (it finishes the requests it has first)")
+            containers.stop(container.name, timeout=grace)
+        status = "ready" if wait else "started"
+        return _with_time(LocalDeployResult(config.name, name, ref, url, status, gpus, 0.0, tuple(warnings)), started)
     finally:
         containers.close()
+
+
+def server_container(containers: Containers, service: str, env: str | None) -> str | None:
+    """The running server of a service (the newest, while a replacement is under way), if any."""
+    servers = [c for c in _containers(containers, service, env) if c.labels.get(LABEL_ROLE) != "front"]
+    running = sorted((c for c in servers if c.status == "running"), key=lambda c: c.started_at)
+    return running[-1].name if running else (servers[-1].name if servers else None)
+
+
+def _containers(containers: Containers, service: str, env: str | None) -> list[ContainerState]:
+    return [c for c in containers.find(f"{LABEL_SERVICE}={service}") if c.labels.get(LABEL_ENV, "") == (env or "")]
+
+
+def _front_source() -> str:
+    return resources.files("mlctl.deploy").joinpath("local_proxy.py").read_text(encoding="utf-8")
+
+
+def _point(containers: Containers, front: str, address: str) -> None:
+    """Tell the front which server to send requests to (it reads the file again for each request)."""
+    from mlctl.deploy.local_proxy import BACKEND_FILE
+
+    script = "import os, sys; f = sys.argv[1]; open(f + '.new', 'w').write(sys.argv[2]); os.replace(f + '.new', f)"
+    code = containers.exec(front, ["python", "-c", script, BACKEND_FILE, address])
+    if code != 0:
+        raise DeployError(f"could not point {front} at the new server (exit {code}); the old one still serves")
+
+
+def _until_ready(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not _ready(url) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def down(loaded: LoadedConfig, *, reporter: Reporter | None = None) -> list[str]:
@@ -141,9 +236,13 @@ def down(loaded: LoadedConfig, *, reporter: Reporter | None = None) -> list[str]
             for c in containers.find(f"{LABEL_SERVICE}={config.name}")
             if env is None or c.labels.get(LABEL_ENV) == env
         ]
+        # The front first: nothing new reaches a server while it stops.
+        found.sort(key=lambda c: c.labels.get(LABEL_ROLE) != "front")
         for container in found:
             reporter.step(f"stopping {container.name}")
             containers.stop(container.name, timeout=int(config.serving.graceful_shutdown_s) + 5)
+        for front in {container_name(config.name, c.labels.get(LABEL_ENV) or None) for c in found}:
+            containers.remove_network(front)
         return [c.name for c in found]
     finally:
         containers.close()

@@ -2,10 +2,13 @@
 
 Plan: the image (the build recorded in the service, or ``--image``) and the chart values from
 ``mlctl.yaml`` with ``--values``/``--set`` on top. Gate: can any node ever run a replica, with the
-image's driver floor (``mlctl.deploy.gate``). The chart is rendered once, with what the gate found.
-Apply: install or upgrade the Helm release (nothing, when nothing changed). Watch: follow the rollout
-until every replica is ready; when it fails, say why in plain words, roll back to the last good
-revision (or remove a failed first install), and exit with the rollout-failure code.
+image's driver floor, and is a GPU free for a surge pod (``mlctl.deploy.gate``); the rollout strategy
+follows (``mlctl.deploy.strategy``), and an update with downtime is announced before it starts. The
+chart is rendered once, with what the gate found. Apply: install or upgrade the Helm release
+(nothing, when nothing changed). Watch: follow the rollout until every wanted replica is ready; when
+it fails, say why in plain words, mark the revision failed in Helm's history, roll back to the last
+revision that rolled out healthy and follow that too (or remove a failed first install), and exit
+with the rollout-failure code (the rollback-failure code when the rollback did not come up either).
 """
 
 from __future__ import annotations
@@ -13,24 +16,41 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlctl.chart.core import chart_values, joined, manifest_documents, render_values
 from mlctl.config import LoadedConfig, deep_merge
 from mlctl.deploy.gate import GateResult, GpuRequest, gpu_gate
-from mlctl.deploy.target import Target, check_protected, connected
-from mlctl.deploy.watch import Rollout, current_pods, pod_state, watch_rollout
-from mlctl.errors import ClusterError, DeployError, InputError
+from mlctl.deploy.revisions import (
+    DEADLINE_GRACE_S,
+    HELM_TIMEOUT_S,
+    ever_rolled_out,
+    last_good,
+    reason,
+    record,
+    roll_back,
+)
+from mlctl.deploy.strategy import Strategy, plan_strategy
+from mlctl.deploy.target import Target, check_collisions, check_protected, connected
+from mlctl.deploy.watch import Rollout, current_pods, pod_state, wanted_replicas, watch_rollout
+from mlctl.errors import ClusterError, DeployError, InputError, RollbackError
 from mlctl.images.record import latest_build, recorded_image
 from mlctl.models import DeployResult, ImageRef, ReleaseImage, RenderedRelease
-from mlctl.ports import Cluster, Releases, Revision
+from mlctl.ports import FAILED, HEALTHY, Cluster, Releases, Revision
 from mlctl.reporting import NullReporter, Reporter
+from mlctl.views import Deployment, free_gpus
 
-#: Seconds Helm's own actions may take (applying manifests, deleting them); the rollout is watched apart.
-HELM_TIMEOUT_S = 300
-#: Seconds the watch waits past the Deployment's progress deadline for the controller to call it.
-DEADLINE_GRACE_S = 15
+__all__ = [
+    "DEADLINE_GRACE_S",
+    "HELM_TIMEOUT_S",
+    "deploy_service",
+    "plan_release",
+    "plan_values",
+    "render",
+    "resolve_image",
+]
 
 
 # --- plan ------------------------------------------------------------------------------------------------
@@ -81,23 +101,40 @@ def plan_values(
     Raises:
         InputError: a values file that cannot be read or holds no mapping; a bad ``--set``.
     """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
     values = chart_values(where.loaded.config, image.ref)
     for path in values_files:
-        try:
-            data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, YAMLError) as exc:
-            raise InputError(f"--values {path}: {getattr(exc, 'strerror', None) or exc}") from None
-        if not isinstance(data, dict):
-            raise InputError(f"--values {path}: must hold a mapping of chart values")
-        values = deep_merge(values, data)
+        values = deep_merge(values, read_values_file(path))
     from mlctl.adapters.helm import parse_set
 
     for item in sets:
         values = deep_merge(values, parse_set(item))
     return values
+
+
+def read_values_file(path: Path) -> dict[str, Any]:
+    """A ``--values`` file, read with the bounds mlctl.yaml is read with (``mlctl.safe_yaml``).
+
+    Raises:
+        InputError: the file cannot be read, is not plain YAML within the bounds (size, depth, aliases,
+        tags), or holds no mapping; naming the file (and the line, where there is one).
+    """
+    from mlctl import safe_yaml
+    from mlctl.errors import ConfigError
+
+    try:
+        with path.open("rb") as handle:
+            text = handle.read(safe_yaml.MAX_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"--values {path}: cannot be read: {exc.strerror}") from None
+    try:
+        data, _ = safe_yaml.load(text, str(path))
+    except ConfigError as exc:
+        raise InputError(f"--values {exc.lines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"--values {path}: must hold a mapping of chart values")
+    return data
 
 
 def render(where: Target, values: Mapping[str, Any], gate: GateResult | None = None) -> RenderedRelease:
@@ -108,6 +145,11 @@ def render(where: Target, values: Mapping[str, Any], gate: GateResult | None = N
     """
     if gate is not None and gate.min_driver_major:
         values = deep_merge(values, {"resources": {"gpu": {"minDriverMajor": gate.min_driver_major}}})
+    rollout = values.get("rollout") or {}
+    if "maxSurge" not in rollout or "maxUnavailable" not in rollout:
+        # Offline (mlctl render), what a deploy would choose when it cannot tell whether a GPU is free.
+        strategy = _strategy(where, values, gate or GateResult((), free=None), None)
+        values = deep_merge(values, {"rollout": strategy.values()})
     return render_values(dict(values), release=where.release, namespace=where.namespace)
 
 
@@ -123,6 +165,8 @@ def deploy_service(
     wait: bool = True,
     timeout_s: float | None = None,
     dry_run: bool = False,
+    allow_downtime: bool = False,
+    create_namespace: bool = False,
     reporter: Reporter | None = None,
     cluster: Cluster | None = None,
     releases: Releases | None = None,
@@ -138,25 +182,40 @@ def deploy_service(
         timeout_s: How long to follow it (default: the Deployment's progress deadline, and a little).
         dry_run: Do everything up to the install (values, cluster, namespace, GPU gate, what would
             change) and change nothing.
+        allow_downtime: Let an update with downtime go ahead in a protected environment.
+        create_namespace: Create the namespace when it is missing (as ``helm install --create-namespace``).
         reporter: Progress.
         cluster: The Kubernetes API (default: the kube context's).
         releases: Helm (default: the Helm engine on that cluster).
 
     Raises:
-        InputError: bad values, or an image a protected environment refuses. ClusterError: the
-        cluster is unreachable, forbids us, or lacks the namespace. DeployError: no node can run it
-        (GPU gate), or the rollout failed (after rolling back).
+        InputError: bad values, an image a protected environment refuses, or an update with downtime there
+        without ``allow_downtime``. ConfigError: another environment resolves to the same release.
+        ClusterError: the cluster is unreachable, forbids us, or lacks the namespace. DeployError: no node
+        can run it (GPU gate), or the rollout failed (after rolling back). RollbackError: the rollback
+        did not come up either.
     """
     reporter = reporter or NullReporter()
     started = time.monotonic()
     check_protected(where, image)
+    check_collisions(where)
     values = plan_values(where, image, values_files=values_files, sets=sets)
-    with connected(where, cluster=cluster, releases=releases) as (kube, helm):
-        gate = _gate(kube, GpuRequest.of(values, image), image, reporter)
-        rendered = render(where, values, gate)
+    planning = dry_run and create_namespace  # a dry run creates nothing, the namespace included
+    with connected(
+        where,
+        cluster=cluster,
+        releases=releases,
+        check_namespace=not planning,
+        create_namespace=create_namespace,
+        reporter=reporter,
+    ) as (kube, helm):
+        absent = planning and not kube.namespace_exists(where.namespace)
+        if absent:
+            reporter.step(f"dry run: namespace {where.namespace} would be created")
+        plan = plan_release(kube, helm, where, image, values, reporter, new_namespace=absent)
+        gate, history, live, strategy, rendered = plan.gate, plan.history, plan.live, plan.strategy, plan.rendered
+        deployed = [r for r in history if r.status == "deployed" and not r.failed]
         values = dict(rendered.values)
-        history = helm.history(where.release)
-        deployed = [r for r in history if r.status == "deployed"]
         # The watch outlives the Deployment's own deadline a little, so that the controller's verdict
         # (ProgressDeadlineExceeded) is what ends it, not our clock.
         timeout = int(timeout_s or _progress_deadline(rendered) + DEADLINE_GRACE_S)
@@ -165,20 +224,24 @@ def deploy_service(
         if planned is not None and _same_manifests(helm.manifest(where.release), planned):
             reporter.step(f"{where.release}: nothing changed since revision {deployed[-1].revision}")
             return result(kube, where, "unchanged", deployed[-1].revision, ref, started, gate.warnings)
+        if live is not None and planned is not None and _replaces_pods(helm.manifest(where.release), planned):
+            _announce(where, strategy, live, allow_downtime, reporter)
         if dry_run:
             if planned is None:
                 planned = (
                     helm.preview(where.release, values, upgrade=False)
-                    if not history
-                    else joined(dict(rendered.manifests))  # only a failed install exists: it would be replaced
+                    if not history and not absent
+                    else joined(dict(rendered.manifests))  # a new namespace, or only failed revisions to replace
                 )
-            plan = "would-upgrade" if deployed else "would-install"
+            would = "would-upgrade" if history and ever_rolled_out(history) else "would-install"
             reporter.step(
-                f"dry run: {where.release} {plan.replace('-', ' ')} in {where.namespace} with {ref.reference}"
+                f"dry run: {where.release} {would.replace('-', ' ')} in {where.namespace} with {ref.reference}"
                 + (f" (revision {deployed[-1].revision} is live)" if deployed else "")
             )
-            live = deployed[-1].revision if deployed else None
-            return dataclasses.replace(result(kube, where, plan, live, ref, started, gate.warnings), manifest=planned)
+            current = deployed[-1].revision if deployed else None
+            return dataclasses.replace(
+                result(kube, where, would, current, ref, started, gate.warnings), manifest=planned
+            )
         revision = _apply(helm, where, values, history, ref, reporter)
         if not wait:
             return result(kube, where, "deployed", revision, ref, started, gate.warnings)
@@ -191,11 +254,47 @@ def deploy_service(
             startup_budget_s=int(values["probes"]["startupBudgetSeconds"]),
             memory_limit=str(values["resources"]["memoryLimit"]),
             reporter=reporter,
+            unschedulable_budget_s=where.loaded.config.deploy.unschedulable_budget_s,
         )
-        if not rollout.ok:
-            undo(helm, where, deployed, reporter)
-            raise _failure(where, rollout, deployed)
-        return result(kube, where, "deployed", revision, ref, started, gate.warnings)
+        if rollout.ok:
+            record(helm, where.release, revision, HEALTHY, reporter)
+            return result(kube, where, "deployed", revision, ref, started, gate.warnings)
+        raise _undo(kube, helm, where, revision, rollout, ref, timeout_s, reporter)
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What a deploy would apply, and what it was decided from."""
+
+    rendered: RenderedRelease
+    gate: GateResult
+    strategy: Strategy
+    #: The release's revisions so far, and its Deployment now (None before the first install).
+    history: list[Revision]
+    live: Deployment | None
+
+
+def plan_release(
+    kube: Cluster,
+    helm: Releases,
+    where: Target,
+    image: ReleaseImage,
+    values: Mapping[str, Any],
+    reporter: Reporter,
+    *,
+    new_namespace: bool = False,
+) -> ReleasePlan:
+    """The chart as a deploy would render it against this cluster: the GPU gate's driver pin, the strategy.
+
+    Raises:
+        DeployError: no node can ever run a replica. InputError: the values are invalid.
+    """
+    gate = _gate(kube, GpuRequest.of(values, image), image, reporter)
+    history = [] if new_namespace else helm.history(where.release)
+    live = kube.deployment(where.namespace, where.release) if history else None
+    strategy = _strategy(where, values, gate, live)
+    rendered = render(where, deep_merge(values, {"rollout": strategy.values()}), gate)
+    return ReleasePlan(rendered, gate, strategy, history, live)
 
 
 def _gate(cluster: Cluster, request: GpuRequest, image: ReleaseImage, reporter: Reporter) -> GateResult:
@@ -211,18 +310,123 @@ def _gate(cluster: Cluster, request: GpuRequest, image: ReleaseImage, reporter: 
     except ClusterError as exc:
         reporter.warn(f"cannot read the cluster's nodes ({exc.message}): the GPU check is skipped")
         return GateResult(())
-    result = gpu_gate(nodes, request)
+    try:
+        free: dict[str, int] | None = free_gpus(nodes, cluster.bound_pods())
+    except ClusterError:
+        free = None  # not allowed to list pods: which GPUs are free stays unknown
+    result = gpu_gate(nodes, request, free)
     for warning in result.warnings:
         reporter.warn(warning)
     return result
 
 
+def _strategy(where: Target, values: Mapping[str, Any], gate: GateResult, live: Deployment | None) -> Strategy:
+    """``deploy.strategy`` with its ``auto`` settled by what the gate found free."""
+    gpu = (values.get("resources") or {}).get("gpu") or {}
+    count = gpu.get("count", 0) if isinstance(gpu.get("count", 0), int) else 0
+    replicas = _replicas(values)
+    if live is not None:
+        replicas = max(replicas, live.replicas)  # an HPA may have scaled it up
+    config = where.loaded.config.deploy.strategy
+    given = values.get("rollout") or {}  # --set/--values rollout.* say it for this deploy
+    chosen = {"max_surge": given.get("maxSurge"), "max_unavailable": given.get("maxUnavailable")}
+    config = config.model_copy(update={key: value for key, value in chosen.items() if value is not None})
+    return plan_strategy(config, replicas=replicas, gpus=count, room=gate.room_for(count))
+
+
+def _announce(where: Target, strategy: Strategy, live: Deployment, allow_downtime: bool, reporter: Reporter) -> None:
+    """Say before an update starts that it will have downtime (a protected environment needs it allowed)."""
+    if strategy.surge_waits:
+        reporter.warn(f"{strategy.why} (the deploy fails if it waits longer than deploy.unschedulable_budget_s)")
+    if not strategy.downtime or live.ready == 0:
+        return
+    name = where.env or where.namespace
+    message = (
+        f"this update of {where.release} has downtime: {strategy.why}, so {where.release} serves nothing until the "
+        "new pod is ready"
+    )
+    if where.protected and not allow_downtime:
+        raise InputError(
+            f"{name} is protected and {message}",
+            hint="pass --allow-downtime to go ahead; or free a GPU for a surge pod, or run 2 replicas",
+        )
+    reporter.warn(f"{message} (a free GPU for a surge pod, or 2 replicas, would avoid it)")
+
+
+def _undo(
+    kube: Cluster,
+    helm: Releases,
+    where: Target,
+    revision: int,
+    rollout: Rollout,
+    ref: ImageRef,
+    timeout_s: float | None,
+    reporter: Reporter,
+) -> DeployError:
+    """After a failed rollout: mark it failed, roll back to the last good revision and follow that; the error."""
+    release = where.release
+    head = _head(where, rollout)
+    record(
+        helm, release, revision, FAILED, reporter, description=f"mlctl deploy {ref.reference} failed: {reason(rollout)}"
+    )
+    history = helm.history(release)
+    findings = list(rollout.findings)
+    hint = None if findings else "see `mlctl status` and `mlctl logs`"
+    if not ever_rolled_out(history):
+        reporter.step(f"removing the failed first install of {release}")
+        helm.uninstall(release, timeout=HELM_TIMEOUT_S)
+        return DeployError(f"{head}; the failed install was removed", hint=hint, findings=findings)
+    good, known = last_good(history, revision)
+    if good is None:
+        return DeployError(
+            f"{head}; no earlier revision rolled out healthy, so nothing was rolled back: {release} is at revision "
+            f"{revision}, marked failed",
+            hint="fix the cause and deploy again (`mlctl history` lists the revisions)",
+            findings=findings,
+        )
+    if not known:
+        reporter.warn(
+            f"revision {good.revision} is the newest that Helm recorded as deployed, but mlctl never saw it ready"
+        )
+    new, back = roll_back(kube, helm, where, good.revision, wait=True, timeout_s=timeout_s, reporter=reporter)
+    assert back is not None
+    if not back.ok:
+        return RollbackError(
+            f"{head}; the rollback to revision {good.revision} failed too: {_counts(back)}. {release} is left at "
+            f"revision {new}, marked failed, and no revision of it runs",
+            hint="fix what the findings say and deploy again; `mlctl history` lists the revisions, `mlctl rollback "
+            "REVISION --force` returns to any of them",
+            findings=[*back.findings, *findings],
+        )
+    return DeployError(
+        f"{head}; rolled back to revision {good.revision} (now revision {new}, {back.ready}/{back.desired} ready)",
+        hint=hint,
+        findings=findings,
+    )
+
+
+def _head(where: Target, rollout: Rollout) -> str:
+    if rollout.unschedulable_s:
+        return (
+            f"{where.release}: {rollout.ready}/{rollout.desired} replicas ready; a pod waited "
+            f"{rollout.unschedulable_s:.0f} s for a node (deploy.unschedulable_budget_s is "
+            f"{where.loaded.config.deploy.unschedulable_budget_s})"
+        )
+    if rollout.timed_out:
+        return f"{where.release}: {rollout.ready}/{rollout.desired} replicas ready after {rollout.seconds:.0f} s"
+    return f"{where.release}: the rollout failed after {rollout.seconds:.0f} s"
+
+
+def _counts(rollout: Rollout) -> str:
+    return f"{rollout.ready}/{rollout.desired} ready after {rollout.seconds:.0f} s"
+
+
 def _apply(
     helm: Releases, where: Target, values: Mapping[str, Any], history: list[Revision], ref: ImageRef, reporter: Reporter
 ) -> int:
-    """Install, or upgrade what is deployed; a failed earlier install (no revision ever deployed) is removed first."""
+    """Install, or upgrade what is there; a release that never rolled out (a failed first install) is removed first."""
     description = f"mlctl deploy {ref.reference}"
-    if history and not any(r.status == "deployed" for r in history):
+    if history and not ever_rolled_out(history):
         reporter.step(f"{where.release}: removing the failed earlier install")
         helm.uninstall(where.release, timeout=HELM_TIMEOUT_S)
         history = []
@@ -231,16 +435,6 @@ def _apply(
         return helm.upgrade(where.release, values, timeout=HELM_TIMEOUT_S, description=description)
     reporter.step(f"installing {where.release} in {where.namespace} ({ref.reference})")
     return helm.install(where.release, values, timeout=HELM_TIMEOUT_S, description=description)
-
-
-def undo(helm: Releases, where: Target, deployed: list[Revision], reporter: Reporter) -> None:
-    """Roll back to the last deployed revision, or remove a first install that never rolled out."""
-    if deployed:
-        reporter.step(f"rolling {where.release} back to revision {deployed[-1].revision}")
-        helm.rollback(where.release, deployed[-1].revision, timeout=HELM_TIMEOUT_S)
-    else:
-        reporter.step(f"removing the failed first install of {where.release}")
-        helm.uninstall(where.release, timeout=HELM_TIMEOUT_S)
 
 
 def _replicas(values: Mapping[str, Any]) -> int:
@@ -259,21 +453,20 @@ def _same_manifests(live: str, new: str) -> bool:
     return documents_by_name(live) == documents_by_name(new)
 
 
+def _replaces_pods(live: str, new: str) -> bool:
+    """Whether applying ``new`` over ``live`` changes a Deployment's pod template (which rolls its pods)."""
+    before, after = documents_by_name(live), documents_by_name(new)
+    for name, document in after.items():
+        if document.get("kind") == "Deployment" and name in before:
+            old = before[name]
+            if (old.get("spec") or {}).get("template") != (document.get("spec") or {}).get("template"):
+                return True
+    return False
+
+
 def documents_by_name(text: str) -> dict[str, Any]:
     """The documents of a manifest stream by ``Kind/name``."""
     return {f"{d.get('kind')}/{d.get('metadata', {}).get('name')}": d for d in manifest_documents(text)}
-
-
-def _failure(where: Target, rollout: Rollout, deployed: list[Revision]) -> DeployError:
-    findings = list(rollout.findings)
-    if rollout.timed_out:
-        head = f"{where.release}: {rollout.ready}/{rollout.desired} replicas ready after {rollout.seconds:.0f} s"
-    else:
-        head = f"{where.release}: the rollout failed after {rollout.seconds:.0f} s"
-    undone = f"rolled back to revision {deployed[-1].revision}" if deployed else "the failed install was removed"
-    return DeployError(
-        f"{head}; {undone}", hint=None if findings else "see `mlctl status` and `mlctl logs`", findings=findings
-    )
 
 
 def result(
@@ -299,7 +492,7 @@ def result(
         revision,
         ref.reference,
         deployment.ready if deployment else 0,
-        deployment.replicas if deployment else 0,
+        wanted_replicas(cluster, where.namespace, where.release, deployment) if deployment else 0,
         round(time.monotonic() - started, 2),
         warnings,
         pods,

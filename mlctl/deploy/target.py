@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from mlctl.chart.core import chart_dir, check_release_name
 from mlctl.config import LoadedConfig
-from mlctl.errors import ClusterError, InputError
+from mlctl.errors import ClusterError, ConfigError, InputError
 from mlctl.models import ReleaseImage
 from mlctl.names import dns_label_problem
 from mlctl.ports import Cluster, Releases
+from mlctl.reporting import NullReporter, Reporter
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class Target:
     def env(self) -> str | None:
         """The environment (``--env``) whose settings apply, if any."""
         return self.loaded.environment
+
+    @property
+    def name(self) -> str:
+        """How messages name where it goes: the environment, else the namespace."""
+        return self.env or self.namespace
 
 
 def resolve_target(
@@ -96,6 +102,61 @@ def check_protected(where: Target, image: ReleaseImage) -> None:
         )
 
 
+def check_collisions(where: Target) -> None:
+    """Refuse when another environment of the service resolves to the same cluster, namespace and release.
+
+    Each environment of mlctl.yaml (and the service's own settings, used without ``--env``) is resolved as
+    a deploy would resolve it: its kube context's cluster (the server its kubeconfig names), its
+    namespace, and the release. Two that meet would replace each other's release (staging's image would go
+    live in prod), unless both say that is meant: ``deploy.shared_release: true``.
+
+    Raises:
+        ConfigError: naming both environments, the release, namespace and cluster.
+    """
+    from mlctl.config import load_service_config
+
+    loaded = where.loaded
+    mine = _identity(where)
+    for env in [None, *loaded.config.environments]:
+        if env == loaded.environment:
+            continue
+        other = resolve_target(load_service_config(loaded.directory, env=env), release=where.release)
+        if _identity(other) != mine:
+            continue
+        if loaded.config.deploy.shared_release and other.loaded.config.deploy.shared_release:
+            continue
+        cluster = mine[0]
+        raise ConfigError(
+            f"{_env_name(loaded.environment)} and {_env_name(env)} resolve to the same release: {where.release} in "
+            f"namespace {where.namespace} on {cluster}; deploying or promoting one would replace the other",
+            hint="give each environment its own deploy.namespace (or deploy.context) in mlctl.yaml; if they are meant "
+            "to share one release, set deploy.shared_release: true in both",
+        )
+
+
+def _env_name(env: str | None) -> str:
+    return f"environment {env}" if env else "the settings without --env"
+
+
+def _identity(where: Target) -> tuple[str, str, str]:
+    from mlctl.adapters.kube import context_cluster
+
+    return context_cluster(where.context), where.namespace, where.release
+
+
+def missing_namespace(where: Target, context: str) -> ClusterError:
+    """The namespace is not there: what to do about it (a protected environment's is the platform team's)."""
+    create = "pass --create-namespace to create it"
+    return ClusterError(
+        f"namespace {where.namespace!r} does not exist in the cluster (context {context})",
+        hint=(
+            f"ask the platform team for it (or {create}, or: kubectl create namespace {where.namespace})"
+            if where.protected
+            else f"{create}, ask the platform team for it, or: kubectl create namespace {where.namespace}"
+        ),
+    )
+
+
 @contextmanager
 def connected(
     where: Target,
@@ -103,11 +164,14 @@ def connected(
     cluster: Cluster | None = None,
     releases: Releases | None = None,
     check_namespace: bool = True,
+    create_namespace: bool = False,
+    reporter: Reporter | None = None,
 ) -> Iterator[tuple[Cluster, Releases]]:
     """The cluster (checked reachable, the namespace checked present) and Helm on it.
 
     ``cluster`` and ``releases`` stand in for the real Kubernetes client and Helm engine (tests give
-    fakes); the ones this opens itself are closed afterwards.
+    fakes); the ones this opens itself are closed afterwards. ``create_namespace`` creates a missing
+    namespace (as ``helm install --create-namespace``) instead of refusing.
     """
     own: list[Cluster | Releases] = []
     if cluster is None:
@@ -118,18 +182,20 @@ def connected(
     try:
         cluster.info()
         if check_namespace and not cluster.namespace_exists(where.namespace):
-            raise ClusterError(
-                f"namespace {where.namespace!r} does not exist in the cluster (context {cluster.context})",
-                hint=f"ask the platform team for it, or create it: kubectl create namespace {where.namespace}",
-            )
+            if not create_namespace:
+                raise missing_namespace(where, cluster.context)
+            (reporter or NullReporter()).step(f"creating namespace {where.namespace}")
+            cluster.create_namespace(where.namespace)
         if releases is None:
             from mlctl.adapters.helm import HelmReleases
+            from mlctl.adapters.kube import KubeCluster
 
             releases = HelmReleases(
                 chart_dir(),
                 namespace=where.namespace,
                 kubeconfig=cluster.kubeconfig,
                 context=None if cluster.context == "in-cluster" else cluster.context,
+                records=cluster if isinstance(cluster, KubeCluster) else None,
             )
             own.append(releases)
         yield cluster, releases

@@ -4,9 +4,11 @@ All of it runs as one task on the emulator's event loop and ticks every ``TICK``
 through ``LocalClient``, the same write path HTTP requests take (admission, resourceVersions, watch events), so
 Helm's waiters and the Python client see exactly what the controllers did and nothing else.
 
-The Deployment controller rolls out like a RollingUpdate with maxSurge 100%: the new ReplicaSet is scaled to the
-full replica count at once and the old ones go to 0 when the new one is fully available (``Recreate`` scales the
-old ones down first). Surge/maxUnavailable arithmetic is not modelled, but availability uses maxUnavailable.
+The Deployment controller follows the real one's arithmetic: a RollingUpdate keeps the pods within replicas +
+maxSurge and the available ones at replicas - maxUnavailable or more (so a 1-replica Deployment with maxSurge 0
+stops its old pod before the new one starts, and one with maxSurge 1 starts the new pod first); Recreate scales
+the old ReplicaSets to 0 and waits for their pods to go. A HorizontalPodAutoscaler holds its target's replicas
+within minReplicas..maxReplicas (there are no metrics here, so it never scales on load).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Simulation:
     def __init__(self, client: LocalClient, behaviour: Behaviour) -> None:
         self._client = client
         self._events = EventRecorder(client)
+        self._autoscalers = AutoscalerController(client, self._events)
         self._deployments = DeploymentController(client, self._events)
         self._replicasets = ReplicaSetController(client, self._events)
         self._scheduler = Scheduler(client, self._events)
@@ -56,6 +59,8 @@ class Simulation:
     def step(self) -> None:
         """One round of every controller, in the order a change flows through a cluster."""
         self._attempt(collect_garbage, self._client)
+        for autoscaler in self._client.objects("autoscaling/v2", "HorizontalPodAutoscaler"):
+            self._attempt(self._autoscalers.sync, autoscaler)
         for deployment in self._client.objects("apps/v1", "Deployment"):
             self._attempt(self._deployments.sync, deployment)
         for replicaset in self._client.objects("apps/v1", "ReplicaSet"):
@@ -82,6 +87,72 @@ class Simulation:
         self._kubelet.join(node, cpu=cpu, memory=memory, gpus=gpus)
 
 
+class AutoscalerController:
+    """The HorizontalPodAutoscaler controller's bounds (horizontal.go, reconcileAutoscaler): a target below
+    minReplicas is scaled up to it, one above maxReplicas down to it, before any metric is read. No metrics
+    exist here, so within the bounds it keeps the current count and says it cannot compute one (ScalingActive
+    False), as a cluster without a metrics pipeline does."""
+
+    def __init__(self, client: LocalClient, events: EventRecorder) -> None:
+        self._client = client
+        self._events = events
+
+    def sync(self, autoscaler: dict[str, Any]) -> None:
+        meta, spec = autoscaler["metadata"], autoscaler["spec"]
+        ref = spec.get("scaleTargetRef") or {}
+        if ref.get("kind") != "Deployment":
+            return
+        target = self._client.get("apps/v1", "Deployment", meta["namespace"], ref.get("name", ""))
+        if target is None:
+            return
+        current = int(target["spec"].get("replicas", 1))
+        low, high = int(spec.get("minReplicas", 1)), int(spec["maxReplicas"])
+        reason = ""
+        if current == 0:
+            desired = 0  # scaling is disabled while the target is scaled to zero
+        elif current > high:
+            desired, reason = high, "Current number of replicas above Spec.MaxReplicas"
+        elif current < low:
+            desired, reason = low, "Current number of replicas below Spec.MinReplicas"
+        else:
+            desired = current
+        status = copy.deepcopy(autoscaler.get("status") or {})
+        if reason:
+            target["spec"]["replicas"] = desired  # what a write to the scale subresource does
+            self._client.update(target)
+            message = f"New size: {desired}; reason: {reason}"
+            self._events.record(autoscaler, "Normal", "SuccessfulRescale", message, "horizontal-pod-autoscaler")
+            status["lastScaleTime"] = now()
+        status.update(currentReplicas=current, desiredReplicas=desired)
+        status["conditions"] = [
+            {
+                "type": "AbleToScale",
+                "status": "True",
+                "reason": "SucceededGetScale",
+                "message": "the HPA controller was able to get the target's current scale",
+                "lastTransitionTime": _stamp(autoscaler, "AbleToScale"),
+            },
+            {
+                "type": "ScalingActive",
+                "status": "False",
+                "reason": "FailedGetPodsMetric",
+                "message": "the HPA was unable to compute the replica count: unable to get metrics (no metrics API)",
+                "lastTransitionTime": _stamp(autoscaler, "ScalingActive"),
+            },
+        ]
+        if status != autoscaler.get("status"):
+            autoscaler["status"] = status
+            self._client.update(autoscaler, status=True)
+
+
+def _stamp(obj: dict[str, Any], condition: str) -> str:
+    """A condition's lastTransitionTime: kept while the condition stays."""
+    for existing in (obj.get("status") or {}).get("conditions") or []:
+        if existing.get("type") == condition:
+            return str(existing.get("lastTransitionTime") or now())
+    return now()
+
+
 class DeploymentController:
     def __init__(self, client: LocalClient, events: EventRecorder) -> None:
         self._client = client
@@ -89,6 +160,14 @@ class DeploymentController:
         self._last_progress: dict[str, float] = {}  # Deployment uid -> monotonic time of its last progress
 
     def sync(self, deployment: dict[str, Any]) -> None:
+        """One pass of the real controller's syncDeployment: at most one scaling step, then the status.
+
+        RollingUpdate follows pkg/controller/deployment/rolling.go: the new ReplicaSet grows while the pods of
+        all ReplicaSets stay within replicas + maxSurge (NewRSNewReplicas), and old ones shrink while the
+        available pods stay at least replicas - maxUnavailable (reconcileOldReplicaSets, unhealthy ones first).
+        Recreate (recreate.go) scales every old ReplicaSet to 0 and waits for their pods to go before the new
+        one is created.
+        """
         meta, spec = deployment["metadata"], deployment["spec"]
         owned = [
             rs for rs in self._client.objects("apps/v1", "ReplicaSet", meta["namespace"]) if _owned_by(rs, deployment)
@@ -99,26 +178,86 @@ class DeploymentController:
         revision = max((int(rs["metadata"].get("annotations", {}).get(REVISION, 0)) for rs in owned), default=0)
         desired = spec.get("replicas", 1)
         recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
-        old_running = any(rs["spec"].get("replicas") or rs.get("status", {}).get("replicas") for rs in old)
         created = False
-        if recreate and old_running:  # the new ReplicaSet waits until the old pods are gone
-            for rs in old:
-                self._scale(deployment, rs, 0)
-        elif new is None:
-            new = self._create_replicaset(deployment, template_hash, revision + 1, desired)
-            created = True
+        if new is not None and int(new["metadata"]["annotations"].get(REVISION, 0)) < revision:
+            new["metadata"]["annotations"][REVISION] = str(revision + 1)  # a rollback to an older template
+            new = self._client.update(new)
+        if recreate:
+            new, created = self._recreate(deployment, new, old, template_hash, revision, desired)
         else:
-            if int(new["metadata"]["annotations"].get(REVISION, 0)) < revision:  # a rollback to an older template
-                new["metadata"]["annotations"][REVISION] = str(revision + 1)
-                new = self._client.update(new)
-            self._scale(deployment, new, desired)
-        if new is not None and new.get("status", {}).get("availableReplicas", 0) >= desired:
-            for rs in old:
-                self._scale(deployment, rs, 0)
+            new, created = self._rolling(deployment, new, old, template_hash, revision, desired)
         if new is not None:
             self._record_revision(deployment, new["metadata"]["annotations"][REVISION])
         self._prune_history(deployment, [rs for rs in old if not rs["spec"].get("replicas")])
         self._write_status(deployment, new, old, created)
+
+    def _rolling(
+        self,
+        deployment: dict[str, Any],
+        new: dict[str, Any] | None,
+        old: list[dict[str, Any]],
+        template_hash: str,
+        revision: int,
+        desired: int,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        surge, unavailable = _fenceposts(deployment)
+        if new is None:
+            count = _new_replicas(desired, surge, old, None)
+            return self._create_replicaset(deployment, template_hash, revision + 1, count), True
+        # reconcileNewReplicaSet
+        current = new["spec"].get("replicas", 0)
+        if current > desired:
+            self._scale(deployment, new, desired)
+            return new, False
+        if current < desired:
+            wanted = _new_replicas(desired, surge, old, new)
+            if wanted != current:
+                self._scale(deployment, new, wanted)
+                return new, False
+        # reconcileOldReplicaSets
+        active = [rs for rs in old if rs["spec"].get("replicas")]
+        if not active:
+            return new, False
+        every = [new, *old]
+        min_available = desired - unavailable
+        new_unavailable = new["spec"].get("replicas", 0) - _available(new)
+        room = _spec_total(every) - min_available - new_unavailable
+        if room <= 0:
+            return new, False
+        for rs in sorted(active, key=lambda r: r["metadata"]["creationTimestamp"]):  # cleanupUnhealthyReplicas
+            unhealthy = rs["spec"]["replicas"] - _available(rs)
+            if room <= 0 or unhealthy <= 0:
+                continue
+            cut = min(room, unhealthy)
+            self._scale(deployment, rs, rs["spec"]["replicas"] - cut)
+            room -= cut
+        surplus = sum(_available(rs) for rs in every) - min_available  # scaleDownOldReplicaSetsForRollingUpdate
+        for rs in sorted(active, key=lambda r: r["metadata"]["creationTimestamp"]):
+            replicas = self._client.get("apps/v1", "ReplicaSet", rs["metadata"]["namespace"], rs["metadata"]["name"])
+            if surplus <= 0 or replicas is None or not replicas["spec"].get("replicas"):
+                continue
+            cut = min(surplus, replicas["spec"]["replicas"])
+            self._scale(deployment, replicas, replicas["spec"]["replicas"] - cut)
+            surplus -= cut
+        return new, False
+
+    def _recreate(
+        self,
+        deployment: dict[str, Any],
+        new: dict[str, Any] | None,
+        old: list[dict[str, Any]],
+        template_hash: str,
+        revision: int,
+        desired: int,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        if any(rs["spec"].get("replicas") or rs.get("status", {}).get("replicas") for rs in old):
+            for rs in old:  # the new ReplicaSet waits until the old pods are gone
+                self._scale(deployment, rs, 0)
+            return new, False
+        if new is None:
+            return self._create_replicaset(deployment, template_hash, revision + 1, desired), True
+        self._scale(deployment, new, desired)
+        return new, False
 
     def _create_replicaset(
         self, deployment: dict[str, Any], template_hash: str, revision: int, replicas: int
@@ -384,6 +523,32 @@ def _percent_or_int(value: Any, total: int, *, round_up: bool) -> int:
         scaled = total * int(value[:-1]) / 100
         return math.ceil(scaled) if round_up else math.floor(scaled)
     return int(value or 0)
+
+
+def _available(replicaset: dict[str, Any]) -> int:
+    return int(replicaset.get("status", {}).get("availableReplicas", 0))
+
+
+def _spec_total(replicasets: list[dict[str, Any]]) -> int:
+    """GetReplicaCountForReplicaSets: the pods the ReplicaSets ask for."""
+    return sum(int(rs["spec"].get("replicas", 0)) for rs in replicasets)
+
+
+def _new_replicas(desired: int, surge: int, old: list[dict[str, Any]], new: dict[str, Any] | None) -> int:
+    """deploymentutil.NewRSNewReplicas: how far the new ReplicaSet may grow within replicas + maxSurge."""
+    current = new["spec"].get("replicas", 0) if new is not None else 0
+    total = _spec_total(old) + current
+    if total >= desired + surge:
+        return int(current)
+    return int(current + min(desired + surge - total, desired - current))
+
+
+def _fenceposts(deployment: dict[str, Any]) -> tuple[int, int]:
+    """deploymentutil.ResolveFenceposts: maxSurge rounds up, maxUnavailable down; both 0 means unavailable 1."""
+    surge, unavailable = _max_surge(deployment), _max_unavailable(deployment)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, min(unavailable, int(deployment["spec"].get("replicas", 1)))
 
 
 def _max_unavailable(deployment: dict[str, Any]) -> int:

@@ -13,9 +13,9 @@ holds it to what the real API server and the real clients do (exact error texts 
 
 Not modelled (don't test these against it): RBAC, admission webhooks, quotas and LimitRanges; field ownership
 conflicts of server-side apply; finalizers (deletes are immediate, except that pods on a node are Terminating
-for 0.3 s; dependents go within a tick); Jobs, StatefulSets, DaemonSets and HPA/PDB controllers (their objects
-are stored, never acted on); init containers; "410 Gone" for old resourceVersions; pagination; Table output for
-kubectl; protobuf responses.
+for 0.3 s; dependents go within a tick); Jobs, StatefulSets, DaemonSets and the PDB controller (their objects
+are stored, never acted on); metrics (the HPA controller only holds its target within min..max replicas); init
+containers; "410 Gone" for old resourceVersions; pagination; Table output for kubectl; protobuf responses.
 Each module says what it approximates.
 """
 

@@ -290,9 +290,17 @@ def test_helm_second_release_with_legacy_wait(
     everything = core.list_namespaced_pod("ml", label_selector="app.kubernetes.io/instance in (first,second)").items
     assert len(everything) == 3
     assert len(core.list_namespaced_pod("ml", label_selector="app.kubernetes.io/instance!=second").items) == 1
+    # The HPA controller keeps its target within its bounds (here: 2 is within 1..3, so it stays).
+    hpa = eventually(
+        lambda: (
+            (
+                h := client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("second", "ml")
+            ).status.desired_replicas
+            and h
+        )
+    )
+    assert (hpa.status.current_replicas, hpa.status.desired_replicas) == (2, 2)
     # Statuses nobody writes still carry Go's zero values, as the client's models require.
-    hpa = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("second", "ml")
-    assert hpa.status.desired_replicas == 0
     pdb = client.PolicyV1Api(api).read_namespaced_pod_disruption_budget("second", "ml")
     assert pdb.status.disruptions_allowed == 0
 
@@ -390,6 +398,158 @@ def test_watch_deployment_until_available(cluster: FakeCluster, api: client.ApiC
     pods = client.CoreV1Api(api).list_namespaced_pod("ml", label_selector="app=web").items
     assert all(p.status.pod_ip and p.status.host_ip and p.status.start_time for p in pods)
     assert {e.reason for e in events_of(api, "web")} == {"ScalingReplicaSet"}
+
+
+def rollout_timeline(cluster: FakeCluster, app: str, until: Callable[[list[dict[str, Any]]], bool]) -> list[str]:
+    """Each distinct state of the app's pods during a rollout, as "image:ready" per pod, until ``until`` holds."""
+    seen: list[str] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        pods = [p for p in cluster.objects("pods", "ml") if p["metadata"]["labels"].get("app") == app]
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        state = " ".join(
+            sorted(
+                f"{p['spec']['containers'][0]['image'].rsplit(':', 1)[-1]}:"
+                + (
+                    "ready"
+                    if any(
+                        c["type"] == "Ready" and c["status"] == "True"
+                        for c in p.get("status", {}).get("conditions") or []
+                    )
+                    else "-"
+                )
+                for p in live
+            )
+        )
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if until(live):
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"the rollout did not finish: {seen}")
+
+
+def ready_tags(pods: list[dict[str, Any]]) -> list[str]:
+    """The image tags of the ready pods."""
+    return [
+        p["spec"]["containers"][0]["image"].rsplit(":", 1)[-1]
+        for p in pods
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions") or [])
+    ]
+
+
+def test_rolling_update_without_surge_stops_the_old_pod_first(cluster: FakeCluster, api: client.ApiClient) -> None:
+    """rolling.go: with maxSurge 0 and maxUnavailable 1, the old ReplicaSet is scaled down before the new one
+    grows, so a 1-replica GPU Deployment on a 1-GPU node can roll at all (with a moment of no ready pod)."""
+    cluster.add_node("gpu-0", gpus=1)
+    apps = client.AppsV1Api(api)
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    apps.create_namespaced_deployment(
+        "ml", deployment("llm", "registry.example.com/demo:1.0", gpus=1, strategy=strategy)
+    )
+    rollout_timeline(cluster, "llm", lambda pods: ready_tags(pods) == ["1.0"])
+    apps.patch_namespaced_deployment(
+        "llm",
+        "ml",
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/demo:2.0"}]}}
+            }
+        },
+    )
+
+    def done(pods: list[dict[str, Any]]) -> bool:
+        return (
+            len(pods) == 1
+            and pods[0]["spec"]["containers"][0]["image"].endswith(":2.0")
+            and pods[0]["status"].get("phase") == "Running"
+        )
+
+    timeline = rollout_timeline(cluster, "llm", done)
+    assert "1.0:ready 2.0:-" not in timeline  # never two GPU pods at once: the surge pod would wait forever
+    assert "" in timeline or "2.0:-" in timeline  # the old pod went first
+    replicasets = {
+        rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs for rs in cluster.objects("replicasets", "ml")
+    }
+    assert replicasets["registry.example.com/demo:1.0"]["spec"]["replicas"] == 0
+
+
+def test_rolling_update_with_surge_starts_the_new_pod_first(cluster: FakeCluster, api: client.ApiClient) -> None:
+    """rolling.go: with maxSurge 1 and maxUnavailable 0, the new pod is ready before the old one is stopped."""
+    cluster.add_node("gpu-0", gpus=2)
+    cluster.slow_images["registry.example.com/demo:2.0"] = 0.5  # loading its model takes a moment
+    apps = client.AppsV1Api(api)
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    apps.create_namespaced_deployment(
+        "ml", deployment("llm", "registry.example.com/demo:1.0", gpus=1, strategy=strategy)
+    )
+    rollout_timeline(cluster, "llm", lambda pods: ready_tags(pods) == ["1.0"])
+    apps.patch_namespaced_deployment(
+        "llm",
+        "ml",
+        {
+            "spec": {
+                "template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/demo:2.0"}]}}
+            }
+        },
+    )
+
+    def done(pods: list[dict[str, Any]]) -> bool:
+        return [p["spec"]["containers"][0]["image"][-3:] for p in pods] == ["2.0"] and "1.0" not in str(pods)
+
+    timeline = rollout_timeline(cluster, "llm", done)
+    assert all("ready" in state for state in timeline[:-1] if state), timeline  # a ready pod all along
+    assert "1.0:ready 2.0:-" in timeline  # the surge pod loads beside the old one
+
+
+def test_autoscaler_holds_its_target_at_min_replicas(cluster: FakeCluster, api: client.ApiClient) -> None:
+    """horizontal.go: a target below minReplicas is scaled up to it before any metric is read; the scale is a
+    spec change, so the Deployment's generation moves and its controller rolls the extra replica out."""
+    cluster.add_node("node-0")
+    apps = client.AppsV1Api(api)
+    body = deployment("web")
+    del body["spec"]["replicas"]  # as a chart leaves it to the HPA
+    created = apps.create_namespaced_deployment("ml", body)
+    assert created.spec.replicas == 1  # defaulted by the API server
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 2,
+            "maxReplicas": 4,
+        },
+    }
+    client.AutoscalingV2Api(api).create_namespaced_horizontal_pod_autoscaler("ml", hpa)
+    scaled = eventually(lambda: (d := apps.read_namespaced_deployment("web", "ml")).spec.replicas == 2 and d)
+    assert scaled.metadata.generation == 2
+    eventually(lambda: apps.read_namespaced_deployment_status("web", "ml").status.ready_replicas == 2)
+    status = client.AutoscalingV2Api(api).read_namespaced_horizontal_pod_autoscaler("web", "ml").status
+    assert (status.current_replicas, status.desired_replicas) == (2, 2)
+    assert [e.message for e in events_of(api, "web") if e.reason == "SuccessfulRescale"] == [
+        "New size: 2; reason: Current number of replicas below Spec.MinReplicas"
+    ]
+
+
+def test_generation_moves_only_when_an_apply_changes_the_spec(
+    cluster: FakeCluster, helm_config: helm.Config, chart: Path
+) -> None:
+    """metadata.generation is bumped by a spec change, whatever the verb (here Helm's server-side apply), and
+    not by an apply that changes nothing or only metadata."""
+    cluster.add_node("node-0")
+    loaded = helm.Chart.load(str(chart))
+    helm_config.install(loaded, "demo", wait="watcher", timeout=20)
+
+    def generation() -> int:
+        return int(cluster.objects("deployments", "ml")[0]["metadata"]["generation"])
+
+    assert generation() == 1
+    helm_config.upgrade(loaded, "demo", wait="watcher", timeout=20)
+    assert generation() == 1
+    helm_config.upgrade(loaded, "demo", {"replicas": 2}, wait="watcher", timeout=20)
+    assert generation() == 2
+    assert cluster.objects("deployments", "ml")[0]["status"]["observedGeneration"] == 2
 
 
 def test_watch_honours_resource_version_and_timeout(cluster: FakeCluster, api: client.ApiClient) -> None:

@@ -160,6 +160,49 @@ Usage: progressDeadlineSeconds: {{ include "mlctl.rollout.progressDeadline" . }}
 {{- end -}}
 
 {{/*
+mlctl.rollout.maxSurge / mlctl.rollout.maxUnavailable: the update strategy, from rollout.* (mlctl fills them
+from deploy.strategy); unset, a GPU service surges by 0 and lets 1 down, a CPU one the other way round.
+Usage: maxSurge: {{ include "mlctl.rollout.maxSurge" . }}
+*/}}
+{{- define "mlctl.rollout.maxSurge" -}}
+{{- $gpu := eq (include "mlctl.gpu.enabled" .) "true" -}}
+{{- $value := .Values.rollout.maxSurge -}}
+{{- if kindIs "invalid" $value -}}{{- if $gpu -}}0{{- else -}}1{{- end -}}
+{{- else if kindIs "string" $value -}}{{- $value | quote -}}
+{{- else -}}{{- $value -}}{{- end -}}
+{{- end -}}
+
+{{- define "mlctl.rollout.maxUnavailable" -}}
+{{- $gpu := eq (include "mlctl.gpu.enabled" .) "true" -}}
+{{- $value := .Values.rollout.maxUnavailable -}}
+{{- if kindIs "invalid" $value -}}{{- if $gpu -}}1{{- else -}}0{{- end -}}
+{{- else if kindIs "string" $value -}}{{- $value | quote -}}
+{{- else -}}{{- $value -}}{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.serving.drainSeconds: the preStop delay: serving.drainSeconds, else a third of the graceful shutdown
+(rounded up), from 2 to 15 s: long enough for endpoints to stop routing to the pod, short next to its grace.
+Usage: {{ include "mlctl.serving.drainSeconds" . }}
+*/}}
+{{- define "mlctl.serving.drainSeconds" -}}
+{{- if gt (int .Values.serving.drainSeconds) 0 -}}
+{{- int .Values.serving.drainSeconds -}}
+{{- else -}}
+{{- min 15 (max 2 (div (add (int .Values.serving.gracefulShutdownSeconds) 2) 3)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+mlctl.serving.terminationGrace: terminationGracePeriodSeconds: the preStop delay, the server's graceful
+shutdown and 5 s for it to exit, since the kubelet's countdown runs through all of them.
+Usage: terminationGracePeriodSeconds: {{ include "mlctl.serving.terminationGrace" . }}
+*/}}
+{{- define "mlctl.serving.terminationGrace" -}}
+{{- add (include "mlctl.serving.drainSeconds" . | int) (int .Values.serving.gracefulShutdownSeconds) 5 -}}
+{{- end -}}
+
+{{/*
 mlctl.rollout.replicas: the replicas that are meant to run (the HPA's floor when autoscaling).
 Usage: {{ include "mlctl.rollout.replicas" . }}
 */}}
@@ -193,6 +236,11 @@ Usage: {{ include "mlctl.validateValues" . }}
 {{- end -}}
 {{- if eq (int .Values.metrics.port) (int .Values.serving.port) -}}
 {{- $errors = append $errors (printf "metrics.port: %v is serving.port too; 0 serves /metrics on the serving port" .Values.metrics.port) -}}
+{{- end -}}
+{{- $surge := .Values.rollout.maxSurge -}}
+{{- $down := .Values.rollout.maxUnavailable -}}
+{{- if and (not (kindIs "invalid" $surge)) (not (kindIs "invalid" $down)) (eq (toString $surge | trimSuffix "%") "0") (eq (toString $down | trimSuffix "%") "0") -}}
+{{- $errors = append $errors "rollout: maxSurge and maxUnavailable cannot both be 0 (an update could never replace a pod)" -}}
 {{- end -}}
 {{- if gt (int .Values.serving.gracefulShutdownSeconds) 3000 -}}
 {{- $errors = append $errors "serving.gracefulShutdownSeconds: at most 3000" -}}
