@@ -13,6 +13,7 @@ show or run. The one-line help of each command is listed below so that ``--help`
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,9 @@ terminal or in CI. Options also read MLCTL_* environment variables (shown below)
 Exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 input, 5 conflict, 6 environment,
 7 build, 8 deploy, 9 cluster, 130 interrupted.
 """
+
+#: What ``--json`` prints on stdout when a command is interrupted (as every error: under "error").
+INTERRUPTED = {"type": "Interrupted", "exit_code": int(ExitCode.INTERRUPTED), "message": "interrupted", "hint": None}
 
 #: name -> (module, attribute, one-line help), in the order --help lists them.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -126,8 +130,22 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+class _Interrupted(Exception):
+    """Ctrl-C (or SIGTERM/SIGHUP inside ``mlctl.atomic.interruptible``) while a command ran.
+
+    typer turns a KeyboardInterrupt into a silent ``Exit(130)``; the root group turns it into this
+    instead, so that ``run_cli`` can say so before exiting 130.
+    """
+
+
 class LazyGroup(typer.core.TyperGroup):
     """The root group: builds a command only when it is run (or its own help is asked for)."""
+
+    def invoke(self, ctx: Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
 
     def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
@@ -245,8 +263,14 @@ def run_cli(args: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
         else:
             (stderr or sys.stderr).write(f"error: {exc.message}\n")
         return int(exc.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        (stderr or sys.stderr).write("\ninterrupted\n")
+    except (_Interrupted, KeyboardInterrupt, typer.Abort):
+        output = state.output()
+        output.close()  # a live pane would otherwise swallow the line
+        if state.json:
+            output.stdout.write(json.dumps({"error": INTERRUPTED}) + "\n")
+            output.stdout.flush()
+        output.stderr.write("\ninterrupted\n")
+        output.stderr.flush()
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         state.output().bug(exc)
