@@ -232,6 +232,7 @@ def root(
 ) -> None:
     """The global options, applied before any command runs."""
     state = state_of(ctx)
+    state.command = ctx.invoked_subcommand or state.command
     state.json = state.json or json_
     state.debug = state.debug or debug
     state.no_input = state.no_input or no_input
