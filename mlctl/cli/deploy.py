@@ -15,6 +15,7 @@ from mlctl.cli.options import (
     TimeoutOption,
     ValuesOption,
     WaitOption,
+    port_option,
     target_options,
 )
 from mlctl.cli.output import State, print_table, state_of
@@ -44,12 +45,7 @@ def deploy_cmd(
         ),
     ] = False,
     target: TargetOption = None,
-    port: Annotated[
-        int | None,
-        typer.Option(
-            "--port", "-p", min=1, max=65535, help="--target local: the port on 127.0.0.1.  [default: serving.port]"
-        ),
-    ] = None,
+    port: Annotated[int | None, port_option("--target local: the port on 127.0.0.1.  [default: serving.port]")] = None,
     json_: JsonOption = False,
     *,
     where: TargetArgs,

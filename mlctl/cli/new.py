@@ -24,7 +24,8 @@ def new_cmd(
         typer.Argument(metavar="NAME", help="Service name: lowercase letters, digits and '-', e.g. fraud-scorer."),
     ],
     template: Annotated[
-        str, typer.Option("--template", "-t", help="Template to start from (see `mlctl templates list`).")
+        str,
+        typer.Option("--template", "-t", metavar="NAME", help="Template to start from (see `mlctl templates list`)."),
     ] = "pytorch-predict",
     directory: Annotated[
         Path | None,

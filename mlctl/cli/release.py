@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mlctl.cli.deploy import deploy_target, pods_table, render_deploy
-from mlctl.cli.options import JsonOption, TargetArgs, TargetOption, TimeoutOption, WaitOption, target_options
+from mlctl.cli.options import (
+    JsonOption,
+    TargetArgs,
+    TargetOption,
+    TimeoutOption,
+    WaitOption,
+    target_options,
+    whole_number,
+)
 from mlctl.cli.output import print_table, state_of
 from mlctl.errors import InputError
 
@@ -115,7 +123,9 @@ def logs_cmd(
     previous: Annotated[
         bool, typer.Option("--previous", "-p", help="The previous container's log (after a crash).")
     ] = False,
-    tail: Annotated[int | None, typer.Option("--tail", metavar="N", help="Only the last N lines.")] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", metavar="N", parser=whole_number("--tail"), help="Only the last N lines.")
+    ] = None,
     target: TargetOption = None,
     *,
     where: TargetArgs,
