@@ -185,8 +185,10 @@ class Output:
             self.stdout.write(json.dumps({"error": exc.to_data()}, indent=2) + "\n")
             self.stdout.flush()
         else:
-            for line in exc.lines():
+            for line, quote in zip(exc.lines(), exc.quotes(), strict=False):
                 self.err_console.print(f"[bold red]error:[/] {_escape(line)}", highlight=False)
+                for quoted in quote:
+                    self.err_console.print(quoted, markup=False, highlight=False)
             for finding in getattr(exc, "findings", ()):
                 self.err_console.print(f"[bold red]why:[/] {_escape(finding.message)}", highlight=False)
                 self.err_console.print(f"     [yellow]fix:[/] {_escape(finding.hint)}", highlight=False)
