@@ -333,6 +333,27 @@ class LocalDeployResult:
 
 
 @dataclass(frozen=True)
+class LocalStatus:
+    """``mlctl status --target local``: the service's container on this machine's Docker engine."""
+
+    service: str
+    container: str
+    image: str
+    #: The engine's state of the container: running, exited, restarting...
+    state: str
+    #: Whether ``/v2/health/ready`` answers 200 now.
+    ready: bool
+    #: The image's HEALTHCHECK as the engine last ran it: starting, healthy, unhealthy ("" without one).
+    health: str
+    #: Where the service answers, e.g. ``http://127.0.0.1:8080`` ("" when no port is published).
+    url: str
+    started_at: str
+    #: For a container that stopped: its exit code and whether it was killed for memory.
+    exit_code: int = 0
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
 class DeleteResult:
     """What ``mlctl delete`` removed."""
 

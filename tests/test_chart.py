@@ -517,7 +517,8 @@ def test_an_image_without_digest_is_refused_with_require_digest(cli: Any, servic
     assert "has no digest and --require-digest is set" in result.stderr
     result = cli("-C", str(service), "render", "--image", tagged)
     assert result.exit_code == 0, result.stderr
-    assert "registry.example.com/acme/demo-svc:v1 has no digest: tags can move" in result.stderr  # a warning
+    # A warning that says what is wrong: never built here (not "not pushed", which has another fix).
+    assert "registry.example.com/acme/demo-svc:v1 was not built here (no mlctl build of this service" in result.stderr
     result = cli("-C", str(service), "deploy", "--dry-run", "--image", "registry.example.com/acme/demo-svc@sha256:12")
     assert result.exit_code == 4
     assert "sha256:<64 hex digits>" in result.stderr

@@ -69,7 +69,16 @@ def resolve_image(
                 f"the image {chosen.ref.reference} has no digest and --require-digest is set",
                 hint="pass --image REPOSITORY:TAG@sha256:... (as `mlctl build --push --json` prints it)",
             )
-        reporter.warn(f"{chosen.ref.reference} has no digest: tags can move; push it and deploy by digest")
+        if build is None:  # "not built" and "not pushed" are different problems with different fixes
+            reporter.warn(
+                f"{chosen.ref.reference} was not built here (no mlctl build of this service recorded it) and has "
+                "no digest: the cluster runs whatever the tag names when it pulls"
+            )
+        else:
+            reporter.warn(
+                f"{chosen.ref.reference} has no digest: it was built here but not pushed (tags can move); "
+                "push it (mlctl build --push) and deploy by digest"
+            )
     return chosen
 
 
