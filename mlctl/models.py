@@ -26,6 +26,8 @@ class QuestionInfo:
     help: str
     default: AnswerValue | None
     choices: tuple[str, ...] = ()
+    #: "accelerator": the default is this machine's (cuda where an NVIDIA GPU is seen, else cpu).
+    machine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,20 @@ class ScaffoldResult:
     dry_run: bool
     git_commit: str | None = None
     next_steps: tuple[str, ...] = ()
+    #: The answers taken as defaults without asking (--yes, no terminal), each with why it is that value.
+    defaults: tuple[DefaultAnswer, ...] = ()
+    #: What the user should know about the answers (cuda asked for on a machine without a GPU).
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DefaultAnswer:
+    """An answer ``mlctl new`` took as its default, without asking."""
+
+    name: str
+    value: AnswerValue
+    #: Where the default comes from: "the template's default", or what was seen on this machine.
+    why: str
 
 
 class CheckStatus(str, enum.Enum):

@@ -145,6 +145,18 @@ class Output:
             not self.no_input and not self.json and not running_in_ci() and _isatty(sys.stdin) and _isatty(self.stdout)
         )
 
+    def why_no_prompts(self) -> str:
+        """Why ``interactive`` is false, in words ("no terminal", "--no-input"...)."""
+        if self.json:
+            return "--json"
+        if self.no_input:
+            return "--no-input"
+        if running_in_ci():
+            return "CI is set"
+        if not _isatty(sys.stdin):
+            return "no terminal to ask in"
+        return "output is not a terminal"
+
     # --- results ----------------------------------------------------------------------------------
 
     def result(self, value: Any, render: Callable[[Console], None]) -> None:
