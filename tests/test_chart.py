@@ -514,7 +514,10 @@ def test_an_image_without_digest_is_refused_with_require_digest(cli: Any, servic
     # Refused before any cluster is contacted (there is none here: no kubeconfig).
     result = cli("-C", str(service), "deploy", "--dry-run", "--image", tagged, "--require-digest")
     assert result.exit_code == 4
-    assert "has no digest and --require-digest is set" in result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: the image {tagged} was not built here and has no digest, and --require-digest is set",
+        "hint: pass --image REPOSITORY:TAG@sha256:... (as `mlctl build --push --json` prints it)",
+    ]
     result = cli("-C", str(service), "render", "--image", tagged)
     assert result.exit_code == 0, result.stderr
     # A warning that says what is wrong: never built here (not "not pushed", which has another fix).

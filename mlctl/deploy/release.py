@@ -64,10 +64,17 @@ def resolve_image(
         chosen = ReleaseImage.from_build(build)
         reporter.step(f"image {chosen.ref.reference}, built {build.built_at or 'earlier'} (mlctl build)")
     if chosen.ref.digest is None:
-        if require_digest:
+        if require_digest:  # the same two cases, each with its own fix
+            if build is None:
+                raise InputError(
+                    f"the image {chosen.ref.reference} was not built here and has no digest, and --require-digest "
+                    "is set",
+                    hint="pass --image REPOSITORY:TAG@sha256:... (as `mlctl build --push --json` prints it)",
+                )
             raise InputError(
-                f"the image {chosen.ref.reference} has no digest and --require-digest is set",
-                hint="pass --image REPOSITORY:TAG@sha256:... (as `mlctl build --push --json` prints it)",
+                f"the image {chosen.ref.reference} has no digest (it was built here but not pushed), and "
+                "--require-digest is set",
+                hint="push it: mlctl build --push (then deploy the digest it prints)",
             )
         if build is None:  # "not built" and "not pushed" are different problems with different fixes
             reporter.warn(
