@@ -490,10 +490,13 @@ def load_service_config(
             problems += _validate([*layers, layer], reported=reported, context=f"with environments.{name}")
 
     if env is not None and env not in env_layers:
+        import difflib
+
         known = ", ".join(env_layers) or "none"
+        close = difflib.get_close_matches(env, list(env_layers), n=1)
         raise NotFoundError(
             f"unknown environment {env!r}: {display} defines {known}",
-            hint=f"add it under environments: in {display}",
+            hint=f"did you mean {close[0]!r}?" if close else f"add it under environments: in {display}",
         )
     effective = [*layers, env_layers[env]] if env is not None else list(layers)
 

@@ -69,6 +69,10 @@ class MlctlError(Exception):
         """The error as the lines a user sees (without the hint)."""
         return [self.message]
 
+    def quotes(self) -> list[list[str]]:
+        """For each of ``lines()``, what to show under it as it is (a quoted line of a file), or nothing."""
+        return [[] for _ in self.lines()]
+
     def to_data(self) -> dict[str, Any]:
         """The error as ``--json`` prints it (under ``"error"``).
 
@@ -84,16 +88,34 @@ class MlctlError(Exception):
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One problem in a config file, located by file, line and key path."""
+    """One problem in a config file, located by file, line (and column) and key path.
+
+    ``source`` is the line of the file the problem is on, as written, when it is known: it is shown
+    under the message, with a caret under ``column``.
+    """
 
     file: str
     line: int | None
     key: str
     message: str
+    column: int | None = None
+    source: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
+        if self.line and self.column:
+            where += f":{self.column}"
         return f"{where} {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+    def quote(self) -> list[str]:
+        """The file's line, numbered, and a caret under the column: what to show under the message."""
+        if self.source is None or not self.line:
+            return []
+        number = str(self.line)
+        lines = [f"  {number} | {self.source}"]
+        if self.column:
+            lines.append(f"  {' ' * len(number)} | {' ' * (self.column - 1)}^")
+        return lines
 
 
 class ConfigError(MlctlError):
@@ -109,6 +131,11 @@ class ConfigError(MlctlError):
         if not self.problems:
             return [self.message]
         return [str(p) for p in self.problems]
+
+    def quotes(self) -> list[list[str]]:
+        if not self.problems:
+            return [[]]
+        return [p.quote() for p in self.problems]
 
     def to_data(self) -> dict[str, Any]:
         """The error, with every problem (file, line, key, message) when there are any."""

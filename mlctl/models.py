@@ -26,6 +26,8 @@ class QuestionInfo:
     help: str
     default: AnswerValue | None
     choices: tuple[str, ...] = ()
+    #: "accelerator": the default is this machine's (cuda where an NVIDIA GPU is seen, else cpu).
+    machine: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,20 @@ class ScaffoldResult:
     dry_run: bool
     git_commit: str | None = None
     next_steps: tuple[str, ...] = ()
+    #: The answers taken as defaults without asking (--yes, no terminal), each with why it is that value.
+    defaults: tuple[DefaultAnswer, ...] = ()
+    #: What the user should know about the answers (cuda asked for on a machine without a GPU).
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DefaultAnswer:
+    """An answer ``mlctl new`` took as its default, without asking."""
+
+    name: str
+    value: AnswerValue
+    #: Where the default comes from: "the template's default", or what was seen on this machine.
+    why: str
 
 
 class CheckStatus(str, enum.Enum):
@@ -332,6 +348,27 @@ class LocalDeployResult:
     gpus: int
     seconds: float
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocalStatus:
+    """``mlctl status --target local``: the service's container on this machine's Docker engine."""
+
+    service: str
+    container: str
+    image: str
+    #: The engine's state of the container: running, exited, restarting...
+    state: str
+    #: Whether ``/v2/health/ready`` answers 200 now.
+    ready: bool
+    #: The image's HEALTHCHECK as the engine last ran it: starting, healthy, unhealthy ("" without one).
+    health: str
+    #: Where the service answers, e.g. ``http://127.0.0.1:8080`` ("" when no port is published).
+    url: str
+    started_at: str
+    #: For a container that stopped: its exit code and whether it was killed for memory.
+    exit_code: int = 0
+    oom_killed: bool = False
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,12 @@ _SEQ_TAG = _CORE + "seq"
 
 
 class _Stop(Exception):
-    """A problem found while walking the events: its line (1-based, or None) and message."""
+    """A problem found while walking the events: its line and column (1-based, or None) and message."""
 
-    def __init__(self, line: int | None, message: str) -> None:
+    def __init__(self, line: int | None, message: str, column: int | None = None) -> None:
         super().__init__(message)
         self.line = line
+        self.column = column
         self.message = message
 
 
@@ -91,9 +92,24 @@ def load(data: bytes | str, filename: str) -> tuple[Any, dict[Path_, int]]:
     try:
         return _compose(text)
     except _Stop as stop:
-        raise ConfigError(
-            f"{filename} cannot be read", problems=[ConfigProblem(filename, stop.line, "", stop.message)]
-        ) from None
+        source = _source_line(text, stop.line)
+        column = stop.column if source is not None and stop.column and stop.column <= len(source) + 1 else None
+        problem = ConfigProblem(filename, stop.line, "", stop.message, column, source)
+        raise ConfigError(f"{filename} cannot be read", problems=[problem]) from None
+
+
+#: A quoted line of the file is cut after this many characters.
+_QUOTE_LIMIT = 160
+
+
+def _source_line(text: str, line: int | None) -> str | None:
+    """Line ``line`` (1-based) of ``text`` as written (tabs shown as spaces, cut if long), or None."""
+    lines = text.splitlines()
+    if not line or line > len(lines):
+        return None
+    # One column per character, nothing a terminal would act on: tabs and control characters are replaced.
+    shown = "".join(c if c.isprintable() else " " if c == "\t" else "\ufffd" for c in lines[line - 1])
+    return shown if len(shown) <= _QUOTE_LIMIT else shown[:_QUOTE_LIMIT] + "..."
 
 
 def _fail(filename: str, line: int | None, message: str) -> ConfigError:
@@ -141,16 +157,96 @@ def _events(text: str) -> Iterator[Any]:
         except StopIteration:
             return
         except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            what = exc.problem or exc.context or "not valid YAML"
-            raise _Stop(mark.line + 1 if mark is not None else None, f"invalid YAML: {what}") from None
+            raise _syntax_error(text, exc) from None
         except ReaderError as exc:
-            line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+            line = column = None
+            if isinstance(exc.position, int):
+                line = text.count("\n", 0, exc.position) + 1
+                column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
             code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
-            raise _Stop(line, f"invalid YAML: the control character U+{code:04X} is not allowed") from None
+            raise _Stop(line, f"invalid YAML: the control character U+{code:04X} is not allowed", column) from None
         except YAMLError as exc:
             raise _Stop(None, f"invalid YAML: {exc}") from None
         yield event
+
+
+#: A construct the parser was reading when the file ended or went wrong: where it started is the mistake.
+_UNCLOSED = {
+    "while scanning a quoted scalar": "this quoted text is not closed",
+    "while parsing a flow sequence": "this '[' is not closed",
+    "while parsing a flow mapping": "this '{' is not closed",
+}
+
+
+def _syntax_error(text: str, exc: Any) -> _Stop:
+    """A YAML syntax error located where the mistake is, which is often not where the parser stopped.
+
+    The parser stops at the next token it cannot take, often on the line after the mistake: a key
+    without its ':' swallows the next line as more of its text, and an unclosed quote or bracket is
+    noticed only where the file ends. Those are located where they start.
+    """
+    problem, context = exc.problem_mark, exc.context_mark
+    what = exc.problem or exc.context or "not valid YAML"
+
+    def at(mark: Any, message: str) -> _Stop:
+        return _Stop(mark.line + 1, f"invalid YAML: {message}", mark.column + 1)
+
+    if problem is None:
+        return _Stop(context.line + 1 if context is not None else None, f"invalid YAML: {what}")
+    where = f"line {problem.line + 1}, column {problem.column + 1}"
+    if context is not None and exc.context == "while scanning a simple key":
+        return at(context, "a ':' is missing after this key")
+    opened_before = context is not None and (context.line, context.column) < (problem.line, problem.column)
+    if context is not None and exc.context in _UNCLOSED and opened_before:
+        if exc.problem == "found unexpected end of stream" or "'<stream end>'" in exc.problem:
+            return at(context, f"{_UNCLOSED[exc.context]} (the file ends first)")
+        return at(context, f"{_UNCLOSED[exc.context]}: {exc.problem} at {where}")
+    if exc.problem == "mapping values are not allowed here":
+        start = _last_scalar_start(text)
+        if start is not None and start.line < problem.line:
+            lines = text.splitlines()
+            before = lines[start.line][: start.column] if start.line < len(lines) else ""
+            if before.strip() in ("", "-"):  # the text starts its line: a key without its ':'
+                return at(start, f"a ':' is missing after this key (line {problem.line + 1} reads as more of it)")
+            # the text is a value: the next line, indented under it, reads as more of it
+            line = lines[problem.line] if problem.line < len(lines) else ""
+            indent = len(line) - len(line.lstrip(" "))
+            return _Stop(
+                problem.line + 1,
+                f"invalid YAML: indented too far: this line reads as more of the value on line {start.line + 1}",
+                indent + 1,
+            )
+        return at(problem, "a ':' is not allowed here (quote a value that holds ': ')")
+    if exc.problem.startswith("found character '\\t'"):
+        return at(problem, "a tab cannot indent YAML; indent with spaces")
+    if exc.problem.startswith("expected <block end>, but found"):
+        found = exc.problem.rsplit("found ", 1)[1]
+        return at(problem, _UNEXPECTED.get(found, f"unexpected {found} here (check the indentation)"))
+    return at(problem, what)
+
+
+#: What a block mapping or list found where its next key or item (or its end) should be.
+_UNEXPECTED = {
+    "'<block mapping start>'": "this line lines up with no key above it (check its indentation)",
+    "'-'": "a list item where a key should be (check its indentation)",
+    "'<scalar>'": "unexpected text here (after a closing quote, or at the wrong indentation)",
+}
+
+
+def _last_scalar_start(text: str) -> Any:
+    """Where the last text the scanner read before its error starts (its start mark), if any."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.tokens import ScalarToken
+
+    start = None
+    try:
+        for token in YAML(typ="safe", pure=True).scan(text):
+            if isinstance(token, ScalarToken):
+                start = token.start_mark
+    except YAMLError:
+        pass
+    return start
 
 
 @dataclass

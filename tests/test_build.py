@@ -24,6 +24,7 @@ import pytest
 from building import build, build_args, copy_service, git, mlctl, scaffold, statuses
 from conftest import REGISTRY_NAMESPACE, RUN, RUN_LABEL, RUN_LABEL_KEY, free_port, run_name
 
+from mlctl.cli.output import LOG_LINE_LIMIT
 from mlctl.errors import ExitCode
 from mlctl.images import locks
 
@@ -326,7 +327,12 @@ def test_plain_progress_names_each_layer_and_its_steps(copy: Path, root_image: s
     own_tag(copy)
     result = mlctl(copy, *build_args(root_image, wheelhouse), "--rebuild", "service")
     assert result.exit_code == 0, result.stderr
-    lines = result.stderr.splitlines()
+    # Builds on one engine take turns: another build of the suite (or of a colleague) may come first.
+    lines = [
+        line
+        for line in result.stderr.splitlines()
+        if line != "• waiting for another mlctl build on this Docker engine to finish"
+    ]
     # The secret check comes first: this test's cache is new, so every file of the code is scanned.
     assert re.fullmatch(r"• scanning \d+ files of the code for secrets \(\d+ KiB\)", lines[0]), lines[0]
     assert lines[1].startswith("• python layer: reusing mlctl/python:")
@@ -334,6 +340,13 @@ def test_plain_progress_names_each_layer_and_its_steps(copy: Path, root_image: s
     assert lines[3].startswith(f"• service layer: building {A}:")
     assert any(line.startswith("  [service] Step 1/") for line in lines)
     assert not any("Using cache" in line for line in lines)  # logs get the steps, not every line
+    # The steps as the builder wrote them: rich once turned "app:x:10001:" into "app❌10001:".
+    assert any("echo 'app:x:10001:' >> /etc/group" in line for line in lines)
+    # A LABEL step (a few KB) is cut in the log and kept whole in the log file the output names.
+    [log] = [line.removeprefix("  full output: ") for line in lines if line.startswith("  full output: ")]
+    label = next(line for line in Path(log).read_text().splitlines() if " : LABEL " in line)
+    assert len(label) > LOG_LINE_LIMIT
+    assert f"  {label[:LOG_LINE_LIMIT]}... ({len(label) - LOG_LINE_LIMIT} more characters)" in lines
     assert result.stdout.startswith(f"Built {A}: {A}:")
     assert "LAYER    IMAGE" in result.stdout
 

@@ -514,10 +514,14 @@ def test_an_image_without_digest_is_refused_with_require_digest(cli: Any, servic
     # Refused before any cluster is contacted (there is none here: no kubeconfig).
     result = cli("-C", str(service), "deploy", "--dry-run", "--image", tagged, "--require-digest")
     assert result.exit_code == 4
-    assert "has no digest and --require-digest is set" in result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: the image {tagged} was not built here and has no digest, and --require-digest is set",
+        "hint: pass --image REPOSITORY:TAG@sha256:... (as `mlctl build --push --json` prints it)",
+    ]
     result = cli("-C", str(service), "render", "--image", tagged)
     assert result.exit_code == 0, result.stderr
-    assert "registry.example.com/acme/demo-svc:v1 has no digest: tags can move" in result.stderr  # a warning
+    # A warning that says what is wrong: never built here (not "not pushed", which has another fix).
+    assert "registry.example.com/acme/demo-svc:v1 was not built here (no mlctl build of this service" in result.stderr
     result = cli("-C", str(service), "deploy", "--dry-run", "--image", "registry.example.com/acme/demo-svc@sha256:12")
     assert result.exit_code == 4
     assert "sha256:<64 hex digits>" in result.stderr

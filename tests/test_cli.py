@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -201,3 +205,59 @@ def test_the_lazy_command_list_matches_each_command() -> None:
         assert isinstance(command, typer.core.TyperGroup | typer.core.TyperCommand)
         first_line = (command.help or "").strip().splitlines()[0]
         assert first_line == short, name
+
+
+class _SlowModel(http.server.BaseHTTPRequestHandler):
+    """Answers POST /predict after a short pause (a model at work); everything else is 404."""
+
+    posted = threading.Event()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).posted.set()
+        time.sleep(0.05)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def do_GET(self) -> None:
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("json_flag", [False, True], ids=["plain", "json"])
+def test_ctrl_c_during_a_command_says_interrupted_and_exits_130(isolated, json_flag: bool) -> None:
+    """A real SIGINT to a real mlctl process, in the middle of a long command (a 2-minute load test)."""
+    _SlowModel.posted = threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowModel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = isolated / "body.json"
+    body.write_text("{}")
+    url = f"http://127.0.0.1:{server.server_address[1]}/predict"
+    argv = [*(["--json"] if json_flag else []), "bench", url, "--body", str(body), "-c", "1", "-d", "120"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlctl", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _SlowModel.posted.wait(60), "the load test never sent a request"
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        server.shutdown()
+    assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert stderr.endswith("\ninterrupted\n"), stderr
+    assert "Traceback" not in stderr
+    if json_flag:
+        assert json.loads(stdout) == {
+            "error": {"type": "Interrupted", "exit_code": 130, "message": "interrupted", "hint": None}
+        }
+    else:
+        assert stdout == ""

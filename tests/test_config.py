@@ -104,17 +104,91 @@ def test_invalid_names() -> None:
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        ("name: x\n  bad: [\n", "mlctl.yaml:2: invalid YAML: mapping values are not allowed here"),
+        (
+            "name: x\n  bad: [\n",
+            "mlctl.yaml:2:3: invalid YAML: indented too far: this line reads as more of the value on line 1",
+        ),
         (
             "name: a\nname: b\n",
             'mlctl.yaml:2: invalid YAML: duplicate key "name" (first on line 1)',
         ),
         ("- a\n- b\n", "mlctl.yaml:1: the top level must be a mapping of keys, got a list"),
-        ("serving: [1\n", "mlctl.yaml:2: invalid YAML: expected ',' or ']', but got '<stream end>'"),
+        ("serving: [1\n", "mlctl.yaml:1:10: invalid YAML: this '[' is not closed (the file ends first)"),
     ],
 )
 def test_yaml_syntax_errors_name_the_line(text: str, line: str) -> None:
     assert problems(text) == [line]
+
+
+# The parser stops at the first token it cannot take, which is often on the line after the mistake
+# (ruamel's problem mark); each case is a mistake people make, located where it is in the file.
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param(
+            "name: x\nserving:\n  port 8080\n  max_batch_size: 16\n",
+            "mlctl.yaml:3:3: invalid YAML: a ':' is missing after this key (line 4 reads as more of it)",
+            id="missing-colon",  # the parser stops on line 4
+        ),
+        pytest.param(
+            "name: x\nserving:\n  port: 8080\n  max_batch_size\n  workers: 2\n",
+            "mlctl.yaml:4:3: invalid YAML: a ':' is missing after this key",
+            id="key-alone",  # the parser stops on line 5
+        ),
+        pytest.param(
+            'name: "x\nserving:\n  port: 8080\n',
+            "mlctl.yaml:1:7: invalid YAML: this quoted text is not closed (the file ends first)",
+            id="unclosed-quote",  # the parser stops at the end of the file
+        ),
+        pytest.param(
+            "name: x\nlist: [a, b\nserving:\n  port: 8080\n",
+            "mlctl.yaml:2:7: invalid YAML: this '[' is not closed: expected ',' or ']', but got ':' at line 3, "
+            "column 8",
+            id="unclosed-bracket",
+        ),
+        pytest.param(
+            "name: x\nserving:\n  port: 8080\n   max_batch_size: 16\n",
+            "mlctl.yaml:4:4: invalid YAML: indented too far: this line reads as more of the value on line 3",
+            id="indented-too-far",
+        ),
+        pytest.param(
+            "name: x\nserving:\n    port: 8080\n  max_batch_size: 1\n",
+            "mlctl.yaml:4:3: invalid YAML: this line lines up with no key above it (check its indentation)",
+            id="indented-too-little",
+        ),
+        pytest.param(
+            "name: x\ndescription: a: b\n",
+            "mlctl.yaml:2:15: invalid YAML: a ':' is not allowed here (quote a value that holds ': ')",
+            id="colon-in-value",
+        ),
+        pytest.param(
+            "name: x\nserving:\n\tport: 8080\n",
+            "mlctl.yaml:3:1: invalid YAML: a tab cannot indent YAML; indent with spaces",
+            id="tab",
+        ),
+    ],
+)
+def test_yaml_syntax_errors_point_at_the_mistake(text: str, line: str) -> None:
+    assert problems(text) == [line]
+
+
+def test_a_yaml_error_quotes_the_line_with_a_caret_under_the_column(cli, service) -> None:
+    path = service / "mlctl.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    number = next(i for i, line in enumerate(lines) if line.startswith("  max_batch_size: "))
+    lines[number] = "  max_batch_size 16\n"  # the ':' forgotten
+    path.write_text("".join(lines))
+    result = cli("-C", str(service), "config", "validate")
+    assert result.exit_code == ExitCode.CONFIG
+    n = number + 1
+    assert result.stderr == (
+        f"error: mlctl.yaml:{n}:3: invalid YAML: a ':' is missing after this key\n"
+        f"  {n} |   max_batch_size 16\n"
+        f"  {' ' * len(str(n))} |   ^\n"
+    )
+    data = json.loads(cli("-C", str(service), "--json", "config", "validate").stdout)
+    [problem] = data["error"]["problems"]
+    assert (problem["line"], problem["column"], problem["source"]) == (n, 3, "  max_batch_size 16")
 
 
 def test_cross_field_checks() -> None:
@@ -153,8 +227,17 @@ environments:
 
 def test_unknown_environment() -> None:
     write(MINIMAL + "environments:\n  prod: {}\n")
-    with pytest.raises(NotFoundError, match=r"unknown environment 'qa': mlctl\.yaml defines prod"):
+    with pytest.raises(NotFoundError, match=r"unknown environment 'qa': mlctl\.yaml defines prod") as raised:
         load_service_config(env="qa")
+    assert raised.value.hint == "add it under environments: in mlctl.yaml"
+
+
+def test_a_mistyped_environment_gets_a_suggestion(cli, service) -> None:
+    result = cli("-C", str(service), "status", "--env", "stagign")
+    assert (result.exit_code, result.stderr) == (
+        ExitCode.INPUT,
+        "error: unknown environment 'stagign': mlctl.yaml defines dev, staging, prod\nhint: did you mean 'staging'?\n",
+    )
 
 
 def test_environment_variables_override_loudly() -> None:
@@ -333,7 +416,7 @@ BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".jo
         ),
         pytest.param(
             MINIMAL + "image:\n  registry: a\x01b\n",
-            "mlctl.yaml:5: invalid YAML: the control character U+0001 is not allowed",
+            "mlctl.yaml:5:14: invalid YAML: the control character U+0001 is not allowed",
             id="control-character",
         ),
         pytest.param(
@@ -375,7 +458,7 @@ def test_hostile_yaml_is_a_config_error_naming_the_line(cli, text: str, line: st
         ("name: x\n".encode("utf-16"), "mlctl.yaml:1: not valid UTF-8: byte 0xff at column 1 (save the file as UTF-8)"),
         (
             b"\xef\xbb\xbf" + MINIMAL.encode() + b"\x00",
-            "mlctl.yaml:4: invalid YAML: the control character U+0000 is not allowed",
+            "mlctl.yaml:4:1: invalid YAML: the control character U+0000 is not allowed",
         ),
     ],
 )

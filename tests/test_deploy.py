@@ -520,7 +520,17 @@ def test_without_image_the_recorded_build_is_deployed(
     planned = mlctl(cli, svc, "--json", "deploy", "--env", "staging", "--dry-run")
     assert planned.exit_code == 0, planned.stderr
     assert json.loads(planned.stdout)["image"] == "demo-svc:cccc-g3333333"
-    assert "demo-svc:cccc-g3333333 has no digest" in planned.stderr
+    assert "demo-svc:cccc-g3333333 has no digest: it was built here but not pushed" in planned.stderr
+    # Built but not pushed is refused by --require-digest with that fix, not as an image never built.
+    strict = mlctl(cli, svc, "deploy", "--env", "staging", "--dry-run", "--require-digest")
+    assert (strict.exit_code, strict.stderr.splitlines()[1:]) == (
+        4,
+        [
+            "error: the image demo-svc:cccc-g3333333 has no digest (it was built here but not pushed), and "
+            "--require-digest is set",
+            "hint: push it: mlctl build --push (then deploy the digest it prints)",
+        ],
+    )
     # A registry set for an environment is another repository: its own build, found by digest.
     record(svc, f"ghcr.io/acme/demo-svc:cccc-g3333333@{DIGEST1}")
     monkeypatch.setenv("MLCTL_CONFIG__IMAGE__REGISTRY", "ghcr.io/acme")

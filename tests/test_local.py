@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from building import build, mlctl, scaffold
-from conftest import free_port, run_name
+from conftest import RUN_LABEL, free_port, run_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 NAME = run_name("svc-local")
@@ -145,6 +145,25 @@ def test_deploy_local_serves_like_the_cluster_and_down_stops_it(clean: Path) -> 
     assert logs.exit_code == 0, logs.stderr
     assert "Uvicorn running on http://0.0.0.0:8080" in logs.stdout  # the server's own log, not the front's
 
+    # status, as for a cluster release: what runs, from what image, where, and whether it is ready.
+    status = mlctl(clean, "--json", "status", "--target", "local")
+    assert status.exit_code == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["health"] in ("starting", "healthy")  # the image's HEALTHCHECK, as the engine last ran it
+    assert {k: shown[k] for k in ("service", "container", "image", "state", "ready", "url", "exit_code")} == {
+        "service": NAME,
+        "container": CONTAINER,
+        "image": data["image"],
+        "state": "running",
+        "ready": True,
+        "url": f"http://127.0.0.1:{port}",
+        "exit_code": 0,
+    }
+    plain = mlctl(clean, "status", env={"MLCTL_DEPLOY_TARGET": "local"})  # the target from the environment
+    assert plain.exit_code == 0, plain.stderr
+    assert plain.stdout.startswith(f"{CONTAINER}: running, ready")
+    assert f"\nimage {data['image']}\nurl   http://127.0.0.1:{port}\n" in plain.stdout
+
     # Fault 7, on this machine: replacing the running container refused requests while the new one started.
     # Now the new server starts beside the old, the front sends new requests to it once it is ready, and the
     # old one stops only then, finishing what it had (SIGTERM: stop accepting, drain, exit).
@@ -168,6 +187,12 @@ def test_deploy_local_serves_like_the_cluster_and_down_stops_it(clean: Path) -> 
     assert docker("ps", "-aq", "--filter", f"label=org.mlctl.service={NAME}").strip() == ""
     assert docker("network", "ls", "-q", "--filter", f"name=^{CONTAINER}$").strip() == ""
     assert "no local container of this service is running" in mlctl(clean, "down").stdout
+    gone = mlctl(clean, "status", "--target", "local")
+    assert gone.exit_code == 4
+    assert gone.stderr == (
+        f"error: no local container {CONTAINER}: nothing of {NAME} runs on this machine's Docker engine\n"
+        "hint: start it: mlctl deploy --target local\n"
+    )
 
 
 def test_a_crash_is_explained_with_the_servers_last_words(clean: Path) -> None:
@@ -200,7 +225,7 @@ def test_an_oom_kill_names_the_limit(clean: Path) -> None:
 def test_bad_local_input(clean: Path) -> None:
     missing = mlctl(clean, "deploy", "--target", "local", "--image", f"{NAME}:not-built")
     assert missing.exit_code == 4
-    assert f"the image {NAME}:not-built is not on this machine" in missing.stderr
+    assert f"the image {NAME}:not-built is not built: this machine's Docker engine has no such image" in missing.stderr
     assert "mlctl build" in missing.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -216,3 +241,65 @@ def test_bad_local_input(clean: Path) -> None:
     assert wrong.exit_code == 4
     assert "--target moon: must be cluster or local" in wrong.stderr
     assert docker("ps", "-aq", "--filter", f"name={CONTAINER}").strip() == ""
+
+
+def test_another_services_image_is_refused_unless_forced(clean: Path) -> None:
+    """An image mlctl build made for another service (its mlctl.service label) is not run as this one
+    by mistake; --force runs it. A hand-made image labelled for another service stands for its build."""
+    other = run_name("svc-other")
+    image = f"{other}:labelled"
+    ours = docker("images", "-q", "--filter", f"label=mlctl.service={NAME}").split()[0]
+    subprocess.run(
+        ["docker", "build", "-q", "-t", image, "--label", f"mlctl.service={other}", "--label", RUN_LABEL, "-"],
+        input=f"FROM {ours}\n".encode(),
+        capture_output=True,
+        check=True,
+    )
+    try:
+        _refused_unless_forced(clean, other, image)
+    finally:
+        remove_containers()
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+
+
+def _refused_unless_forced(clean: Path, other: str, image: str) -> None:
+    port = str(free_port())
+    refused = mlctl(clean, "deploy", "--target", "local", "--image", image, "--port", port)
+    assert refused.exit_code == 4
+    assert refused.stderr == (
+        f"error: the image {image} is {other}'s (label mlctl.service={other}), not {NAME}'s\n"
+        f"hint: pass --image of a build of {NAME}, or --force to run it as {NAME} anyway\n"
+    )
+    assert docker("ps", "-aq", "--filter", f"name={CONTAINER}").strip() == ""
+    # A cluster deploy refuses it too, before anything reaches a cluster (none is configured here).
+    cluster = mlctl(clean, "deploy", "--dry-run", "--image", image)
+    assert cluster.exit_code == 4
+    assert f"error: the image {image} is {other}'s" in cluster.stderr
+
+    forced = mlctl(clean, "--json", "deploy", "--target", "local", "--image", image, "--port", port, "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert json.loads(forced.stdout)["image"] == image
+    (inspected,) = json.loads(docker("inspect", CONTAINER))
+    assert inspected["Config"]["Image"] == image
+
+
+def test_day_two_commands_a_local_run_has_no_use_for_say_so(clean: Path) -> None:
+    for command, why in (
+        ("history", "a local run keeps no revisions (each `mlctl deploy --target local` replaces its container)"),
+        ("rollback", "a local run keeps no revisions to go back to"),
+        ("diff", "a local run has no manifests to compare with"),
+        ("delete", "a local run is not a release to uninstall"),
+    ):
+        result = mlctl(clean, command, "--target", "local")
+        assert result.exit_code == 4, command
+        assert result.stderr.startswith(
+            f"error: mlctl {command} is for a cluster release, and the target is local (--target local): {why}\n"
+        ), result.stderr
+    configured = mlctl(clean, "history", env={"MLCTL_CONFIG__DEPLOY__TARGET": "local"})
+    assert configured.exit_code == 4
+    assert "the target is local (deploy.target: local)" in configured.stderr
+    pod = mlctl(clean, "logs", "some-pod", "--target", "local")
+    assert (pod.exit_code, pod.stderr) == (
+        4,
+        "error: POD applies to cluster releases only; the local target runs one container\n",
+    )

@@ -116,7 +116,16 @@ def new(cli, *args: str):  # type: ignore[no-untyped-def]
 
 def test_scaffolds_the_whole_tree(cli, isolated: Path) -> None:
     result = new(
-        cli, "fraud-scorer", "--set", "gpu_count=2", "--set", "registry=127.0.0.1:5000/ml", "--set", "namespace=ml"
+        cli,
+        "fraud-scorer",
+        "--set",
+        "accelerator=cuda",
+        "--set",
+        "gpu_count=2",
+        "--set",
+        "registry=127.0.0.1:5000/ml",
+        "--set",
+        "namespace=ml",
     )
     assert result.exit_code == 0, result.stderr
     root = isolated / "fraud-scorer"
@@ -135,10 +144,29 @@ def test_scaffolds_the_whole_tree(cli, isolated: Path) -> None:
     assert "fraud_scorer.server:app" in (root / "fraud_scorer" / "server.py").read_text()
 
 
-def test_output_names_the_next_commands(cli, isolated: Path) -> None:
+def test_output_names_the_defaults_taken_and_the_next_commands(
+    cli, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlctl.adapters.gpu import seen_gpus
+    from mlctl.scaffold.core import accelerator_default
+
+    monkeypatch.delenv("CI", raising=False)  # the reason given is then the missing terminal
+
+    accelerator, why = accelerator_default(seen_gpus())  # this machine's (test_new_defaults checks both kinds)
     result = new(cli, "fraud-scorer", "--no-git")
     assert result.stdout == (
         "Created fraud-scorer in ./fraud-scorer from pytorch-predict 1.3.0 (13 files).\n"
+        "\n"
+        "Defaults taken (no terminal to ask in; choose with --set NAME=VALUE):\n"
+        "  description     A PyTorch model service\n"
+        f"  accelerator     {accelerator.ljust(23)}  {why}\n"
+        + ("  gpu_count       1\n" if accelerator == "cuda" else "")
+        + "  python_version  3.11\n"
+        "  torch_version   2.13.0\n"
+        "  port            8080\n"
+        "  max_batch_size  16\n"
+        "  registry        ''\n"
+        "  namespace       ''\n"
         "\n"
         "Next:\n"
         "  cd fraud-scorer\n"
@@ -439,7 +467,10 @@ def test_prompts_in_a_terminal_with_defaults_and_retries(isolated: Path) -> None
     )
     child.expect_exact("One line saying what the service does (A PyTorch model service): ")
     child.sendline("")
-    child.expect_exact("Build and deploy for NVIDIA GPUs (cuda) or for CPUs only (cpu) [cuda/cpu] (cuda): ")
+    from mlctl.adapters.gpu import seen_gpus
+
+    default = "cuda" if seen_gpus().count else "cpu"  # this machine's
+    child.expect_exact(f"Build and deploy for NVIDIA GPUs (cuda) or for CPUs only (cpu) [cuda/cpu] ({default}): ")
     child.sendline("tpu")
     child.expect_exact("Please select one of the available options")
     child.sendline("cpu")

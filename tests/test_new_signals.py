@@ -79,6 +79,7 @@ def test_a_caught_signal_leaves_nothing_behind(isolated: Path, slow_commit: Path
     finally:
         end_group(process)
     assert process.returncode == ExitCode.INTERRUPTED, stderr
+    assert stderr.endswith("\ninterrupted\n"), stderr  # said, not only exited with
     assert sorted(p.name for p in isolated.iterdir()) == []
 
 

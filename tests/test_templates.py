@@ -27,20 +27,20 @@ def test_show(cli) -> None:
         "A PyTorch model served over the Open Inference Protocol (V2 REST), with Prometheus metrics.\n"
         "\n"
         "Questions (answer with --set NAME=VALUE):\n"
-        "NAME            TYPE                    DEFAULT                  HELP\n"
-        "description     str                     A PyTorch model service  One line saying what the service does\n"
-        "accelerator     choice: cuda|cpu        cuda                     Build and deploy for NVIDIA GPUs (cuda) "
+        "NAME            TYPE                    DEFAULT                    HELP\n"
+        "description     str                     A PyTorch model service    One line saying what the service does\n"
+        "accelerator     choice: cuda|cpu        cuda with a GPU, else cpu  Build and deploy for NVIDIA GPUs (cuda) "
         "or for CPUs only (cpu)\n"
-        "gpu_count       int                     1                        GPUs per replica\n"
-        "python_version  choice: 3.10|3.11|3.12  3.11                     Python version of the service image\n"
-        "torch_version   str                     2.13.0                   PyTorch version of the service image\n"
-        "port            int                     8080                     Port the HTTP server listens on inside "
+        "gpu_count       int                     1                          GPUs per replica\n"
+        "python_version  choice: 3.10|3.11|3.12  3.11                       Python version of the service image\n"
+        "torch_version   str                     2.13.0                     PyTorch version of the service image\n"
+        "port            int                     8080                       Port the HTTP server listens on inside "
         "the container\n"
-        "max_batch_size  int                     16                       Largest batch the server runs through "
+        "max_batch_size  int                     16                         Largest batch the server runs through "
         "the model at once\n"
-        "registry        str                     ''                       Image registry to push to (empty keeps "
+        "registry        str                     ''                         Image registry to push to (empty keeps "
         "images local)\n"
-        "namespace       str                     ''                       Kubernetes namespace prefix: each "
+        "namespace       str                     ''                         Kubernetes namespace prefix: each "
         "environment deploys to PREFIX-ENV (empty: the service name)\n"
     )
 
@@ -49,7 +49,16 @@ def test_show_json(cli) -> None:
     data = json.loads(cli("templates", "show", "pytorch-predict", "--json").stdout)
     assert (data["name"], data["version"], data["source"]) == ("pytorch-predict", "1.3.0", "built-in")
     gpu = next(q for q in data["questions"] if q["name"] == "gpu_count")
-    assert gpu == {"name": "gpu_count", "type": "int", "help": "GPUs per replica", "default": 1, "choices": []}
+    assert gpu == {
+        "name": "gpu_count",
+        "type": "int",
+        "help": "GPUs per replica",
+        "default": 1,
+        "choices": [],
+        "machine": None,
+    }
+    accelerator = next(q for q in data["questions"] if q["name"] == "accelerator")
+    assert (accelerator["machine"], accelerator["default"]) == ("accelerator", "cpu")
 
 
 def test_show_unknown(cli) -> None:

@@ -384,6 +384,8 @@ class ContainerState:
     #: The host address a container port is published on, e.g. {"8080/tcp": "127.0.0.1:8080"}.
     ports: dict[str, str]
     started_at: str
+    #: The image's HEALTHCHECK as the engine last ran it: starting, healthy, unhealthy ("" without one).
+    health: str = ""
 
 
 class Containers:
@@ -407,6 +409,16 @@ class Containers:
         except ImageNotFound:
             return False
         return True
+
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of the image ``ref`` names on this engine, or None when the engine has no such image."""
+        from docker.errors import ImageNotFound
+
+        try:
+            data = self.client.api.inspect_image(ref)
+        except ImageNotFound:
+            return None
+        return dict((data.get("Config") or {}).get("Labels") or {})
 
     def has_gpus(self) -> bool:
         """Whether the engine can hand GPUs to containers (the NVIDIA container runtime is installed)."""
@@ -486,6 +498,7 @@ class Containers:
             labels=dict((data.get("Config") or {}).get("Labels") or {}),
             ports=ports,
             started_at=str(state.get("StartedAt", "")),
+            health=str((state.get("Health") or {}).get("Status", "")),
         )
 
     def find(self, label: str) -> list[ContainerState]:

@@ -12,7 +12,9 @@ show or run. The one-line help of each command is listed below so that ``--help`
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,8 +22,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+from typer._click.exceptions import UsageError
 
 from mlctl import __version__
+from mlctl.cli.help import PlainContext, plain_help
 from mlctl.cli.output import State, state_of
 from mlctl.errors import ExitCode, InputError, MlctlError
 
@@ -48,6 +52,9 @@ terminal or in CI. Options also read MLCTL_* environment variables (shown below)
 Exit codes: 0 ok, 1 failure, 2 usage, 3 config, 4 input, 5 conflict, 6 environment,
 7 build, 8 deploy (rolled back), 9 cluster, 10 rollback failed too, 130 interrupted.
 """
+
+#: What ``--json`` prints on stdout when a command is interrupted (as every error: under "error").
+INTERRUPTED = {"type": "Interrupted", "exit_code": int(ExitCode.INTERRUPTED), "message": "interrupted", "hint": None}
 
 #: name -> (module, attribute, one-line help), in the order --help lists them.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -130,8 +137,24 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+class _Interrupted(Exception):
+    """Ctrl-C (or SIGTERM/SIGHUP inside ``mlctl.atomic.interruptible``) while a command ran.
+
+    typer turns a KeyboardInterrupt into a silent ``Exit(130)``; the root group turns it into this
+    instead, so that ``run_cli`` can say so before exiting 130.
+    """
+
+
 class LazyGroup(typer.core.TyperGroup):
     """The root group: builds a command only when it is run (or its own help is asked for)."""
+
+    context_class = PlainContext
+
+    def invoke(self, ctx: Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
 
     def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
@@ -142,26 +165,32 @@ class LazyGroup(typer.core.TyperGroup):
         return self.commands.get(cmd_name)
 
     def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
-        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
-        rows = [(name, _shorten(help_, limit)) for name, (_, _, help_) in COMMANDS.items()]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
+        with formatter.section("Commands"):  # whole summaries, wrapped (never cut mid-word)
+            formatter.write_dl([(name, help_) for name, (_, _, help_) in COMMANDS.items()])
 
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 3, 10)].rstrip() + "..."
+    def resolve_command(self, ctx: Context, args: list[str]) -> tuple[str | None, Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            # typer suggests among the commands loaded so far, which here are none.
+            close = difflib.get_close_matches(args[0], list(COMMANDS), n=2) if args else []
+            if close and "Did you mean" not in exc.message:
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {' or '.join(repr(c) for c in close)}?"
+            raise
 
 
 def load_command(name: str) -> Command:
-    """The click command of ``name`` (its module is imported only now)."""
+    """The click command of ``name`` (its module is imported only now), with plain help."""
     module, attribute, _ = COMMANDS[name]
     target = getattr(importlib.import_module(module), attribute)
     if not isinstance(target, typer.Typer):
         single = typer.Typer(rich_markup_mode=None, add_completion=False)
         single.command(name)(target)
         target = single
-    command = typer.main.get_command(target)
+    command = plain_help(typer.main.get_command(target))
     command.name = name
+    # Completion is installed from `mlctl` itself; a group's own copy of those options is noise in its help.
+    command.params = [p for p in command.params if p.name not in ("install_completion", "show_completion")]
     return command
 
 
@@ -218,6 +247,7 @@ def root(
 ) -> None:
     """The global options, applied before any command runs."""
     state = state_of(ctx)
+    state.command = ctx.invoked_subcommand or state.command
     state.json = state.json or json_
     state.debug = state.debug or debug
     state.no_input = state.no_input or no_input
@@ -234,7 +264,7 @@ def run_cli(args: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
     # Errors raised before the root callback ran still honour the global flags.
     state.json = "--json" in args or _env_flag("MLCTL_JSON")
     state.debug = bool({"-v", "--debug"} & set(args)) or _env_flag("MLCTL_DEBUG")
-    command = typer.main.get_command(app)
+    command = plain_help(typer.main.get_command(app))
     try:
         result = command.main(args=args, prog_name="mlctl", obj=state, standalone_mode=False)
     except MlctlError as exc:
@@ -249,8 +279,14 @@ def run_cli(args: Sequence[str] | None = None, *, stdout: IO[str] | None = None,
         else:
             (stderr or sys.stderr).write(f"error: {exc.message}\n")
         return int(exc.exit_code)
-    except (KeyboardInterrupt, typer.Abort):
-        (stderr or sys.stderr).write("\ninterrupted\n")
+    except (_Interrupted, KeyboardInterrupt, typer.Abort):
+        output = state.output()
+        output.close()  # a live pane would otherwise swallow the line
+        if state.json:
+            output.stdout.write(json.dumps({"error": INTERRUPTED}) + "\n")
+            output.stdout.flush()
+        output.stderr.write("\ninterrupted\n")
+        output.stderr.flush()
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         state.output().bug(exc)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mlctl.cli.options import JsonOption
+from mlctl.cli.options import JsonOption, positive_number, seconds, timeout_option, whole_number
 from mlctl.cli.output import State, print_table, state_of
 from mlctl.errors import InputError, ThresholdError
 
@@ -24,24 +24,59 @@ def bench_cmd(
     url: Annotated[str, typer.Argument(metavar="URL", help="The server, e.g. http://127.0.0.1:8080, or a model URL.")],
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="Model name.  [default: from the URL, else this service's name]"),
+        typer.Option(
+            "--model", "-m", metavar="NAME", help="Model name.  [default: from the URL, else this service's name]"
+        ),
     ] = None,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", help="Connections, one request in flight each.")
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            metavar="N",
+            parser=whole_number("--concurrency", 1),
+            help="Connections, one request in flight each.",
+        ),
     ] = 8,
     duration: Annotated[
-        float, typer.Option("--duration", "-d", help="Seconds to send requests (at most 3600).")
+        float,
+        typer.Option(
+            "--duration",
+            "-d",
+            metavar="SECONDS",
+            parser=seconds("--duration"),
+            help="Seconds to send requests (at most 3600).",
+        ),
     ] = 10.0,
     rate: Annotated[
-        float | None, typer.Option("--rate", "-r", help="At most this many requests/s.  [default: as fast as answered]")
+        float | None,
+        typer.Option(
+            "--rate",
+            "-r",
+            metavar="PER_SECOND",
+            parser=positive_number("--rate"),
+            help="At most this many requests/s.  [default: as fast as answered]",
+        ),
     ] = None,
-    requests: Annotated[int, typer.Option("--requests", "-n", help="Stop after this many requests.")] = 10_000_000,
-    rows: Annotated[int, typer.Option("--rows", help="Rows per infer request.")] = 1,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="max_tokens of generate requests.")] = 16,
+    requests: Annotated[
+        int,
+        typer.Option(
+            "--requests", "-n", metavar="N", parser=whole_number("--requests", 1), help="Stop after this many requests."
+        ),
+    ] = 10_000_000,
+    rows: Annotated[
+        int, typer.Option("--rows", metavar="N", parser=whole_number("--rows", 1), help="Rows per infer request.")
+    ] = 1,
+    max_tokens: Annotated[
+        int,
+        typer.Option(
+            "--max-tokens", metavar="N", parser=whole_number("--max-tokens", 1), help="max_tokens of generate requests."
+        ),
+    ] = 16,
     body: Annotated[
         Path | None, typer.Option("--body", metavar="FILE", help="Send this request body instead of a generated one.")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds before a request counts as an error.")] = 30.0,
+    timeout: Annotated[float, timeout_option("Seconds before a request counts as an error.")] = 30.0,
     max_error_rate: Annotated[
         float | None,
         typer.Option("--max-error-rate", metavar="FRACTION", help="Exit 1 when more requests than this fail (CI)."),

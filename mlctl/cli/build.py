@@ -29,7 +29,9 @@ def build_cmd(
         list[str] | None,
         typer.Option("--rebuild", metavar="LAYER", help="Rebuild this layer (python, torch, service). Repeatable."),
     ] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Also tag the image TAG. Repeatable.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", metavar="TAG", help="Also tag the image TAG. Repeatable.")
+    ] = None,
     allow_dirty: Annotated[
         bool, typer.Option("--allow-dirty", help="Push even with uncommitted changes (the tag says -dirty-).")
     ] = False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -16,6 +17,7 @@ from mlctl.cli.options import (
     TimeoutOption,
     ValuesOption,
     WaitOption,
+    port_option,
     target_options,
 )
 from mlctl.cli.output import State, print_table, state_of
@@ -53,12 +55,10 @@ def deploy_cmd(
         ),
     ] = False,
     target: TargetOption = None,
-    port: Annotated[
-        int | None,
-        typer.Option(
-            "--port", "-p", min=1, max=65535, help="--target local: the port on 127.0.0.1.  [default: serving.port]"
-        ),
-    ] = None,
+    port: Annotated[int | None, port_option("--target local: the port on 127.0.0.1.  [default: serving.port]")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Deploy an --image that mlctl build made for another service.")
+    ] = False,
     json_: JsonOption = False,
     *,
     where: TargetArgs,
@@ -96,7 +96,7 @@ def deploy_cmd(
             )
         from mlctl.cli.local import deploy_local_cmd
 
-        deploy_local_cmd(state, env=where.env, image=image, port=port, wait=wait, timeout=timeout)
+        deploy_local_cmd(state, env=where.env, image=image, port=port, wait=wait, timeout=timeout, force=force)
         return
     if port is not None:
         raise InputError("--port applies to --target local only (a cluster deploy's port is serving.port)")
@@ -104,6 +104,8 @@ def deploy_cmd(
 
     release = where.resolve(state)
     chosen = resolve_image(release.loaded, image, require_digest=require_digest, reporter=out.reporter())
+    if image:
+        _check_owner(release.loaded.config.name, chosen.ref.reference, chosen.labels, force=force)
     result = deploy_service(
         release,
         chosen,
@@ -119,6 +121,30 @@ def deploy_cmd(
     out.result(result, lambda console: render_deploy(console, result))
 
 
+def _check_owner(service: str, image: str, labels: Mapping[str, str] | None, *, force: bool) -> None:
+    """Refuse another service's ``--image``, as far as its labels are known here.
+
+    From the build record, else from this machine's Docker engine when it has the image; an image
+    known to neither (built by a CI job elsewhere) goes on.
+    """
+    from mlctl.deploy.local import check_image_owner
+
+    if not labels:
+        from mlctl.adapters.docker import Containers
+        from mlctl.errors import EnvironmentProblem
+
+        try:
+            containers = Containers.connect(timeout=5)
+        except EnvironmentProblem:
+            return
+        try:
+            labels = containers.image_labels(image)
+        finally:
+            containers.close()
+    if labels:
+        check_image_owner(service, image, dict(labels), force=force)
+
+
 def deploy_target(state: State, target: str | None, env: str | None) -> str:
     """``--target``, else ``deploy.target`` of mlctl.yaml."""
     if target is None:
@@ -126,6 +152,33 @@ def deploy_target(state: State, target: str | None, env: str | None) -> str:
     if target not in ("cluster", "local"):
         raise InputError(f"--target {target}: must be cluster or local")
     return target
+
+
+#: Day-2 commands that only a cluster release has: why a local run has no such thing, and what to use.
+CLUSTER_ONLY = {
+    "history": (
+        "a local run keeps no revisions (each `mlctl deploy --target local` replaces its container)",
+        "mlctl status --target local shows what runs, mlctl logs --target local its log",
+    ),
+    "rollback": (
+        "a local run keeps no revisions to go back to",
+        "run an earlier image: mlctl deploy --target local --image REPO:TAG",
+    ),
+    "diff": (
+        "a local run has no manifests to compare with",
+        "mlctl render prints the manifests a cluster deploy would apply",
+    ),
+    "delete": ("a local run is not a release to uninstall", "stop it with mlctl down"),
+}
+
+
+def refuse_local(state: State, command: str, target: str | None, env: str | None) -> None:
+    """Refuse ``command`` when the target is local (``--target local`` or ``deploy.target: local``)."""
+    if deploy_target(state, target, env) != "local":
+        return
+    why, hint = CLUSTER_ONLY[command]
+    source = "--target local" if target else "deploy.target: local"
+    raise InputError(f"mlctl {command} is for a cluster release, and the target is local ({source}): {why}", hint=hint)
 
 
 def render_deploy(console: Console, result: DeployResult) -> None:
@@ -182,6 +235,7 @@ def diff_cmd(
     image: ImageOption = None,
     values: ValuesOption = None,
     set_: SetOption = None,
+    target: TargetOption = None,
     json_: JsonOption = False,
     *,
     where: TargetArgs,
@@ -196,6 +250,7 @@ def diff_cmd(
 
     state = state_of(ctx)
     out = state.output(json_)
+    refuse_local(state, "diff", target, where.env)
     release = where.resolve(state)
     chosen = resolve_image(release.loaded, image, reporter=out.reporter())
     changes = diff_release(release, chosen, values_files=values or (), sets=set_ or (), reporter=out.reporter())

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.options import JsonOption
+from mlctl.cli.options import JsonOption, timeout_option
 from mlctl.cli.output import state_of
 from mlctl.errors import ExitCode
 
@@ -23,7 +23,7 @@ def doctor_cmd(
     context: Annotated[
         str | None, typer.Option("--context", metavar="NAME", help="Kube context to check.  [default: current]")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each network check.")] = 3.0,
+    timeout: Annotated[float, timeout_option("Seconds to wait for each network check.")] = 3.0,
     json_: JsonOption = False,
 ) -> None:
     """Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails."""

@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 
 
 def deploy_local_cmd(
-    state: State, *, env: str | None, image: str | None, port: int | None, wait: bool, timeout: float | None
+    state: State,
+    *,
+    env: str | None,
+    image: str | None,
+    port: int | None,
+    wait: bool,
+    timeout: float | None,
+    force: bool = False,
 ) -> None:
     """``mlctl deploy --target local``: run the image on this machine's Docker engine."""
     from mlctl.deploy.local import deploy_local, local_image
@@ -24,7 +31,13 @@ def deploy_local_cmd(
     out = state.output()
     loaded = state.config(env)
     result = deploy_local(
-        loaded, local_image(loaded, image), port=port, wait=wait, timeout_s=timeout, reporter=out.reporter()
+        loaded,
+        local_image(loaded, image),
+        port=port,
+        wait=wait,
+        timeout_s=timeout,
+        force=force,
+        reporter=out.reporter(),
     )
 
     def show(console: Console) -> None:
@@ -38,6 +51,30 @@ def deploy_local_cmd(
         console.print("  logs: mlctl logs --target local     stop: mlctl down", markup=False, highlight=False)
 
     out.result(result, show)
+
+
+def local_status_cmd(state: State, env: str | None) -> None:
+    """``mlctl status --target local``: the service's container on this machine."""
+    from mlctl.deploy.local import local_status
+
+    out = state.output()
+    status = local_status(state.config(env))
+
+    def show(console: Console) -> None:
+        if status.state == "running":
+            health = f" ({status.health})" if status.health else ""
+            condition = ("ready" if status.ready else "not ready") + health
+        else:
+            condition = f"exit code {status.exit_code}" + (
+                ", killed for memory (OOMKilled)" if status.oom_killed else ""
+            )
+        console.print(f"{status.container}: {status.state}, {condition}, since {status.started_at}", markup=False)
+        console.print(f"image {status.image}", markup=False)
+        if status.url:
+            console.print(f"url   {status.url}", markup=False)
+        console.print("  logs: mlctl logs --target local     stop: mlctl down", markup=False, highlight=False)
+
+    out.result(status, show)
 
 
 def local_logs(state: State, env: str | None, *, follow: bool, tail: int | None) -> None:

@@ -24,7 +24,8 @@ def new_cmd(
         typer.Argument(metavar="NAME", help="Service name: lowercase letters, digits and '-', e.g. fraud-scorer."),
     ],
     template: Annotated[
-        str, typer.Option("--template", "-t", help="Template to start from (see `mlctl templates list`).")
+        str,
+        typer.Option("--template", "-t", metavar="NAME", help="Template to start from (see `mlctl templates list`)."),
     ] = "pytorch-predict",
     directory: Annotated[
         Path | None,
@@ -66,6 +67,7 @@ def new_cmd(
     out = state_of(ctx).output(json_)
     answers = parse_set_options(set_ or [])
     ask = None if (yes or not out.interactive) else _prompter(out)
+    why_not_asked = "--yes" if yes else out.why_no_prompts()
     result = new_service(
         name,
         template=template,
@@ -77,10 +79,10 @@ def new_cmd(
         dry_run=dry_run,
         reporter=out.reporter(),
     )
-    out.result(result, lambda console: _render(console, result))
+    out.result(result, lambda console: _render(console, result, why_not_asked))
 
 
-def _render(console: Console, result: ScaffoldResult) -> None:
+def _render(console: Console, result: ScaffoldResult, why_not_asked: str = "") -> None:
     from rich.markup import escape
 
     where = _shown(result.path)
@@ -96,9 +98,24 @@ def _render(console: Console, result: ScaffoldResult) -> None:
     console.print(
         f"[green]Created[/] {result.name} in {escape(where)} from {source} ({len(result.files)} files{commit})."
     )
+    _render_defaults(console, result, why_not_asked)
     console.print("\nNext:")
     for step in result.next_steps:
         console.print(f"  {step}", markup=False)
+
+
+def _render_defaults(console: Console, result: ScaffoldResult, why_not_asked: str) -> None:
+    """Every default taken without asking, so that none is a surprise (a CUDA service on a laptop)."""
+    if not result.defaults:
+        return
+    from mlctl.cli.output import print_table
+
+    console.print(f"\nDefaults taken ({why_not_asked}; choose with --set NAME=VALUE):", markup=False)
+    rows = [
+        ["  " + d.name, str(d.value) if d.value != "" else "''", "" if d.why == "the template's default" else d.why]
+        for d in result.defaults
+    ]
+    print_table(console, None, rows)
 
 
 def _shown(path: str) -> str:

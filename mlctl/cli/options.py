@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,82 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from mlctl.errors import InputError
+
 if TYPE_CHECKING:
     from mlctl.cli.output import State
     from mlctl.deploy.target import Target
+
+# --- values that several commands take, each checked in one place with one message ------------------------
+# A bad value is bad input (exit 4, as a bad --set or --target is), whichever command it reaches, and
+# whether it is not a number at all or out of range: "--port 80000: must be a port number from 1 to 65535".
+
+
+def _number(text: str | float) -> float | None:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def port_number(flag: str = "--port") -> Callable[[str | int], int]:
+    """A parser for a TCP port (1 to 65535)."""
+
+    def parse(text: str | int) -> int:
+        value = _number(text)
+        if value is None or value != int(value) or not 1 <= value <= 65535:
+            raise InputError(f"{flag} {text}: must be a port number from 1 to 65535")
+        return int(value)
+
+    return parse
+
+
+def seconds(flag: str = "--timeout") -> Callable[[str | float], float]:
+    """A parser for a positive number of seconds."""
+
+    def parse(text: str | float) -> float:
+        value = _number(text)
+        if value is None or value <= 0:
+            raise InputError(f"{flag} {text}: must be a number of seconds greater than 0")
+        return value
+
+    return parse
+
+
+def whole_number(flag: str, minimum: int = 0) -> Callable[[str | int], int]:
+    """A parser for a whole number of at least ``minimum``."""
+
+    def parse(text: str | int) -> int:
+        value = _number(text)
+        if value is None or value != int(value) or value < minimum:
+            raise InputError(f"{flag} {text}: must be a whole number of at least {minimum}")
+        return int(value)
+
+    return parse
+
+
+def positive_number(flag: str) -> Callable[[str | float], float]:
+    """A parser for a number greater than 0."""
+
+    def parse(text: str | float) -> float:
+        value = _number(text)
+        if value is None or value <= 0:
+            raise InputError(f"{flag} {text}: must be a number greater than 0")
+        return value
+
+    return parse
+
+
+def port_option(help_text: str) -> Any:
+    """``--port/-p PORT``, with the help of the command that takes it."""
+    return typer.Option("--port", "-p", metavar="PORT", parser=port_number(), help=help_text)
+
+
+def timeout_option(help_text: str) -> Any:
+    """``--timeout SECONDS``, with the help of the command that takes it."""
+    return typer.Option("--timeout", metavar="SECONDS", parser=seconds(), help=help_text)
+
 
 JsonOption = Annotated[
     bool,
@@ -43,7 +117,9 @@ WheelhouseOption = Annotated[
         "--wheelhouse", metavar="DIR", help="Install Python packages from this directory of wheels (offline)."
     ),
 ]
-PlatformOption = Annotated[str, typer.Option("--platform", help="Platform to build for: linux/amd64 or linux/arm64.")]
+PlatformOption = Annotated[
+    str, typer.Option("--platform", metavar="PLATFORM", help="Platform to build for: linux/amd64 or linux/arm64.")
+]
 LabelOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -85,10 +161,7 @@ ValuesOption = Annotated[
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", metavar="KEY=VALUE", help="Extra chart value (Helm syntax). Repeatable.")
 ]
-TimeoutOption = Annotated[
-    float | None,
-    typer.Option("--timeout", metavar="SECONDS", help="How long to wait for the rollout.  [default: its deadline]"),
-]
+TimeoutOption = Annotated[float | None, timeout_option("How long to wait for the rollout.  [default: its deadline]")]
 WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the rollout until it is ready or fails.")]
 AllowDowntimeOption = Annotated[
     bool,

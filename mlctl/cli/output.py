@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import typer
@@ -48,6 +49,8 @@ class State:
         self.json = False
         self.debug = False
         self.no_input = False
+        #: The command being run (``build``), which names its log file.
+        self.command = "mlctl"
         self.stdout = stdout
         self.stderr = stderr
         self._output: Output | None = None
@@ -65,6 +68,7 @@ class State:
                 no_input=self.no_input,
                 stdout=self.stdout or sys.stdout,
                 stderr=self.stderr or sys.stderr,
+                command=self.command,
             )
         return self._output
 
@@ -107,12 +111,15 @@ class Output:
     before the result or an error is written.
     """
 
-    def __init__(self, *, json: bool, debug: bool, no_input: bool, stdout: IO[str], stderr: IO[str]) -> None:
+    def __init__(
+        self, *, json: bool, debug: bool, no_input: bool, stdout: IO[str], stderr: IO[str], command: str = "mlctl"
+    ) -> None:
         self.json = json
         self.debug = debug
         self.no_input = no_input
         self.stdout = stdout
         self.stderr = stderr
+        self.command = command
         self._console: Console | None = None
         self._err_console: Console | None = None
         self._reporter: _ConsoleReporter | _JsonReporter | None = None
@@ -138,6 +145,18 @@ class Output:
             not self.no_input and not self.json and not running_in_ci() and _isatty(sys.stdin) and _isatty(self.stdout)
         )
 
+    def why_no_prompts(self) -> str:
+        """Why ``interactive`` is false, in words ("no terminal", "--no-input"...)."""
+        if self.json:
+            return "--json"
+        if self.no_input:
+            return "--no-input"
+        if running_in_ci():
+            return "CI is set"
+        if not _isatty(sys.stdin):
+            return "no terminal to ask in"
+        return "output is not a terminal"
+
     # --- results ----------------------------------------------------------------------------------
 
     def result(self, value: Any, render: Callable[[Console], None]) -> None:
@@ -156,7 +175,11 @@ class Output:
     def reporter(self) -> _ConsoleReporter | _JsonReporter:
         """The run's progress reporter (the same one each time)."""
         if self._reporter is None:
-            self._reporter = _JsonReporter(self.stderr) if self.json else _ConsoleReporter(self.err_console)
+            self._reporter = (
+                _JsonReporter(self.stderr)
+                if self.json
+                else _ConsoleReporter(self.err_console, debug=self.debug, log_file=LogFile(self.command))
+            )
         return self._reporter
 
     def close(self) -> None:
@@ -174,13 +197,18 @@ class Output:
             self.stdout.write(json.dumps({"error": exc.to_data()}, indent=2) + "\n")
             self.stdout.flush()
         else:
-            for line in exc.lines():
+            for line, quote in zip(exc.lines(), exc.quotes(), strict=False):
                 self.err_console.print(f"[bold red]error:[/] {_escape(line)}", highlight=False)
+                for quoted in quote:
+                    self.err_console.print(quoted, markup=False, highlight=False)
             for finding in getattr(exc, "findings", ()):
                 self.err_console.print(f"[bold red]why:[/] {_escape(finding.message)}", highlight=False)
                 self.err_console.print(f"     [yellow]fix:[/] {_escape(finding.hint)}", highlight=False)
             if exc.hint:
                 self.err_console.print(f"[yellow]hint:[/] {_escape(exc.hint)}", highlight=False)
+            log = self._reporter.log_file.path if isinstance(self._reporter, _ConsoleReporter) else None
+            if log is not None:
+                self.err_console.print(f"full output: {log}", markup=False, highlight=False)
         if self.debug:
             self.traceback(exc)
 
@@ -227,23 +255,89 @@ def _make_console(stream: IO[str]) -> Console:
     from rich.console import Console
 
     # soft_wrap: a line of ours is never broken in two (log readers and tests grep for whole lines).
+    # emoji=False: rich would turn ":x:" in text we relay (a build's "app:x:10001:") into an emoji.
     # NO_COLOR: rich alone would drop colours but keep bold; we drop every escape sequence.
     if os.environ.get("NO_COLOR"):
-        return Console(file=stream, highlight=False, soft_wrap=True, color_system=None)
-    return Console(file=stream, highlight=False, soft_wrap=True)
+        return Console(file=stream, highlight=False, soft_wrap=True, emoji=False, color_system=None)
+    return Console(file=stream, highlight=False, soft_wrap=True, emoji=False)
+
+
+#: The longest line of a tool's output (a build step) a log shows whole; longer ones are cut there and
+#: kept whole in the log file (a build's LABEL step runs to a few KB).
+LOG_LINE_LIMIT = 200
+#: Log files kept in the cache; older ones are removed when a new one is made.
+LOG_FILES_KEPT = 20
+
+
+class LogFile:
+    """Every line of a tool's output during one run, whole: made on the first line, in the cache's ``logs/``."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self.path: Path | None = None
+        self._handle: IO[str] | None = None
+        self._failed = False
+
+    def write(self, line: str) -> bool:
+        """Add ``line``; True the first time (when the file is made, so its path can be said)."""
+        made = False
+        if self._handle is None and not self._failed:
+            try:
+                made = self.path is None
+                self._handle = self._open()
+            except OSError:
+                self._failed = True  # a read-only cache: the output is shown, only not kept
+                return False
+        if self._handle is not None:
+            self._handle.write(line + "\n")
+            self._handle.flush()
+        return made
+
+    def _open(self) -> IO[str]:
+        if self.path is not None:
+            return self.path.open("a", encoding="utf-8")
+        import time
+
+        from mlctl.resources import cache_dir
+
+        folder = cache_dir() / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.path = folder / f"{self.command}-{stamp}-{os.getpid()}.log"
+        handle = self.path.open("a", encoding="utf-8")
+        old = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-LOG_FILES_KEPT]
+        for path in old:
+            path.unlink(missing_ok=True)
+        return handle
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def shorten_line(line: str, limit: int = LOG_LINE_LIMIT) -> str:
+    """``line``, or its start and how long it was when it is longer than ``limit``."""
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit].rstrip()}... ({len(line) - limit} more characters)"
 
 
 class _ConsoleReporter:
     """Progress for people: steps as lines, tool output as a live pane.
 
     Steps as lines; tool output (``log``) as a live pane of its last lines in a terminal, and as its
-    ``Step n/m`` lines only in logs (a CI log gets the progress, not every line pip prints).
+    ``Step n/m`` lines only in logs (a CI log gets the progress, not every line pip prints), long
+    ones shortened. Every line of tool output goes whole to a log file whose path is said once; with
+    ``--debug`` every line is also shown whole.
     """
 
     PANE_LINES = 8
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, debug: bool = False, log_file: LogFile | None = None) -> None:
         self.console = console
+        self.debug = debug
+        self.log_file = log_file or LogFile("mlctl")
         self._live: Any = None
         self._pane: list[str] = []
         self._last_status = ""
@@ -259,14 +353,22 @@ class _ConsoleReporter:
         self.console.print(f"[cyan]•[/] {_escape(message)}", highlight=False)
 
     def log(self, line: str) -> None:
+        if self.log_file.write(line):
+            self.info(f"full output: {self.log_file.path}")
+        if self.debug:
+            self._close_pane()
+            self.console.print(f"  {line}", markup=False, highlight=False)
+            return
         if not self.console.is_terminal:
             if " Step " in f" {line}" or line.startswith("[push]"):
-                self.console.print(f"  {line}", markup=False, highlight=False)
+                self.console.print(f"  {shorten_line(line)}", markup=False, highlight=False)
             return
         from rich.live import Live
         from rich.text import Text
 
-        self._pane = [*self._pane[-(self.PANE_LINES - 1) :], line[: self.console.width - 4]]
+        width = max(self.console.width - 4, 20)
+        shown = line if len(line) <= width else line[: width - 3] + "..."
+        self._pane = [*self._pane[-(self.PANE_LINES - 1) :], shown]
         text = Text("\n".join(f"  {entry}" for entry in self._pane), style="dim")
         if self._live is None:
             self._live = Live(text, console=self.console, refresh_per_second=8, transient=True)
@@ -302,6 +404,7 @@ class _ConsoleReporter:
 
     def close(self) -> None:
         self._close_pane()
+        self.log_file.close()
 
 
 class _JsonReporter:

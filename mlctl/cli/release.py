@@ -7,8 +7,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.deploy import deploy_target, pods_table, render_deploy
-from mlctl.cli.options import JsonOption, TargetArgs, TargetOption, TimeoutOption, WaitOption, target_options
+from mlctl.cli.deploy import deploy_target, pods_table, refuse_local, render_deploy
+from mlctl.cli.options import (
+    JsonOption,
+    TargetArgs,
+    TargetOption,
+    TimeoutOption,
+    WaitOption,
+    target_options,
+    whole_number,
+)
 from mlctl.cli.output import print_table, state_of
 from mlctl.errors import InputError
 
@@ -17,12 +25,24 @@ if TYPE_CHECKING:
 
 
 @target_options
-def status_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetArgs) -> None:
-    """Show the release: revision, image, ready replicas, and each pod with its node and GPUs."""
+def status_cmd(
+    ctx: typer.Context, target: TargetOption = None, json_: JsonOption = False, *, where: TargetArgs
+) -> None:
+    """Show the release: revision, image, ready replicas, and each pod with its node and GPUs.
+
+    With --target local (or deploy.target: local), the service's container on this machine's
+    Docker engine: its state, image, URL and whether it is ready.
+    """
     from mlctl.deploy.day2 import release_status
 
     state = state_of(ctx)
     out = state.output(json_)
+    if deploy_target(state, target, where.env) == "local":
+        from mlctl.cli.local import local_status_cmd
+
+        _no_cluster_flags(where)
+        local_status_cmd(state, where.env)
+        return
     status = release_status(where.resolve(state))
 
     def show(console: Console) -> None:
@@ -38,7 +58,9 @@ def status_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetAr
 
 
 @target_options
-def history_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetArgs) -> None:
+def history_cmd(
+    ctx: typer.Context, target: TargetOption = None, json_: JsonOption = False, *, where: TargetArgs
+) -> None:
     """List the release's revisions (Helm history), with how each one's rollout went.
 
     ROLLOUT is what mlctl saw: healthy (every replica became ready), failed (also Helm's status, so
@@ -48,6 +70,7 @@ def history_cmd(ctx: typer.Context, json_: JsonOption = False, *, where: TargetA
 
     state = state_of(ctx)
     out = state.output(json_)
+    refuse_local(state, "history", target, where.env)
     revisions = release_history(where.resolve(state))
     out.result(
         revisions,
@@ -74,6 +97,7 @@ def rollback_cmd(
     ] = False,
     wait: WaitOption = True,
     timeout: TimeoutOption = None,
+    target: TargetOption = None,
     json_: JsonOption = False,
     *,
     where: TargetArgs,
@@ -88,6 +112,7 @@ def rollback_cmd(
 
     state = state_of(ctx)
     out = state.output(json_)
+    refuse_local(state, "rollback", target, where.env)
     result = rollback_release(
         where.resolve(state), revision, force=force, wait=wait, timeout_s=timeout, reporter=out.reporter()
     )
@@ -98,6 +123,7 @@ def rollback_cmd(
 def delete_cmd(
     ctx: typer.Context,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    target: TargetOption = None,
     json_: JsonOption = False,
     *,
     where: TargetArgs,
@@ -108,6 +134,7 @@ def delete_cmd(
 
     state = state_of(ctx)
     out = state.output(json_)
+    refuse_local(state, "delete", target, where.env)
     release = where.resolve(state)
     if not yes:
         if not out.interactive:
@@ -133,7 +160,9 @@ def logs_cmd(
     previous: Annotated[
         bool, typer.Option("--previous", "-p", help="The previous container's log (after a crash).")
     ] = False,
-    tail: Annotated[int | None, typer.Option("--tail", metavar="N", help="Only the last N lines.")] = None,
+    tail: Annotated[
+        int | None, typer.Option("--tail", metavar="N", parser=whole_number("--tail"), help="Only the last N lines.")
+    ] = None,
     target: TargetOption = None,
     *,
     where: TargetArgs,
@@ -147,6 +176,7 @@ def logs_cmd(
     if deploy_target(state, target, where.env) == "local":
         from mlctl.cli.local import local_logs
 
+        _no_cluster_flags(where, {"POD": pod, "--previous": previous})
         local_logs(state, where.env, follow=follow, tail=tail)
         return
     release = where.resolve(state)
@@ -168,3 +198,20 @@ def logs_cmd(
             prefix = f"[{name}] " if len(pods) > 1 else ""
             for line in text.splitlines():
                 sys.stdout.write(f"{prefix}{line}\n")
+
+
+def _no_cluster_flags(where: TargetArgs, others: dict[str, object] | None = None) -> None:
+    """Refuse the flags that name a cluster release when the target is local (one container, no pods)."""
+    given = [
+        flag
+        for flag, value in {
+            "--release": where.release,
+            "--namespace": where.namespace,
+            "--context": where.context,
+            **(others or {}),
+        }.items()
+        if value
+    ]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise InputError(f"{', '.join(given)} {verb} to cluster releases only; the local target runs one container")

@@ -6,15 +6,13 @@ from typing import Annotated
 
 import typer
 
-from mlctl.cli.options import EnvOption
+from mlctl.cli.options import EnvOption, port_option
 from mlctl.cli.output import state_of
 
 
 def run_cmd(
     ctx: typer.Context,
-    port: Annotated[
-        int | None, typer.Option("--port", "-p", help="Port to listen on.  [default: serving.port from mlctl.yaml]")
-    ] = None,
+    port: Annotated[int | None, port_option("Port to listen on.  [default: serving.port from mlctl.yaml]")] = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on; 0.0.0.0 exposes the server to your network.")
     ] = "127.0.0.1",

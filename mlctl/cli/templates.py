@@ -55,5 +55,7 @@ def _render_show(console: Console, info: TemplateInfo) -> None:
     for q in info.questions:
         kind = f"{q.type}: {'|'.join(q.choices)}" if q.choices else q.type
         default = "" if q.default is None else repr(q.default) if q.default == "" else str(q.default)
+        if q.machine == "accelerator":
+            default = "cuda with a GPU, else cpu"  # this machine's, when mlctl new asks it
         rows.append([q.name, kind, default, q.help])
     print_table(console, ["NAME", "TYPE", "DEFAULT", "HELP"], rows)

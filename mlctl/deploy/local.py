@@ -27,7 +27,7 @@ from mlctl import contract
 from mlctl.config import LoadedConfig
 from mlctl.deploy.explain import Finding, crash_finding, oom_finding, startup_budget_finding
 from mlctl.errors import ConflictError, DeployError, InputError
-from mlctl.models import ImageRef, LocalDeployResult
+from mlctl.models import ImageRef, LocalDeployResult, LocalStatus
 from mlctl.quantity import add, to_bytes
 from mlctl.reporting import NullReporter, Reporter
 
@@ -70,6 +70,30 @@ def local_image(loaded: LoadedConfig, image: str | None) -> str:
     return f"{build.image.repository}:{build.image.tag}"  # the local engine knows it by tag
 
 
+#: The label ``mlctl build`` puts on a service image: the service it was built for.
+IMAGE_SERVICE_LABEL = "mlctl.service"
+
+
+def check_image_owner(service: str, image: str, labels: dict[str, str], *, force: bool = False) -> str | None:
+    """Refuse another service's image (its ``mlctl.service`` label names another), unless ``force``.
+
+    Returns:
+        A warning to give when the image carries no such label (not built by ``mlctl build``), else None.
+
+    Raises:
+        InputError: the image was built for another service and ``force`` is not set.
+    """
+    owner = labels.get(IMAGE_SERVICE_LABEL)
+    if owner is None:
+        return f"{image} was not built by mlctl build (it has no {IMAGE_SERVICE_LABEL} label): it runs as {service}"
+    if owner != service and not force:
+        raise InputError(
+            f"the image {image} is {owner}'s (label {IMAGE_SERVICE_LABEL}={owner}), not {service}'s",
+            hint=f"pass --image of a build of {service}, or --force to run it as {service} anyway",
+        )
+    return None
+
+
 def deploy_local(
     loaded: LoadedConfig,
     image: str,
@@ -77,6 +101,7 @@ def deploy_local(
     port: int | None = None,
     wait: bool = True,
     timeout_s: float | None = None,
+    force: bool = False,
     reporter: Reporter | None = None,
 ) -> LocalDeployResult:
     """Run ``image`` (``local_image``) as the service on the local Docker engine and wait until it is ready.
@@ -85,10 +110,10 @@ def deploy_local(
     once ready (with ``wait=False``, at once).
 
     Raises:
-        InputError: the image is not on this machine. ConflictError: the port is taken.
-        EnvironmentProblem: no Docker engine. DeployError: the server exited, was OOM-killed, or
-        was not ready within its start-up budget (that container is removed; its log is quoted; a
-        server that was running goes on serving).
+        InputError: the image is not built on this machine, or is another service's (without ``force``).
+        ConflictError: the port is taken. EnvironmentProblem: no Docker engine. DeployError: the
+        server exited, was OOM-killed, or was not ready within its start-up budget (that container is
+        removed; its log is quoted; a server that was running goes on serving).
     """
     from mlctl.adapters.docker import Containers
 
@@ -101,11 +126,15 @@ def deploy_local(
     host_port = port or contract.port(config)
     containers = Containers.connect()
     try:
-        if not containers.image_exists(ref):
+        labels = containers.image_labels(ref)
+        if labels is None:
             raise InputError(
-                f"the image {ref} is not on this machine",
+                f"the image {ref} is not built: this machine's Docker engine has no such image",
                 hint="build it first: mlctl build" + (f" --env {env}" if env else "") + " (or pass --image)",
             )
+        unlabelled = check_image_owner(config.name, ref, labels, force=force)
+        if unlabelled:
+            reporter.warn(unlabelled)
         grace = int(config.serving.graceful_shutdown_s) + 5
         mine = _containers(containers, config.name, env)
         proxy = next((c for c in mine if c.labels.get(LABEL_ROLE) == "front" and c.status == "running"), None)
@@ -246,6 +275,43 @@ def down(loaded: LoadedConfig, *, reporter: Reporter | None = None) -> list[str]
         return [c.name for c in found]
     finally:
         containers.close()
+
+
+def local_status(loaded: LoadedConfig) -> LocalStatus:
+    """The service's local container (of ``loaded``'s environment): its state, image and readiness.
+
+    Raises:
+        InputError: no local container of the service. EnvironmentProblem: no Docker engine.
+    """
+    from mlctl.adapters.docker import Containers
+
+    config = loaded.config
+    name = container_name(config.name, loaded.environment)
+    containers = Containers.connect()
+    try:
+        state = containers.state(name)
+    finally:
+        containers.close()
+    if state is None:
+        raise InputError(
+            f"no local container {name}: nothing of {config.name} runs on this machine's Docker engine",
+            hint="start it: mlctl deploy --target local"
+            + (f" --env {loaded.environment}" if loaded.environment else ""),
+        )
+    address = state.ports.get(f"{contract.port(config)}/tcp", "")
+    url = f"http://{address}" if address else ""
+    return LocalStatus(
+        service=config.name,
+        container=name,
+        image=state.image,
+        state=state.status,
+        ready=bool(url) and state.status == "running" and _ready(url),
+        health=state.health,
+        url=url,
+        started_at=state.started_at,
+        exit_code=state.exit_code,
+        oom_killed=state.oom_killed,
+    )
 
 
 def _watch(

@@ -84,12 +84,28 @@ def resolve_image(
         chosen = ReleaseImage.from_build(build)
         reporter.step(f"image {chosen.ref.reference}, built {build.built_at or 'earlier'} (mlctl build)")
     if chosen.ref.digest is None:
-        if require_digest:
+        if require_digest:  # the same two cases, each with its own fix
+            if build is None:
+                raise InputError(
+                    f"the image {chosen.ref.reference} was not built here and has no digest, and --require-digest "
+                    "is set",
+                    hint="pass --image REPOSITORY:TAG@sha256:... (as `mlctl build --push --json` prints it)",
+                )
             raise InputError(
-                f"the image {chosen.ref.reference} has no digest and --require-digest is set",
-                hint="pass --image REPOSITORY:TAG@sha256:... (as `mlctl build --push --json` prints it)",
+                f"the image {chosen.ref.reference} has no digest (it was built here but not pushed), and "
+                "--require-digest is set",
+                hint="push it: mlctl build --push (then deploy the digest it prints)",
             )
-        reporter.warn(f"{chosen.ref.reference} has no digest: tags can move; push it and deploy by digest")
+        if build is None:  # "not built" and "not pushed" are different problems with different fixes
+            reporter.warn(
+                f"{chosen.ref.reference} was not built here (no mlctl build of this service recorded it) and has "
+                "no digest: the cluster runs whatever the tag names when it pulls"
+            )
+        else:
+            reporter.warn(
+                f"{chosen.ref.reference} has no digest: it was built here but not pushed (tags can move); "
+                "push it (mlctl build --push) and deploy by digest"
+            )
     return chosen
 
 

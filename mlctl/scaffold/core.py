@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlctl.atomic import umask
 from mlctl.errors import ConfigError, ConflictError, InputError, TemplateError
-from mlctl.models import AnswerValue, PlannedFile, ScaffoldResult
+from mlctl.models import AnswerValue, DefaultAnswer, PlannedFile, ScaffoldResult
 from mlctl.names import service_name_problem, suggest_service_name
 from mlctl.reporting import NullReporter, Reporter
 from mlctl.scaffold.templates import (
@@ -36,6 +36,7 @@ from mlctl.scaffold.templates import (
 )
 
 if TYPE_CHECKING:
+    from mlctl.adapters.gpu import GpuSighting
     from mlctl.config import ServiceConfig
 
 DEFAULT_TEMPLATE = "pytorch-predict"
@@ -63,6 +64,7 @@ def new_service(
     git: bool = True,
     ci: str | None = "github",
     dry_run: bool = False,
+    gpus: GpuSighting | None = None,
     reporter: Reporter | None = None,
 ) -> ScaffoldResult:
     """Scaffold a service from a template.
@@ -77,6 +79,8 @@ def new_service(
         ci: Also write the CI pipeline for this provider (github, gitlab; None: none), as
             ``mlctl ci generate`` does.
         dry_run: Render and report the files without writing anything.
+        gpus: The NVIDIA GPUs of this machine, which give the accelerator question its default
+            (default: looked for, cheaply, when needed; see ``mlctl.adapters.gpu.seen_gpus``).
         reporter: Receives progress events.
 
     Returns:
@@ -100,7 +104,11 @@ def new_service(
     target = target.absolute()
     _check_target(target)
 
-    resolved = _resolve_answers(tmpl, given, ask)
+    machine = _Machine(gpus)
+    resolved, defaults = _resolve_answers(tmpl, given, ask, machine)
+    notes = _notes(tmpl, resolved, machine)
+    for note in notes:
+        reporter.warn(note)
     reporter.step(f"rendering {tmpl.name} {tmpl.version}")
     files = render_template(tmpl, name, resolved)
     config = _check_rendered_config(tmpl, files)
@@ -119,6 +127,8 @@ def new_service(
         files=planned,
         dry_run=dry_run,
         next_steps=_next_steps(target),
+        defaults=tuple(defaults),
+        notes=tuple(notes),
     )
     if dry_run:
         return result
@@ -203,25 +213,77 @@ def _parse_given(template: Template, answers: Mapping[str, AnswerValue | str]) -
     return parsed
 
 
-def _resolve_answers(template: Template, given: dict[str, AnswerValue], ask: Ask | None) -> dict[str, AnswerValue]:
+class _Machine:
+    """This machine's GPUs, looked for once and only when a question needs them."""
+
+    def __init__(self, gpus: GpuSighting | None) -> None:
+        self._gpus = gpus
+
+    @property
+    def gpus(self) -> GpuSighting:
+        if self._gpus is None:
+            from mlctl.adapters.gpu import seen_gpus
+
+            self._gpus = seen_gpus()
+        return self._gpus
+
+
+def accelerator_default(gpus: GpuSighting) -> tuple[str, str]:
+    """The accelerator ``mlctl new`` takes by default on a machine with ``gpus``, and why.
+
+    ``mlctl doctor`` says the same, from the same function.
+    """
+    return ("cuda" if gpus.count else "cpu"), gpus.describe()
+
+
+def _default(question: Question, machine: _Machine) -> tuple[AnswerValue | None, str]:
+    """A question's default here, and where it comes from."""
+    if question.machine == "accelerator":
+        return accelerator_default(machine.gpus)
+    if question.default is None:
+        return None, ""
+    return question.parse(question.default), "the template's default"
+
+
+def _resolve_answers(
+    template: Template, given: dict[str, AnswerValue], ask: Ask | None, machine: _Machine
+) -> tuple[dict[str, AnswerValue], list[DefaultAnswer]]:
     from jinja2.sandbox import SandboxedEnvironment
 
     env = SandboxedEnvironment()
     answers: dict[str, AnswerValue] = {}
+    defaults: list[DefaultAnswer] = []
     for question in template.manifest.questions:
         asked = question.when is None or bool(env.compile_expression(question.when)(**answers))
         if question.name in given:
             answers[question.name] = given[question.name]
-        elif asked and ask is not None:
-            answers[question.name] = ask(question, question.default)
-        elif question.default is not None:
-            answers[question.name] = question.parse(question.default)
+            continue
+        default, why = _default(question, machine)
+        if asked and ask is not None:
+            answers[question.name] = ask(question, default)
+        elif default is not None:
+            answers[question.name] = default
+            if asked:  # a question that does not apply (gpu_count for cpu) is not a choice made
+                defaults.append(DefaultAnswer(question.name, default, why))
         else:
             raise InputError(
                 f"template {template.name!r} needs an answer for {question.name!r} ({question.help})",
                 hint=f"pass --set {question.name}=VALUE",
             )
-    return answers
+    return answers, defaults
+
+
+def _notes(template: Template, answers: dict[str, AnswerValue], machine: _Machine) -> list[str]:
+    """What to say about the answers: a CUDA service made on a machine where no GPU is seen is allowed."""
+    notes = []
+    for question in template.manifest.questions:
+        if question.machine == "accelerator" and answers.get(question.name) == "cuda" and not machine.gpus.count:
+            notes.append(
+                f"{question.name}=cuda, but {machine.gpus.describe()}: the service is made for NVIDIA GPUs as asked; "
+                "here `mlctl run` and `mlctl deploy --target local` run it on the CPU, and its image starts from "
+                "a CUDA root (several GB)"
+            )
+    return notes
 
 
 def _check_target(target: Path) -> None:

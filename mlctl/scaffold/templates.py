@@ -80,11 +80,16 @@ class Question(BaseModel):
     max_length: int | None = Field(default=None, ge=1, le=10_000)
     #: A jinja expression over earlier answers; the question is asked only when it is true.
     when: str | None = None
+    #: ``accelerator``: the default comes from this machine: ``cuda`` where an NVIDIA GPU is seen, else
+    #: ``cpu`` (a choice of both). ``default`` is then used only where the machine is not asked.
+    machine: Literal["accelerator"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Question:
         if self.type == "choice" and not self.choices:
             raise ValueError("a choice question needs choices")
+        if self.machine == "accelerator" and not {"cuda", "cpu"} <= set(self.choices):
+            raise ValueError("machine: accelerator is for a choice of cuda and cpu")
         if (self.max_length is not None or self.min_length) and self.type != "str":
             raise ValueError("min_length and max_length are for str questions")
         if self.default is not None:
@@ -144,7 +149,7 @@ class Question(BaseModel):
         return result
 
     def info(self) -> QuestionInfo:
-        return QuestionInfo(self.name, self.type, self.help, self.default, tuple(self.choices))
+        return QuestionInfo(self.name, self.type, self.help, self.default, tuple(self.choices), self.machine)
 
 
 class Manifest(BaseModel):

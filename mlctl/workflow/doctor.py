@@ -54,6 +54,7 @@ def run_doctor(
         lambda: check_kubernetes(kube_context, timeout_s, service),
         check_helm,
         check_gpu,
+        check_new_defaults,
     ]
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         results = list(pool.map(_guarded, checks))
@@ -335,6 +336,15 @@ def check_gpu() -> Check:
             "install a CUDA build of torch that this driver supports (pytorch.org/get-started)",
         )
     return Check("gpu", CheckStatus.OK, f"{driver}; {torch_text}", False)
+
+
+def check_new_defaults() -> Check:
+    """What ``mlctl new`` takes by default on this machine when it does not ask, and why (as it says itself)."""
+    from mlctl.adapters.gpu import seen_gpus
+    from mlctl.scaffold.core import accelerator_default
+
+    accelerator, why = accelerator_default(seen_gpus())
+    return Check("new defaults", CheckStatus.INFO, f"mlctl new takes accelerator={accelerator} here: {why}", False)
 
 
 def _nvidia_smi() -> str | None:
