@@ -182,6 +182,9 @@ class ImageBuilder(Protocol):
 
     def pull(self, ref: str) -> None: ...
 
+    def run(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
+        """Run a command in a throwaway container of ``image`` (no network); its exit status and output."""
+
     def remote_exists(self, ref: str) -> bool: ...
 
     def push(self, ref: str, on_status: Callable[[str], None] | None = None) -> PushReport: ...

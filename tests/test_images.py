@@ -83,9 +83,12 @@ def test_every_matrix_row_renders_its_ladder(row) -> None:  # type: ignore[no-un
     assert python["dockerfile"].splitlines()[2:4] == ["ARG BASE", "FROM ${BASE}"]
     assert python["buildargs"] == {"BASE": row.root, "PYTHON_VERSION": row.python}
     assert torch["buildargs"]["BASE"].startswith("mlctl/python:")
-    assert torch["buildargs"]["TORCH_REQUIREMENT"] == f"torch=={row.torch}"
+    # The exact local version of the flavour: torch==2.13.0 alone would match every flavour (PEP 440).
+    local = "cpu" if row.flavor == "cpu" else "cu" + row.flavor.replace(".", "")
+    assert torch["buildargs"]["TORCH_REQUIREMENT"] == f"torch=={row.torch}+{local}"
     labels = torch["labels"]
     assert labels["mlctl.torch"] == row.torch
+    assert labels["mlctl.torch-version"] == f"{row.torch}+{local}"
     assert labels["mlctl.python"] == row.python
     if row.flavor == "cpu":
         assert row.root == f"python:{row.python}-slim-bookworm"
@@ -146,6 +149,16 @@ def test_the_newest_release_lists_the_cuda_of_its_pypi_build() -> None:
     recorded = _recorded()["pypi_build"]
     minor = ".".join(recorded["version"].split(".")[:2])
     assert recorded["cuda"] in load_matrix().torch[minor].cuda
+
+
+def test_every_flavour_has_an_index_named_for_its_local_label() -> None:
+    """PyTorch names each flavour's index for the local label of its wheels (cpu, cu130...)."""
+    from mlctl.images.matrix import flavor_of, local_label
+
+    matrix = load_matrix()
+    for flavor, url in matrix.indexes.items():
+        assert url.rstrip("/").rsplit("/", 1)[-1] == local_label(flavor)
+        assert flavor_of(local_label(flavor)) == flavor
 
 
 # --- wheels ---------------------------------------------------------------------------------------------

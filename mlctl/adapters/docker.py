@@ -277,6 +277,34 @@ class DockerImageBuilder:
         except APIError as exc:
             raise ClusterError(f"cannot pull {ref}: {exc.explanation or exc}") from None
 
+    def run(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
+        """Run ``command`` in a throwaway container of ``image``, without network; its status and output.
+
+        The command's first word replaces the image's entrypoint. A command that cannot start (no
+        such file in the image) gives status 127 and the engine's reason.
+        """
+        from docker.errors import APIError
+
+        api = self.client.api
+        container = api.create_container(
+            image,
+            entrypoint=command[:1],
+            command=command[1:],
+            network_disabled=True,
+            host_config=api.create_host_config(network_mode="none"),
+        )
+        try:
+            try:
+                api.start(container)
+            except APIError as exc:
+                return 127, str(exc.explanation or exc)
+            status = int(api.wait(container, timeout=timeout).get("StatusCode", 1))
+            output = api.logs(container, stdout=True, stderr=True)
+            return status, bytes(output).decode("utf-8", errors="replace")
+        finally:
+            with contextlib.suppress(APIError):
+                api.remove_container(container, force=True)
+
     def remote_exists(self, ref: str) -> bool:
         """Whether the registry has ``ref`` (the engine asks it, with the engine's credentials)."""
         from docker.errors import APIError, NotFound

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from mlctl.cli.build import size_text
-from mlctl.cli.options import EnvOption, JsonOption, LabelOption, PlatformOption, RootOption, WheelhouseOption
+from mlctl.cli.options import (
+    EnvOption,
+    JsonOption,
+    LabelOption,
+    PlatformOption,
+    RootOption,
+    TorchIndexOption,
+    WheelhouseOption,
+)
 from mlctl.cli.output import print_table, state_of
 
 app = typer.Typer(
@@ -48,6 +56,7 @@ def plan_cmd(
     env: EnvOption = None,
     root: RootOption = None,
     wheelhouse: WheelhouseOption = None,
+    torch_index: TorchIndexOption = None,
     platform: PlatformOption = "linux/amd64",
     registry: Annotated[
         bool, typer.Option("--registry", help="Also look for missing layers in image.registry.")
@@ -68,6 +77,7 @@ def plan_cmd(
         platform=platform,
         registry=registry,
         labels=parse_labels(label or ()),
+        torch_index=torch_index,
         reporter=out.reporter(),
     )
     out.result(

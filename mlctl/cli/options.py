@@ -37,6 +37,15 @@ RootOption = Annotated[
         "--root", metavar="IMAGE", help="Start from this local root image instead of the matrix's (air-gapped)."
     ),
 ]
+TorchIndexOption = Annotated[
+    str | None,
+    typer.Option(
+        "--torch-index",
+        metavar="URL",
+        envvar="MLCTL_TORCH_INDEX",
+        help="Take torch of the service's flavour from this wheel index (a mirror) instead of the matrix's.",
+    ),
+]
 WheelhouseOption = Annotated[
     Path | None,
     typer.Option(

@@ -21,6 +21,7 @@ from mlctl.images.ladder import DEFAULT_PLATFORM, LAYERS
 from mlctl.images.plan import Ladder, check_engine, check_engine_host, engine, look_in_registry, plan_ladder
 from mlctl.images.record import record_build
 from mlctl.images.tags import check_labels
+from mlctl.images.verify import verify_torch
 from mlctl.models import BuildResult, ImageRef, LayerResult, PushResult
 from mlctl.ports import BuildLog, ImageBuilder
 from mlctl.reporting import NullReporter, Reporter
@@ -40,6 +41,7 @@ def build_images(
     allow_secrets: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
     record: bool = True,
+    torch_index: str | None = None,
     reporter: Reporter | None = None,
     builder: ImageBuilder | None = None,
 ) -> BuildResult:
@@ -60,13 +62,17 @@ def build_images(
             the service directory (a directory lets the files under it in). Nothing else is let in.
         labels: Extra labels for the service image (a CI pipeline's id, an owner); see ``check_labels``.
         record: Record the result in the service for ``mlctl deploy`` (``mlctl.images.record``).
+        torch_index: The wheel index to take torch from instead of the matrix's for the flavour (a
+            mirror); torch is taken of the service's flavour only, from there and nowhere else.
         reporter: Progress.
         builder: The engine (default: the local Docker engine).
 
     Raises:
         InputError: bad matrix combination or flags. SecretsFound (an InputError): files look like
             secrets, one line each; nothing was built. ConflictError: a dirty push.
-        EnvironmentProblem: no Docker engine. BuildError: a build failed. ClusterError: a registry failed.
+        EnvironmentProblem: no Docker engine. BuildError: a build failed; no torch wheel of the
+            service's flavour; a torch layer that is not what resolution found. ClusterError: a
+            registry or the wheel index cannot be reached.
     """
     reporter = reporter or NullReporter()
     labels = check_labels(labels or {})
@@ -93,6 +99,7 @@ def build_images(
             labels=labels,
             allow_secrets=allow_secrets,
             pull_root=True,
+            torch_index=torch_index,
             reporter=reporter,
         )
         if push and ladder.dirty and not allow_dirty and loaded.environment != "dev":
@@ -182,6 +189,9 @@ def _build_held(
                 platform=platform,
                 on_line=on_line,
             )
+            if layer.name == "torch":
+                torch = verify_torch(builder, layer.image, ladder.torch)
+                reporter.info(f"torch layer: {torch.describe()}, as resolved from {ladder.torch.filename}")
             found = builder.inspect(image_id)
             seconds = round(time.monotonic() - started, 2)
             size = found.size if found else 0
