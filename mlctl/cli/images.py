@@ -19,7 +19,7 @@ from mlctl.cli.options import (
 from mlctl.cli.output import print_table, state_of
 
 app = typer.Typer(
-    help="The image layer ladder: compatibility matrix, plan, local layers, prune.",
+    help="The image layer ladder: compatibility matrix, plan, root image, local layers, prune.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -86,6 +86,65 @@ def plan_cmd(
             console, ["LAYER", "IMAGE", "STATUS", "WHY"], [[e.layer, e.image, e.status, e.reason] for e in entries]
         ),
     )
+
+
+@app.command("root")
+def root_cmd(
+    ctx: typer.Context,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", "-t", metavar="IMAGE", help="The image to make.  [default: mlctl/root:SUITE]"),
+    ] = None,
+    suite: Annotated[str, typer.Option("--suite", metavar="SUITE", help="The Debian release.")] = "bookworm",
+    mirror: Annotated[
+        str, typer.Option("--mirror", metavar="URL", help="The Debian mirror.")
+    ] = "http://deb.debian.org/debian",
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="IMAGE",
+            help="Make it from this image on this machine (e.g. one `docker load` brought) instead of Debian.",
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="KEY=VALUE", help="Also label the root image (e.g. team=ml). Repeatable."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Make it again even if it is there.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Make a root image here (Debian, with mmdebstrap), for machines that cannot pull the matrix's.
+
+    Then build on it: mlctl build --root mlctl/root:bookworm (or MLCTL_ROOT=mlctl/root:bookworm).
+    PyTorch wheels bring their CUDA libraries, so a Debian root serves CUDA services too.
+    """
+    from mlctl.images.root import make_root
+    from mlctl.images.tags import parse_labels
+
+    out = state_of(ctx).output(json_)
+    result = make_root(
+        tag=tag,
+        suite=suite,
+        mirror=mirror,
+        source=source,
+        labels=parse_labels(label or ()),
+        force=force,
+        reporter=out.reporter(),
+    )
+
+    def render(console: object) -> None:
+        verb = "made" if result.status == "made" else "already made"
+        pythons = ", ".join(result.pythons) or "none (the python layer installs it with apt)"
+        lines = [
+            f"{result.image}: {verb} ({result.source}), {size_text(result.size)}",
+            f"  {result.os}; Python: {pythons}",
+            f"  next: mlctl build --root {result.image}",
+        ]
+        for line in lines:
+            console.print(line, markup=False)  # type: ignore[attr-defined]
+
+    out.result(result, render)
 
 
 FilterLabelOption = Annotated[

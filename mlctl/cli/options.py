@@ -34,7 +34,10 @@ EnvOption = Annotated[
 RootOption = Annotated[
     str | None,
     typer.Option(
-        "--root", metavar="IMAGE", help="Start from this local root image instead of the matrix's (air-gapped)."
+        "--root",
+        metavar="IMAGE",
+        envvar="MLCTL_ROOT",
+        help="Start from this root image instead of the matrix's (air-gapped: `mlctl images root` makes one).",
     ),
 ]
 TorchIndexOption = Annotated[

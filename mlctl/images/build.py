@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlctl.config import LoadedConfig
-from mlctl.errors import ConflictError, InputError
+from mlctl.errors import BuildError, ConflictError, InputError
 from mlctl.images import locks, wheels
 from mlctl.images.ladder import DEFAULT_PLATFORM, LAYERS
 from mlctl.images.plan import Ladder, check_engine, check_engine_host, engine, look_in_registry, plan_ladder
 from mlctl.images.record import record_build
+from mlctl.images.root import check_root, python_unavailable
 from mlctl.images.tags import check_labels
 from mlctl.images.verify import verify_torch
 from mlctl.models import BuildResult, ImageRef, LayerResult, PushResult
@@ -68,11 +69,11 @@ def build_images(
         builder: The engine (default: the local Docker engine).
 
     Raises:
-        InputError: bad matrix combination or flags. SecretsFound (an InputError): files look like
-            secrets, one line each; nothing was built. ConflictError: a dirty push.
-        EnvironmentProblem: no Docker engine. BuildError: a build failed; no torch wheel of the
-            service's flavour; a torch layer that is not what resolution found. ClusterError: a
-            registry or the wheel index cannot be reached.
+        InputError: bad matrix combination or flags; a root that does not exist or has no Python.
+            SecretsFound (an InputError): files look like secrets, one line each; nothing was built.
+        ConflictError: a dirty push. EnvironmentProblem: no Docker engine.
+        BuildError: a build failed; no torch wheel of the service's flavour; a torch layer that is
+            not what resolution found. ClusterError: a registry or the wheel index cannot be reached.
     """
     reporter = reporter or NullReporter()
     labels = check_labels(labels or {})
@@ -177,18 +178,27 @@ def _build_held(
                 "mlctl.inputs": json.dumps(layer.inputs, sort_keys=True),
             }
             context = layer.make_context(url, labels)
+            root_os = ""
+            if layer.name == "python":  # a root without a shell or a Python fails here, saying so
+                root_os = check_root(builder, ladder.root, ladder.loaded.config.runtime.python).os
 
             def on_line(line: str, log: BuildLog, name: str = layer.name) -> None:
                 reporter.log(f"[{name}] {line}")
 
-            image_id, log = builder.build(
-                context,
-                tag=layer.image,
-                buildargs=layer.buildargs,
-                nocache=layer.name in forced,
-                platform=platform,
-                on_line=on_line,
-            )
+            try:
+                image_id, log = builder.build(
+                    context,
+                    tag=layer.image,
+                    buildargs=layer.buildargs,
+                    nocache=layer.name in forced,
+                    platform=platform,
+                    on_line=on_line,
+                )
+            except BuildError as exc:
+                python = ladder.loaded.config.runtime.python
+                if layer.name == "python" and f"mlctl: Python {python} is not available" in (exc.hint or ""):
+                    raise python_unavailable(ladder.root, python, root_os) from None
+                raise
             if layer.name == "torch":
                 torch = verify_torch(builder, layer.image, ladder.torch)
                 reporter.info(f"torch layer: {torch.describe()}, as resolved from {ladder.torch.filename}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlctl.config import LoadedConfig
-from mlctl.errors import BuildError, InputError
+from mlctl.errors import BuildError, ClusterError, InputError, NotFoundError
 from mlctl.images import index, wheels
 from mlctl.images.context import check_secrets, collect
 from mlctl.images.index import TorchWheel
@@ -310,17 +310,22 @@ def _download_requirements(service_dir: Path) -> list[str]:
 
 
 def _root_identity(builder: ImageBuilder, ref: str, *, pull: bool, reporter: Reporter) -> str:
+    """The root's identity: its layer digests and config. A root not on this machine is pulled.
+
+    Raises:
+        ClusterError: the root is not here and its registry cannot be reached (exit 9, as any
+            registry that does not answer).
+        InputError: the registry answers that there is no such image (exit 4: a wrong name).
+    """
+    from mlctl.images.root import pull_failure
+
     found = builder.inspect(ref)
     if found is None and pull:
         reporter.step(f"pulling the root image {ref}")
         try:
             builder.pull(ref)
-        except Exception as exc:
-            message = getattr(exc, "message", str(exc))
-            raise BuildError(
-                f"the root image {ref} is not on this machine and cannot be pulled: {message}",
-                hint="pass --root IMAGE with an image made or loaded locally (air-gapped machines)",
-            ) from None
+        except (ClusterError, NotFoundError) as exc:
+            raise pull_failure(builder, ref, exc) from None
         found = builder.inspect(ref)
     if found is None:
         return digest("missing", ref)
