@@ -24,9 +24,27 @@ def doctor_cmd(
         str | None, typer.Option("--context", metavar="NAME", help="Kube context to check.  [default: current]")
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each network check.")] = 3.0,
+    root: Annotated[
+        str | None,
+        typer.Option(
+            "--root", metavar="IMAGE", envvar="MLCTL_ROOT", help="Check this root image instead of the matrix's."
+        ),
+    ] = None,
+    torch_index: Annotated[
+        str | None,
+        typer.Option(
+            "--torch-index",
+            metavar="URL",
+            envvar="MLCTL_TORCH_INDEX",
+            help="Check this wheel index instead of the matrix's.",
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails."""
+    """Check Python, git, Docker, the registry, the cluster, Helm, GPUs, the root image and the wheel index.
+
+    Exits 6 when a required one (Python, git, Docker, Helm) fails.
+    """
     from mlctl.errors import MlctlError
     from mlctl.workflow.doctor import run_doctor
 
@@ -36,7 +54,7 @@ def doctor_cmd(
         loaded = state.config()  # announced like every command's; outside a service, doctor says so itself
     except MlctlError:
         loaded = None
-    report = run_doctor(kube_context=context, timeout_s=timeout, loaded=loaded)
+    report = run_doctor(kube_context=context, timeout_s=timeout, loaded=loaded, root=root, torch_index=torch_index)
     out.result(report, lambda console: _render(console, report))
     if not report.ok:
         raise typer.Exit(int(ExitCode.ENVIRONMENT))
