@@ -275,7 +275,7 @@ def check_root_image(service: Service, root: str | None, timeout_s: float) -> Ch
     from mlctl.images.root import registry_host
 
     try:
-        builder = DockerImageBuilder.connect(timeout=timeout_s)
+        builder = DockerImageBuilder.connect(timeout=max(timeout_s, 1.0))
     except EnvironmentProblem:
         return Check(name, CheckStatus.INFO, f"no Docker engine answers: {root} not checked", False)
     host = registry_host(root)
