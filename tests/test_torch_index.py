@@ -8,6 +8,7 @@ and what the index has, never a quiet fallback to another index or to pip's find
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -222,6 +223,20 @@ def test_what_torch_needs_comes_from_the_same_index_only(tmp_path: Path, elsewhe
         "helper_dep-1.0-py3-none-any.whl",
         "torch-2.13.0+cu130-cp311-cp311-manylinux_2_28_x86_64.whl",
     ]
+
+
+def test_a_long_download_shows_its_progress(tmp_path: Path) -> None:
+    """pip's own progress (its "raw" bar, pip >= 24.1) is relayed in tenths: a line a CI log can take."""
+    served = tmp_path / "served"
+    wheel = fake_torch(served, "2.13.0+cpu", mark=os.urandom(1_500_000).hex())  # 3 MB that do not compress
+    reporter = RecordingReporter()
+    with serve_index(served) as url:
+        wheels.download_torch(CPU, index_url=url, platform="linux/amd64", cache=tmp_path / "cache", reporter=reporter)
+    statuses = [message for kind, message in reporter.events if kind == "status"]
+    size = wheel.stat().st_size / 1e6
+    assert statuses[-1] == f"downloading {wheel.name}: 100% of {size:.0f} MB"
+    assert len(statuses) <= 11
+    assert ("log", "Collecting torch==2.13.0+cpu") in reporter.events
 
 
 def test_a_download_made_once_is_used_offline(tmp_path: Path) -> None:

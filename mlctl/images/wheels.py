@@ -280,8 +280,8 @@ def _run_pip(argv: list[str], env: dict[str, str], reporter: Reporter) -> tuple[
                 continue
             tail.append(line)
             fetched = re.match(r"\s*Downloading (\S+)", line)
-            if fetched:
-                current = fetched[1].rsplit("/", 1)[-1]
+            if fetched:  # a URL (its "+" quoted as %2B on PyTorch's indexes) or a file name
+                current = urllib.parse.unquote(fetched[1].rsplit("/", 1)[-1])
             if line.strip().startswith(("Collecting", "Downloading", "Saved", "File was already", "Successfully")):
                 reporter.log(line.strip())
         code = process.wait()
