@@ -41,9 +41,9 @@ def doctor_cmd(
     ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check Python, git, Docker, the registry, the cluster, Helm, GPUs, the root image and the wheel index.
+    """Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails.
 
-    Exits 6 when a required one (Python, git, Docker, Helm) fails.
+    In a service, also what its first build fetches: the root image and the wheel index of its torch.
     """
     from mlctl.errors import MlctlError
     from mlctl.workflow.doctor import run_doctor

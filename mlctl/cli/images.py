@@ -19,7 +19,7 @@ from mlctl.cli.options import (
 from mlctl.cli.output import print_table, state_of
 
 app = typer.Typer(
-    help="The image layer ladder: compatibility matrix, plan, root image, local layers, prune.",
+    help="The image layer ladder: compatibility matrix, plan, local layers, prune.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
