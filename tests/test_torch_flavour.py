@@ -62,11 +62,14 @@ def cpu_find_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return links
 
 
-def service_images(name: str) -> list[str]:
+def service_images(name: str) -> set[str]:
+    """The IDs of the service's images on the engine (a test in this module may have built one before)."""
     done = subprocess.run(
-        ["docker", "images", "-q", "--filter", f"label=mlctl.service={name}"], capture_output=True, text=True
+        ["docker", "images", "-q", "--no-trunc", "--filter", f"label=mlctl.service={name}"],
+        capture_output=True,
+        text=True,
     )
-    return done.stdout.split()
+    return set(done.stdout.split())
 
 
 def built_layer(stderr: str, layer: str) -> str:
@@ -82,6 +85,7 @@ def test_a_cuda_service_whose_index_has_only_a_cpu_wheel_is_refused(
     The index has torch 2.13.0+cpu only; pip's find-links has it too. Nothing is built."""
     served = tmp_path / "served"
     fake_torch(served, "2.13.0+cpu", mark=RUN)
+    before = service_images(NAME)
     with serve_index(served) as url:
         result = mlctl(cuda_service, "build", "--root", root_image, "--torch-index", url, "--label", RUN_LABEL)
     assert result.exit_code == ExitCode.BUILD, result.stderr
@@ -90,21 +94,23 @@ def test_a_cuda_service_whose_index_has_only_a_cpu_wheel_is_refused(
         f"error: the wheel index {url} has no CUDA 13.0 build of torch 2.13.0 (torch==2.13.0+cu130) for "
         "Python 3.11 on linux/amd64; it has: 2.13.0+cpu (cp311, manylinux_2_28_x86_64)"
     ]
-    assert service_images(NAME) == []
+    assert service_images(NAME) == before  # nothing was built
     assert not (cuda_service / ".mlctl" / "builds.json").exists()
 
 
 def test_a_cuda_service_with_a_cpu_wheelhouse_is_refused(cuda_service: Path, root_image: str, wheelhouse: Path) -> None:
+    before = service_images(NAME)
     result = mlctl(cuda_service, *build_args(root_image, wheelhouse))
     assert result.exit_code == ExitCode.BUILD, result.stderr
     assert (
         f"error: --wheelhouse {wheelhouse} has no CUDA 13.0 build of torch 2.13.0 (torch==2.13.0+cu130) for "
         "Python 3.11 on linux/amd64; it has: 2.13.0+cpu (cp311, manylinux_2_28_x86_64)"
     ) in result.stderr
-    assert service_images(NAME) == []
+    assert service_images(NAME) == before  # nothing was built
 
 
 def test_an_index_that_does_not_answer_fails_the_build_within_seconds(cuda_service: Path, root_image: str) -> None:
+    before = service_images(NAME)
     with silent_server() as url:
         started = time.monotonic()
         result = mlctl(cuda_service, "build", "--root", root_image, "--torch-index", url, "--label", RUN_LABEL)
@@ -113,7 +119,7 @@ def test_an_index_that_does_not_answer_fails_the_build_within_seconds(cuda_servi
     assert result.exit_code == ExitCode.CLUSTER, result.stderr
     assert f"error: the wheel index at {host} does not answer: timed out (2 tries of 5 s)" in result.stderr
     assert took < 20, took  # not pip's minute of retries
-    assert service_images(NAME) == []
+    assert service_images(NAME) == before  # nothing was built
 
 
 def test_a_torch_layer_that_is_not_what_its_wheel_said_fails_and_is_not_kept(
@@ -124,6 +130,7 @@ def test_a_torch_layer_that_is_not_what_its_wheel_said_fails_and_is_not_kept(
     house = tmp_path / "house"
     shutil.copytree(wheelhouse, house, ignore=shutil.ignore_patterns("torch-*", ".*"))
     fake_torch(house, "2.13.0+cu130", reports="2.13.0+cpu", cuda=None, mark=f"mislabelled {RUN}")
+    before = service_images(NAME)
     result = mlctl(cuda_service, *build_args(root_image, house))
     assert result.exit_code == ExitCode.BUILD, result.stderr
     torch_layer = built_layer(result.stderr, "torch")
@@ -133,7 +140,7 @@ def test_a_torch_layer_that_is_not_what_its_wheel_said_fails_and_is_not_kept(
         f"resolved from {WHEEL} (wheelhouse), but it holds torch 2.13.0+cpu (CUDA none: a CPU build)"
     ]
     assert subprocess.run(["docker", "image", "inspect", torch_layer], capture_output=True).returncode != 0
-    assert service_images(NAME) == []
+    assert service_images(NAME) == before  # nothing was built
 
 
 def test_a_cuda_image_is_labelled_with_the_torch_found_in_it(
