@@ -251,3 +251,18 @@ def test_a_download_made_once_is_used_offline(tmp_path: Path) -> None:
         CPU, index_url=url, platform="linux/amd64", cache=tmp_path / "cache", reporter=RecordingReporter()
     )
     assert (again, same) == (first, directory)
+
+
+@pytest.mark.parametrize("url", ["ftp://mirror.example/whl/cu130", "download.pytorch.org/whl/cu130"])
+def test_a_torch_index_that_is_not_an_http_url_is_refused_before_any_work(
+    cli, service: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.chdir(service)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")  # no engine is asked: the flag fails first
+    for command in (("build",), ("images", "plan")):
+        result = cli(*command, "--torch-index", url)
+        assert (result.exit_code, result.stderr.splitlines()[0]) == (
+            4,
+            f"error: --torch-index {url}: expected an http(s) URL of a wheel index "
+            "(e.g. https://download.pytorch.org/whl/cu130)",
+        ), command

@@ -18,7 +18,15 @@ from mlctl.config import LoadedConfig
 from mlctl.errors import BuildError, ConflictError, InputError
 from mlctl.images import locks, wheels
 from mlctl.images.ladder import DEFAULT_PLATFORM, LAYERS
-from mlctl.images.plan import Ladder, check_engine, check_engine_host, engine, look_in_registry, plan_ladder
+from mlctl.images.plan import (
+    Ladder,
+    check_engine,
+    check_engine_host,
+    check_index_url,
+    engine,
+    look_in_registry,
+    plan_ladder,
+)
 from mlctl.images.record import record_build
 from mlctl.images.root import check_root, python_unavailable
 from mlctl.images.tags import check_labels
@@ -82,6 +90,8 @@ def build_images(
     unknown = sorted(set(rebuild) - set(LAYERS))
     if unknown:
         raise InputError(f"--rebuild {', '.join(unknown)}: layers are {', '.join(LAYERS)}")
+    if torch_index is not None:
+        check_index_url(torch_index)
     if push and not loaded.config.image.registry:
         raise InputError(
             "--push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)",

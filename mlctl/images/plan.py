@@ -92,6 +92,8 @@ def plan_images(
     """
     reporter = reporter or NullReporter()
     labels = check_labels(labels or {})
+    if torch_index is not None:
+        check_index_url(torch_index)
     with engine(builder) as builder:
         ladder = plan_ladder(
             loaded,
@@ -168,8 +170,6 @@ def plan_ladder(
     resolved = resolve(runtime.python, runtime.torch, runtime.accelerator, runtime.cuda)
     if platform not in wheels.PLATFORMS:
         raise InputError(f"--platform {platform}: mlctl builds for {', '.join(wheels.PLATFORMS)}")
-    if torch_index is not None:
-        check_index_url(torch_index)
     root_ref = root or resolved.root
     root_identity = _root_identity(builder, root_ref, pull=pull_root, reporter=reporter)
 
