@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from building import build_args, git, mlctl
+from building import build_args, mlctl, scaffold
 from conftest import RUN, RUN_LABEL, run_name
 from wheel_index import fake_torch, serve_index, silent_server
 
@@ -35,22 +35,7 @@ WHEEL = "torch-2.13.0+cu130-cp311-cp311-manylinux_2_28_x86_64.whl"
 @pytest.fixture(scope="module")
 def cuda_service(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cuda service (accelerator cuda, 1 GPU, torch 2.13.0: CUDA 13.0) with its weights, committed."""
-    import sys
-
-    base = tmp_path_factory.mktemp("cuda")
-    result = mlctl(base, "new", NAME, "--set", "accelerator=cuda", "--yes", "--no-git")
-    assert result.exit_code == 0, result.stderr
-    service = base / NAME
-    subprocess.run(
-        [sys.executable, "-m", f"{NAME.replace('-', '_')}.weights", "weights/model.pt"],
-        cwd=service,
-        check=True,
-        capture_output=True,
-    )
-    git(service, "init", "-q", "-b", "main")
-    git(service, "add", "-A")
-    git(service, "commit", "-q", "-m", "scaffold")
-    return service
+    return scaffold(tmp_path_factory.mktemp("cuda"), NAME, accelerator="cuda")
 
 
 @pytest.fixture
