@@ -173,6 +173,22 @@ def test_a_root_that_cannot_be_pulled_is_a_registry_problem(service: Path, wheel
     assert lines[-1].startswith("hint: make a root on this machine: `mlctl images root`")
 
 
+def test_a_mistyped_root_where_its_registry_cannot_be_reached_names_the_root_it_meant(
+    service: Path, wheelhouse: Path, root_image: str
+) -> None:
+    """A root that is not here, on a machine that cannot reach its registry, is most often a local
+    root mistyped: still exit 9 (the registry could not say), and the hint names the one meant."""
+    made = f"127.0.0.1:9/{OURS}/root:bookworm"
+    result = mlctl(service, "images", "root", "--from", root_image, "--tag", made, "--label", RUN_LABEL)
+    assert result.exit_code == 0, result.stderr
+    typo = f"127.0.0.1:9/{OURS}/root:bookwrm"
+    result = mlctl(service, *build_args(typo, wheelhouse))
+    assert result.exit_code == ExitCode.CLUSTER, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-2].startswith(f"error: the root image {typo} is not on this machine and its registry 127.0.0.1:9")
+    assert lines[-1].startswith(f"hint: did you mean {made}? make a root on this machine: `mlctl images root`")
+
+
 def test_a_root_the_registry_does_not_have_is_a_wrong_name(service: Path, wheelhouse: Path, registry: str) -> None:
     ref = f"{registry}/{REGISTRY_NAMESPACE}/no-such-root:1"
     result = mlctl(service, *build_args(ref, wheelhouse))

@@ -123,9 +123,11 @@ def pull_failure(builder: ImageBuilder, ref: str, exc: MlctlError) -> MlctlError
             f"the root image {ref} does not exist: not on this machine, and {host} has no such image ({reason})",
             hint=(f"did you mean {' or '.join(near)}? " if near else "") + MAKE_ROOT_HINT,
         )
+    # Where the registry cannot be reached, a root that is not here is most often a local one mistyped.
+    near = similar_images(builder, ref)
     return ClusterError(
         f"the root image {ref} is not on this machine and its registry {host} cannot be reached: {reason}",
-        hint=MAKE_ROOT_HINT,
+        hint=(f"did you mean {' or '.join(near)}? " if near else "") + MAKE_ROOT_HINT,
     )
 
 
