@@ -17,7 +17,7 @@ from wheel_index import fake_torch, make_wheel, serve_index, silent_server
 
 from mlctl.errors import BuildError, ClusterError
 from mlctl.images import index, wheels
-from mlctl.images.matrix import resolve
+from mlctl.images.matrix import Resolved, resolve
 from mlctl.reporting import RecordingReporter
 
 AMD64 = wheels.PLATFORMS["linux/amd64"]
@@ -155,6 +155,25 @@ def test_a_wheelhouse_without_the_flavour_is_refused(tmp_path: Path) -> None:
     assert refused.value.message.endswith("it has: 2.13.0+cpu (cp311, manylinux_2_28_x86_64)")
     found = index.torch_in_wheelhouse(tmp_path, CPU, AMD64, "linux/amd64")
     assert (found.version, found.flavor, found.cuda, found.source) == ("2.13.0+cpu", "cpu", None, "wheelhouse")
+
+
+@pytest.mark.parametrize("resolved", [CPU, CUDA], ids=["cpu", "cuda"])
+def test_a_wheelhouse_with_pypis_unlabelled_torch_is_refused_saying_what_that_wheel_is(
+    tmp_path: Path, resolved: Resolved
+) -> None:
+    """PyPI's torch (what a plain `pip download torch==2.13.0` gets) has no local label: its name says
+    no flavour (on Linux it is a CUDA build of PyPI's choosing), so it is taken for none, and the
+    hint says why and how to get the flavour's wheel."""
+    fake_torch(tmp_path, "2.13.0", cuda="13.0")
+    with pytest.raises(BuildError) as refused:
+        index.torch_in_wheelhouse(tmp_path, resolved, AMD64, "linux/amd64")
+    assert refused.value.message.endswith("it has: 2.13.0 (cp311, manylinux_2_28_x86_64)")
+    assert refused.value.hint == (
+        "a wheel of another flavour is never taken in its place (torch 2.13.0 without a local label is PyPI's "
+        "build, a CUDA one on Linux, whose flavour its name does not say): use an index or a wheelhouse with "
+        f"{resolved.torch_requirement} (pip download '{resolved.torch_requirement}' --index-url "
+        f"{resolved.index_url}), or change runtime.torch / runtime.accelerator / runtime.cuda"
+    )
 
 
 # --- the download itself: pip, told to use the flavour's index and nothing else -------------------------

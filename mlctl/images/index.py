@@ -131,11 +131,22 @@ def no_flavour(where: str, resolved: Resolved, platform: str, found: list[str]) 
     """The error for a place (an index, a wheelhouse) that has no wheel of the flavour."""
     build = "CPU" if resolved.flavor == "cpu" else f"CUDA {resolved.flavor}"
     shown = "; ".join(found[:6]) + (f"; and {len(found) - 6} more" if len(found) > 6 else "")
+    # PyPI's torch has no local label, and on Linux it is a CUDA build of PyPI's own choosing: a
+    # wheelhouse filled with a plain `pip download torch==X` holds that one, which says no flavour.
+    unlabelled = any(entry.startswith(f"{resolved.torch} (") for entry in found)
     return BuildError(
         f"{where} has no {build} build of torch {resolved.torch} ({resolved.torch_requirement}) "
         f"for Python {resolved.python} on {platform}; it has: {shown or 'no torch wheel'}",
-        hint="a wheel of another flavour is never taken in its place: use an index or a wheelhouse with "
-        f"{resolved.torch_requirement}, or change runtime.torch / runtime.accelerator / runtime.cuda",
+        hint="a wheel of another flavour is never taken in its place"
+        + (
+            f" (torch {resolved.torch} without a local label is PyPI's build, a CUDA one on Linux, whose flavour "
+            "its name does not say)"
+            if unlabelled
+            else ""
+        )
+        + f": use an index or a wheelhouse with {resolved.torch_requirement} (pip download "
+        f"'{resolved.torch_requirement}' --index-url {resolved.index_url}), "
+        "or change runtime.torch / runtime.accelerator / runtime.cuda",
     )
 
 
