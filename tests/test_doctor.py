@@ -286,3 +286,22 @@ def test_the_wheel_index_answers_with_the_flavour(
         f"the wheel index at {url.split('/')[2]} does not answer: timed out (2 s)",
     )
     assert index["hint"].startswith("mlctl build takes torch from there: check the network or proxy")
+
+
+@pytest.mark.docker
+def test_the_summary_says_what_a_first_build_still_needs(
+    cli, service: Path, root_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue: doctor said all required checks passed, then the first build failed on its root.
+    The two are optional (a machine may only run services from source), but the summary names them."""
+    from wheel_index import silent_server
+
+    monkeypatch.chdir(service)
+    with silent_server() as url:
+        result = cli("doctor", "--timeout", "1", "--root", "127.0.0.1:9/nowhere/root:1", "--torch-index", url)
+    lines = result.stdout.splitlines()
+    assert re.search(r"^warn  root image +127\.0\.0\.1:9/nowhere/root:1 is not on this machine", result.stdout, re.M)
+    assert lines[-1] == "A first `mlctl build` here still needs: root image, wheel index (see the fixes above)"
+    with silent_server() as url:
+        result = cli("doctor", "--timeout", "1", "--root", root_image, "--torch-index", url)
+    assert result.stdout.splitlines()[-1] == "A first `mlctl build` here still needs: wheel index (see the fixes above)"

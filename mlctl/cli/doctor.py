@@ -63,6 +63,8 @@ def doctor_cmd(
 def _render(console: Console, report: DoctorReport) -> None:
     from rich.markup import escape
 
+    from mlctl.workflow.doctor import BUILD_NEEDS
+
     width = max(len(c.name) for c in report.checks)
     for check in report.checks:
         status = check.status.value
@@ -75,3 +77,9 @@ def _render(console: Console, report: DoctorReport) -> None:
         console.print(f"\n[bold red]{len(failed)} required check(s) failed:[/] {', '.join(failed)}")
     else:
         console.print("\n[green]All required checks passed.[/]")
+    # Optional for a machine that runs services from source, but a first build stops on either.
+    build_needs = [c.name for c in report.checks if c.name in BUILD_NEEDS and c.status.value == "warn"]
+    if build_needs:
+        console.print(
+            f"[yellow]A first `mlctl build` here still needs:[/] {', '.join(build_needs)} (see the fixes above)"
+        )

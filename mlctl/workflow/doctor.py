@@ -247,6 +247,9 @@ def probe_registry(registry: str, timeout_s: float) -> Check:
     )
 
 
+#: The checks of what a service's first build fetches: optional, but `mlctl build` stops without either.
+BUILD_NEEDS = ("root image", "wheel index")
+
 ROOT_FIX = (
     "make one here: `mlctl images root` (Debian, with mmdebstrap), then `mlctl build --root mlctl/root:bookworm` "
     "(or MLCTL_ROOT); or `docker load` the image saved on a machine that can pull it"
@@ -262,7 +265,7 @@ def _resolved(config: ServiceConfig) -> Resolved:
 
 def check_root_image(service: Service, root: str | None, timeout_s: float) -> Check:
     """The root image the service's build starts from is on this machine, or its registry has it."""
-    name = "root image"
+    name = BUILD_NEEDS[0]
     config, problem = service
     if root is None:
         if config is None:
@@ -309,7 +312,7 @@ def check_root_image(service: Service, root: str | None, timeout_s: float) -> Ch
 
 def check_wheel_index(service: Service, torch_index: str | None, timeout_s: float) -> Check:
     """The wheel index the service's torch comes from answers, with a wheel of the service's flavour."""
-    name = "wheel index"
+    name = BUILD_NEEDS[1]
     config, problem = service
     if config is None:
         return Check(name, CheckStatus.INFO, f"{problem}: no wheel index to check", False)
