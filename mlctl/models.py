@@ -288,6 +288,23 @@ class LadderImage:
 
 
 @dataclass(frozen=True)
+class RootResult:
+    """A root image ``mlctl images root`` made (or found already made)."""
+
+    image: str
+    id: str
+    #: "made", or "present" (made before; kept).
+    status: str
+    #: What it was made from: ``debian bookworm from http://deb.debian.org/debian``, ``from IMAGE``.
+    source: str
+    #: Its OS (/etc/os-release) and the Pythons it has.
+    os: str
+    pythons: tuple[str, ...]
+    size: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class RenderedRelease:
     """The chart rendered for a service: values and manifests (template file -> YAML)."""
 

@@ -212,7 +212,18 @@ class ImageBuilder(Protocol):
     ) -> tuple[str, BuildLog]:
         """Build from a tar context and tag it; the image ID (raises BuildError naming the step)."""
 
-    def pull(self, ref: str) -> None: ...
+    def pull(self, ref: str) -> None:
+        """Pull ``ref``.
+
+        Raises NotFoundError for an image the registry does not have, ClusterError for a registry
+        that cannot be reached.
+        """
+
+    def import_image(self, tarball: str, repository: str, tag: str, changes: list[str]) -> str:
+        """A root file system tarball as an image (``docker import``); its ID."""
+
+    def run(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
+        """Run a command in a throwaway container of ``image`` (no network); its exit status and output."""
 
     def remote_exists(self, ref: str) -> bool: ...
 

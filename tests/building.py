@@ -42,10 +42,10 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout
 
 
-def scaffold(base: Path, name: str) -> Path:
-    """A cpu pytorch-predict service with its weights made, committed to git."""
+def scaffold(base: Path, name: str, accelerator: str = "cpu") -> Path:
+    """A pytorch-predict service (cpu unless asked) with its weights made, committed to git."""
     service = base / name
-    result = mlctl(base, "new", name, "--set", "accelerator=cpu", "--yes", "--no-git")
+    result = mlctl(base, "new", name, "--set", f"accelerator={accelerator}", "--yes", "--no-git")
     assert result.exit_code == 0, result.stderr
     subprocess.run(
         [sys.executable, "-m", f"{name.replace('-', '_')}.weights", "weights/model.pt"],

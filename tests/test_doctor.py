@@ -220,3 +220,88 @@ def test_registry_login(cli, service: Path, tmp_path: Path, monkeypatch: pytest.
         assert login("wrong")["detail"] == f"{host} refuses the stored login of ci (from config.json)"
         good = login("s3cret")
         assert (good["status"], good["detail"]) == ("ok", f"logged in to {host} as ci")
+
+
+# --- what a service's first build fetches: its root image and its wheel index --------------------------
+
+
+def test_outside_a_service_there_is_no_root_or_index_to_check(cli) -> None:
+    _, found = checks(cli)
+    assert (found["root image"]["status"], found["root image"]["detail"]) == (
+        "info",
+        "not in a service: no root image to check",
+    )
+    assert found["wheel index"]["detail"] == "not in a service: no wheel index to check"
+
+
+@pytest.mark.docker
+def test_the_root_image_is_here_or_its_fix_is_said(cli, service: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import ROOT_IMAGE
+
+    monkeypatch.chdir(service)
+    _, found = checks(cli, "--root", ROOT_IMAGE)
+    assert (found["root image"]["status"], found["root image"]["detail"]) == (
+        "ok",
+        f"{ROOT_IMAGE} is on this machine",
+    )
+    monkeypatch.setenv("MLCTL_ROOT", "127.0.0.1:9/nowhere/root:1")  # as `mlctl build` reads it
+    _, found = checks(cli)
+    root = found["root image"]
+    assert root["status"] == "warn"
+    assert root["required"] is False
+    assert root["detail"].startswith(
+        "127.0.0.1:9/nowhere/root:1 is not on this machine and its registry 127.0.0.1:9 cannot be reached: "
+    )
+    assert root["hint"].startswith("make one here: `mlctl images root` (Debian, with mmdebstrap)")
+
+
+def test_the_wheel_index_answers_with_the_flavour(
+    cli, service: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wheel_index import fake_torch, serve_index, silent_server
+
+    monkeypatch.chdir(service)  # a cpu service: torch 2.13.0+cpu, Python 3.11
+    fake_torch(tmp_path, "2.13.0+cpu")
+    with serve_index(tmp_path) as url:
+        _, found = checks(cli, "--torch-index", url)
+        assert found["wheel index"] == {
+            "name": "wheel index",
+            "status": "ok",
+            "detail": f"{url} answers and has torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+            "required": False,
+            "hint": None,
+        }
+        monkeypatch.setenv("MLCTL_CONFIG__RUNTIME__ACCELERATOR", "cuda")
+        monkeypatch.setenv("MLCTL_CONFIG__RESOURCES__GPU__COUNT", "1")
+        monkeypatch.setenv("MLCTL_TORCH_INDEX", url)
+        _, found = checks(cli)
+        index = found["wheel index"]
+        assert index["status"] == "warn"
+        assert index["detail"].startswith(f"the wheel index {url} has no CUDA 13.0 build of torch 2.13.0")
+    with silent_server() as url:
+        _, found = checks(cli, "--torch-index", url)
+    index = found["wheel index"]
+    assert (index["status"], index["detail"]) == (
+        "warn",
+        f"the wheel index at {url.split('/')[2]} does not answer: timed out (2 s)",
+    )
+    assert index["hint"].startswith("mlctl build takes torch from there: check the network or proxy")
+
+
+@pytest.mark.docker
+def test_the_summary_says_what_a_first_build_still_needs(
+    cli, service: Path, root_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue: doctor said all required checks passed, then the first build failed on its root.
+    The two are optional (a machine may only run services from source), but the summary names them."""
+    from wheel_index import silent_server
+
+    monkeypatch.chdir(service)
+    with silent_server() as url:
+        result = cli("doctor", "--timeout", "1", "--root", "127.0.0.1:9/nowhere/root:1", "--torch-index", url)
+    lines = result.stdout.splitlines()
+    assert re.search(r"^warn  root image +127\.0\.0\.1:9/nowhere/root:1 is not on this machine", result.stdout, re.M)
+    assert lines[-1] == "A first `mlctl build` here still needs: root image, wheel index (see the fixes above)"
+    with silent_server() as url:
+        result = cli("doctor", "--timeout", "1", "--root", root_image, "--torch-index", url)
+    assert result.stdout.splitlines()[-1] == "A first `mlctl build` here still needs: wheel index (see the fixes above)"

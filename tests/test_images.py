@@ -27,9 +27,11 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAM
 
 def test_the_matrix_covers_what_the_issue_asks() -> None:
     matrix = load_matrix()
-    assert {"12.4", "12.6", "12.8", "13.0"} <= set(matrix.cuda)
-    assert {"3.10", "3.11", "3.12"} <= set(matrix.python)
+    assert {"12.4", "12.6", "12.8", "13.0", "13.2"} <= set(matrix.cuda)
+    assert {"3.10", "3.11", "3.12", "3.13", "3.14"} <= set(matrix.python)
     assert min(matrix.releases(), key=lambda v: tuple(map(int, v.split(".")))).startswith("2.5")
+    assert matrix.releases()[-1] == "2.15.0"
+    assert matrix.torch["2.15"].cuda == ["13.0", "13.2"]  # 2.15 dropped CUDA 12.6 (pytorch/pytorch#190385)
     # Driver floors: CUDA 12.x needs >= 525, 13.x >= 580.
     for version, entry in matrix.cuda.items():
         floor = int(entry.min_driver.split(".")[0])
@@ -41,7 +43,7 @@ def test_the_matrix_covers_what_the_issue_asks() -> None:
     [
         (
             ("3.9", "2.13.0", "cuda", None),
-            "runtime.python 3.9 is not supported; choose one of 3.10, 3.11, 3.12",
+            "runtime.python 3.9 is not supported; choose one of 3.10, 3.11, 3.12, 3.13, 3.14",
             "nearest: 3.10",
         ),
         (("3.11", "2.4.1", "cuda", None), "runtime.torch 2.4.1 is not in the compatibility matrix", "nearest: 2.5.0"),
@@ -81,9 +83,12 @@ def test_every_matrix_row_renders_its_ladder(row) -> None:  # type: ignore[no-un
     assert python["dockerfile"].splitlines()[2:4] == ["ARG BASE", "FROM ${BASE}"]
     assert python["buildargs"] == {"BASE": row.root, "PYTHON_VERSION": row.python}
     assert torch["buildargs"]["BASE"].startswith("mlctl/python:")
-    assert torch["buildargs"]["TORCH_REQUIREMENT"] == f"torch=={row.torch}"
+    # The exact local version of the flavour: torch==2.13.0 alone would match every flavour (PEP 440).
+    local = "cpu" if row.flavor == "cpu" else "cu" + row.flavor.replace(".", "")
+    assert torch["buildargs"]["TORCH_REQUIREMENT"] == f"torch=={row.torch}+{local}"
     labels = torch["labels"]
     assert labels["mlctl.torch"] == row.torch
+    assert labels["mlctl.torch-version"] == f"{row.torch}+{local}"
     assert labels["mlctl.python"] == row.python
     if row.flavor == "cpu":
         assert row.root == f"python:{row.python}-slim-bookworm"
@@ -103,10 +108,57 @@ def test_images_matrix_command(cli) -> None:
     result = cli("images", "matrix")
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0].split() == ["TORCH", "RELEASES", "BUILDS", "PYTHON"]
-    assert "2.13   2.13.0          cpu, 12.6, 13.0" in result.stdout
+    assert "2.13   2.13.0          cpu, 12.6, 13.0        3.10, 3.11, 3.12, 3.13, 3.14" in result.stdout
+    assert "2.15   2.15.0          cpu, 13.0, 13.2        3.11, 3.12, 3.13, 3.14" in result.stdout
     assert "13.0  nvidia/cuda:13.0.2-runtime-ubuntu22.04  >= 580.65.06" in result.stdout
     data = json.loads(cli("images", "matrix", "--json").stdout)
     assert data["torch"]["2.13"]["cuda"] == ["12.6", "13.0"]
+
+
+def _recorded() -> dict:
+    """What scripts/torch-wheels-on-pypi recorded from PyPI's JSON API (see base_images/matrix.yaml)."""
+    return json.loads((Path(__file__).parent / "data" / "torch-wheels-pypi.json").read_text())
+
+
+def _key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def test_the_matrix_lists_every_torch_release_pypi_has() -> None:
+    """Matrix current: each release since the matrix's oldest that PyPI lists is in the matrix."""
+    listed = set(load_matrix().releases())
+    missing = [v for v in _recorded()["releases"] if v not in listed]
+    assert not missing, f"torch releases on PyPI missing from base_images/matrix.yaml: {missing}"
+
+
+def test_each_release_lists_exactly_the_pythons_with_linux_wheels() -> None:
+    """A Python is listed for a release when every patch of it has CPython wheels for both Linux
+    platforms mlctl builds for (of the Pythons the matrix knows): no more (a build that cannot
+    resolve), no fewer (a combination refused for nothing)."""
+    matrix = load_matrix()
+    releases = _recorded()["releases"]
+    for minor, release in matrix.torch.items():
+        with_wheels = set(matrix.python)
+        for patch in release.patches:
+            platforms = releases[patch]
+            with_wheels &= set(platforms["linux/amd64"]) & set(platforms["linux/arm64"])
+        assert sorted(release.python, key=_key) == sorted(with_wheels, key=_key), minor
+
+
+def test_the_newest_release_lists_the_cuda_of_its_pypi_build() -> None:
+    recorded = _recorded()["pypi_build"]
+    minor = ".".join(recorded["version"].split(".")[:2])
+    assert recorded["cuda"] in load_matrix().torch[minor].cuda
+
+
+def test_every_flavour_has_an_index_named_for_its_local_label() -> None:
+    """PyTorch names each flavour's index for the local label of its wheels (cpu, cu130...)."""
+    from mlctl.images.matrix import flavor_of, local_label
+
+    matrix = load_matrix()
+    for flavor, url in matrix.indexes.items():
+        assert url.rstrip("/").rsplit("/", 1)[-1] == local_label(flavor)
+        assert flavor_of(local_label(flavor)) == flavor
 
 
 # --- wheels ---------------------------------------------------------------------------------------------

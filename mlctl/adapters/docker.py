@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mlctl.errors import BuildError, ClusterError, ConflictError, EnvironmentProblem
+from mlctl.errors import BuildError, ClusterError, ConflictError, EnvironmentProblem, NotFoundError
 from mlctl.models import ImageRef
 from mlctl.ports import BuildLog, LineHandler, LocalImage, PushReport
 
@@ -267,15 +267,62 @@ class DockerImageBuilder:
     # --- registries -----------------------------------------------------------------------------------
 
     def pull(self, ref: str) -> None:
+        """Pull ``ref``.
+
+        Raises:
+            NotFoundError: the registry answered that it has no such image (or needs a login to say).
+            ClusterError: the registry cannot be reached, or refused otherwise.
+        """
         from docker.errors import APIError
 
         image = ImageRef.parse(ref, source="pull")
         try:
             for event in self.client.api.pull(image.repository, tag=image.tag or "latest", stream=True, decode=True):
                 if "error" in event:
-                    raise ClusterError(f"cannot pull {ref}: {event['error']}")
+                    raise _pull_error(ref, str(event["error"]), None)
         except APIError as exc:
-            raise ClusterError(f"cannot pull {ref}: {exc.explanation or exc}") from None
+            raise _pull_error(ref, str(exc.explanation or exc), exc.status_code) from None
+
+    def import_image(self, tarball: str, repository: str, tag: str, changes: list[str]) -> str:
+        """``docker import``: a root file system tarball as an image, with Dockerfile ``changes``; its ID."""
+        from docker.errors import APIError
+
+        try:
+            self.client.api.import_image(src=tarball, repository=repository, tag=tag, changes=changes)
+        except APIError as exc:
+            raise BuildError(f"the engine refused to import {repository}:{tag}: {exc.explanation or exc}") from None
+        found = self.inspect(f"{repository}:{tag}")
+        if found is None:
+            raise BuildError(f"the import of {repository}:{tag} ended without an image")
+        return found.id
+
+    def run(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
+        """Run ``command`` in a throwaway container of ``image``, without network; its status and output.
+
+        The command's first word replaces the image's entrypoint. A command that cannot start (no
+        such file in the image) gives status 127 and the engine's reason.
+        """
+        from docker.errors import APIError
+
+        api = self.client.api
+        container = api.create_container(
+            image,
+            entrypoint=command[:1],
+            command=command[1:],
+            network_disabled=True,
+            host_config=api.create_host_config(network_mode="none"),
+        )
+        try:
+            try:
+                api.start(container)
+            except APIError as exc:
+                return 127, str(exc.explanation or exc)
+            status = int(api.wait(container, timeout=timeout).get("StatusCode", 1))
+            output = api.logs(container, stdout=True, stderr=True)
+            return status, bytes(output).decode("utf-8", errors="replace")
+        finally:
+            with contextlib.suppress(APIError):
+                api.remove_container(container, force=True)
 
     def remote_exists(self, ref: str) -> bool:
         """Whether the registry has ``ref`` (the engine asks it, with the engine's credentials)."""
@@ -321,6 +368,22 @@ class DockerImageBuilder:
             raise ClusterError(f"push of {ref} failed: {exc.explanation or exc}") from None
         pushed = sum(progress.get(layer, 0) for layer, status in statuses.items() if status == "Pushed")
         return PushReport(digest, statuses, pushed)
+
+
+def _pull_error(ref: str, message: str, status: int | None) -> ClusterError | NotFoundError:
+    """A pull's failure as an error of mlctl's.
+
+    A registry that says "no such image" (404, manifest unknown, pull access denied) means a wrong
+    name; anything else (DNS, a refused connection, TLS, 5xx) is a registry that cannot be reached.
+    """
+    lowered = message.lower()
+    missing = status == 404 or any(
+        words in lowered
+        for words in ("manifest unknown", "not found", "repository does not exist", "pull access denied")
+    )
+    if missing:
+        return NotFoundError(f"cannot pull {ref}: {message}")
+    return ClusterError(f"cannot pull {ref}: {message}")
 
 
 def _local_image(data: dict[str, Any]) -> LocalImage:

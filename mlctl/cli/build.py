@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mlctl.cli.options import EnvOption, JsonOption, LabelOption, PlatformOption, RootOption, WheelhouseOption
+from mlctl.cli.options import (
+    EnvOption,
+    JsonOption,
+    LabelOption,
+    PlatformOption,
+    RootOption,
+    TorchIndexOption,
+    WheelhouseOption,
+)
 from mlctl.cli.output import print_table, state_of
 
 if TYPE_CHECKING:
@@ -21,6 +29,7 @@ def build_cmd(
     push: Annotated[bool, typer.Option("--push", help="Push the layers and the image to image.registry.")] = False,
     root: RootOption = None,
     wheelhouse: WheelhouseOption = None,
+    torch_index: TorchIndexOption = None,
     platform: PlatformOption = "linux/amd64",
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Rebuild every layer without the builder's cache.")
@@ -50,7 +59,8 @@ def build_cmd(
     """Build the layered image: root -> python -> torch -> service (reusing unchanged layers).
 
     Tags come from git: <tree>-g<commit>, plus -dirty-<hash> for uncommitted changes.
-    Python packages are resolved on this machine and installed offline in the image.
+    Python packages are resolved on this machine and installed offline in the image; torch only
+    of the service's flavour (+cpu, +cu130...), checked by running it in the built layer.
     Before anything is built, the code is checked for secrets: credential files by name (.env,
     .aws/credentials, .kube/config, SSH keys...) and every file's content with detect-secrets; each
     one found is refused with its path (exit code 4) unless --allow-secrets PATH names it.
@@ -74,6 +84,7 @@ def build_cmd(
         allow_dirty=allow_dirty,
         allow_secrets=allow_secrets or (),
         labels=labels,
+        torch_index=torch_index,
         reporter=out.reporter(),
     )
     out.result(result, lambda console: render_build(console, result))

@@ -24,9 +24,27 @@ def doctor_cmd(
         str | None, typer.Option("--context", metavar="NAME", help="Kube context to check.  [default: current]")
     ] = None,
     timeout: Annotated[float, timeout_option("Seconds to wait for each network check.")] = 3.0,
+    root: Annotated[
+        str | None,
+        typer.Option(
+            "--root", metavar="IMAGE", envvar="MLCTL_ROOT", help="Check this root image instead of the matrix's."
+        ),
+    ] = None,
+    torch_index: Annotated[
+        str | None,
+        typer.Option(
+            "--torch-index",
+            metavar="URL",
+            envvar="MLCTL_TORCH_INDEX",
+            help="Check this wheel index instead of the matrix's.",
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails."""
+    """Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails.
+
+    In a service, also what its first build fetches: the root image and the wheel index of its torch.
+    """
     from mlctl.errors import MlctlError
     from mlctl.workflow.doctor import run_doctor
 
@@ -36,7 +54,7 @@ def doctor_cmd(
         loaded = state.config()  # announced like every command's; outside a service, doctor says so itself
     except MlctlError:
         loaded = None
-    report = run_doctor(kube_context=context, timeout_s=timeout, loaded=loaded)
+    report = run_doctor(kube_context=context, timeout_s=timeout, loaded=loaded, root=root, torch_index=torch_index)
     out.result(report, lambda console: _render(console, report))
     if not report.ok:
         raise typer.Exit(int(ExitCode.ENVIRONMENT))
@@ -44,6 +62,8 @@ def doctor_cmd(
 
 def _render(console: Console, report: DoctorReport) -> None:
     from rich.markup import escape
+
+    from mlctl.workflow.doctor import BUILD_NEEDS
 
     width = max(len(c.name) for c in report.checks)
     for check in report.checks:
@@ -57,3 +77,9 @@ def _render(console: Console, report: DoctorReport) -> None:
         console.print(f"\n[bold red]{len(failed)} required check(s) failed:[/] {', '.join(failed)}")
     else:
         console.print("\n[green]All required checks passed.[/]")
+    # Optional for a machine that runs services from source, but a first build stops on either.
+    build_needs = [c.name for c in report.checks if c.name in BUILD_NEEDS and c.status.value == "warn"]
+    if build_needs:
+        console.print(
+            f"[yellow]A first `mlctl build` here still needs:[/] {', '.join(build_needs)} (see the fixes above)"
+        )

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 
 from mlctl.cli.build import size_text
-from mlctl.cli.options import EnvOption, JsonOption, LabelOption, PlatformOption, RootOption, WheelhouseOption
+from mlctl.cli.options import (
+    EnvOption,
+    JsonOption,
+    LabelOption,
+    PlatformOption,
+    RootOption,
+    TorchIndexOption,
+    WheelhouseOption,
+)
 from mlctl.cli.output import print_table, state_of
 
 app = typer.Typer(
@@ -48,6 +56,7 @@ def plan_cmd(
     env: EnvOption = None,
     root: RootOption = None,
     wheelhouse: WheelhouseOption = None,
+    torch_index: TorchIndexOption = None,
     platform: PlatformOption = "linux/amd64",
     registry: Annotated[
         bool, typer.Option("--registry", help="Also look for missing layers in image.registry.")
@@ -68,6 +77,7 @@ def plan_cmd(
         platform=platform,
         registry=registry,
         labels=parse_labels(label or ()),
+        torch_index=torch_index,
         reporter=out.reporter(),
     )
     out.result(
@@ -76,6 +86,65 @@ def plan_cmd(
             console, ["LAYER", "IMAGE", "STATUS", "WHY"], [[e.layer, e.image, e.status, e.reason] for e in entries]
         ),
     )
+
+
+@app.command("root")
+def root_cmd(
+    ctx: typer.Context,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", "-t", metavar="IMAGE", help="The image to make.  [default: mlctl/root:SUITE]"),
+    ] = None,
+    suite: Annotated[str, typer.Option("--suite", metavar="SUITE", help="The Debian release.")] = "bookworm",
+    mirror: Annotated[
+        str, typer.Option("--mirror", metavar="URL", help="The Debian mirror.")
+    ] = "http://deb.debian.org/debian",
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="IMAGE",
+            help="Make it from this image on this machine (e.g. one `docker load` brought) instead of Debian.",
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", metavar="KEY=VALUE", help="Also label the root image (e.g. team=ml). Repeatable."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Make it again even if it is there.")] = False,
+    json_: JsonOption = False,
+) -> None:
+    """Make a root image here (Debian, with mmdebstrap), for machines that cannot pull the matrix's.
+
+    Then build on it: mlctl build --root mlctl/root:bookworm (or MLCTL_ROOT=mlctl/root:bookworm).
+    PyTorch wheels bring their CUDA libraries, so a Debian root serves CUDA services too.
+    """
+    from mlctl.images.root import make_root
+    from mlctl.images.tags import parse_labels
+
+    out = state_of(ctx).output(json_)
+    result = make_root(
+        tag=tag,
+        suite=suite,
+        mirror=mirror,
+        source=source,
+        labels=parse_labels(label or ()),
+        force=force,
+        reporter=out.reporter(),
+    )
+
+    def render(console: object) -> None:
+        verb = "made" if result.status == "made" else "already made"
+        pythons = ", ".join(result.pythons) or "none (the python layer installs it with apt)"
+        lines = [
+            f"{result.image}: {verb} ({result.source}), {size_text(result.size)}",
+            f"  {result.os}; Python: {pythons}",
+            f"  next: mlctl build --root {result.image}",
+        ]
+        for line in lines:
+            console.print(line, markup=False)  # type: ignore[attr-defined]
+
+    out.result(result, render)
 
 
 FilterLabelOption = Annotated[

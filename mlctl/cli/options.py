@@ -108,7 +108,19 @@ EnvOption = Annotated[
 RootOption = Annotated[
     str | None,
     typer.Option(
-        "--root", metavar="IMAGE", help="Start from this local root image instead of the matrix's (air-gapped)."
+        "--root",
+        metavar="IMAGE",
+        envvar="MLCTL_ROOT",
+        help="Start from this root image instead of the matrix's (air-gapped: `mlctl images root` makes one).",
+    ),
+]
+TorchIndexOption = Annotated[
+    str | None,
+    typer.Option(
+        "--torch-index",
+        metavar="URL",
+        envvar="MLCTL_TORCH_INDEX",
+        help="Take torch of the service's flavour from this wheel index (a mirror) instead of the matrix's.",
     ),
 ]
 WheelhouseOption = Annotated[

@@ -15,12 +15,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlctl.config import LoadedConfig
-from mlctl.errors import ConflictError, InputError
+from mlctl.errors import BuildError, ConflictError, InputError
 from mlctl.images import locks, wheels
 from mlctl.images.ladder import DEFAULT_PLATFORM, LAYERS
-from mlctl.images.plan import Ladder, check_engine, check_engine_host, engine, look_in_registry, plan_ladder
+from mlctl.images.plan import (
+    Ladder,
+    check_engine,
+    check_engine_host,
+    check_index_url,
+    engine,
+    look_in_registry,
+    plan_ladder,
+)
 from mlctl.images.record import record_build
+from mlctl.images.root import check_root, python_unavailable
 from mlctl.images.tags import check_labels
+from mlctl.images.verify import verify_torch
 from mlctl.models import BuildResult, ImageRef, LayerResult, PushResult
 from mlctl.ports import BuildLog, ImageBuilder
 from mlctl.reporting import NullReporter, Reporter
@@ -40,6 +50,7 @@ def build_images(
     allow_secrets: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
     record: bool = True,
+    torch_index: str | None = None,
     reporter: Reporter | None = None,
     builder: ImageBuilder | None = None,
 ) -> BuildResult:
@@ -60,13 +71,17 @@ def build_images(
             the service directory (a directory lets the files under it in). Nothing else is let in.
         labels: Extra labels for the service image (a CI pipeline's id, an owner); see ``check_labels``.
         record: Record the result in the service for ``mlctl deploy`` (``mlctl.images.record``).
+        torch_index: The wheel index to take torch from instead of the matrix's for the flavour (a
+            mirror); torch is taken of the service's flavour only, from there and nowhere else.
         reporter: Progress.
         builder: The engine (default: the local Docker engine).
 
     Raises:
-        InputError: bad matrix combination or flags. SecretsFound (an InputError): files look like
-            secrets, one line each; nothing was built. ConflictError: a dirty push.
-        EnvironmentProblem: no Docker engine. BuildError: a build failed. ClusterError: a registry failed.
+        InputError: bad matrix combination or flags; a root that does not exist or has no Python.
+            SecretsFound (an InputError): files look like secrets, one line each; nothing was built.
+        ConflictError: a dirty push. EnvironmentProblem: no Docker engine.
+        BuildError: a build failed; no torch wheel of the service's flavour; a torch layer that is
+            not what resolution found. ClusterError: a registry or the wheel index cannot be reached.
     """
     reporter = reporter or NullReporter()
     labels = check_labels(labels or {})
@@ -75,6 +90,8 @@ def build_images(
     unknown = sorted(set(rebuild) - set(LAYERS))
     if unknown:
         raise InputError(f"--rebuild {', '.join(unknown)}: layers are {', '.join(LAYERS)}")
+    if torch_index is not None:
+        check_index_url(torch_index)
     if push and not loaded.config.image.registry:
         raise InputError(
             "--push needs image.registry in mlctl.yaml (e.g. ghcr.io/acme)",
@@ -93,6 +110,7 @@ def build_images(
             labels=labels,
             allow_secrets=allow_secrets,
             pull_root=True,
+            torch_index=torch_index,
             reporter=reporter,
         )
         if push and ladder.dirty and not allow_dirty and loaded.environment != "dev":
@@ -170,18 +188,30 @@ def _build_held(
                 "mlctl.inputs": json.dumps(layer.inputs, sort_keys=True),
             }
             context = layer.make_context(url, labels)
+            root_os = ""
+            if layer.name == "python":  # a root without a shell or a Python fails here, saying so
+                root_os = check_root(builder, ladder.root, ladder.loaded.config.runtime.python).os
 
             def on_line(line: str, log: BuildLog, name: str = layer.name) -> None:
                 reporter.log(f"[{name}] {line}")
 
-            image_id, log = builder.build(
-                context,
-                tag=layer.image,
-                buildargs=layer.buildargs,
-                nocache=layer.name in forced,
-                platform=platform,
-                on_line=on_line,
-            )
+            try:
+                image_id, log = builder.build(
+                    context,
+                    tag=layer.image,
+                    buildargs=layer.buildargs,
+                    nocache=layer.name in forced,
+                    platform=platform,
+                    on_line=on_line,
+                )
+            except BuildError as exc:
+                python = ladder.loaded.config.runtime.python
+                if layer.name == "python" and f"mlctl: Python {python} is not available" in (exc.hint or ""):
+                    raise python_unavailable(ladder.root, python, root_os) from None
+                raise
+            if layer.name == "torch":
+                torch = verify_torch(builder, layer.image, ladder.torch)
+                reporter.info(f"torch layer: {torch.describe()}, as resolved from {ladder.torch.filename}")
             found = builder.inspect(image_id)
             seconds = round(time.monotonic() - started, 2)
             size = found.size if found else 0

@@ -21,6 +21,7 @@ from mlctl import contract
 from mlctl.config import LoadedConfig
 from mlctl.images import wheels
 from mlctl.images.context import ServiceFiles
+from mlctl.images.index import TorchWheel, expected_wheel
 from mlctl.images.matrix import Resolved
 from mlctl.resources import data_dir
 
@@ -28,6 +29,8 @@ LAYERS = ("python", "torch", "service")
 BASE_REPOSITORY = "mlctl/{layer}"
 #: The label naming an image's rung of the ladder.
 LABEL_LAYER = "org.mlctl.layer"
+#: The labels saying which torch an image holds; the service image takes them from its torch layer.
+TORCH_LABELS = ("mlctl.torch", "mlctl.torch-version", "mlctl.flavor", "mlctl.cuda", "mlctl.min-driver")
 DEFAULT_PLATFORM = "linux/amd64"
 
 
@@ -59,10 +62,16 @@ class Layer:
         return f"{self.repository}:{self.tag}"
 
 
-def base_layers(resolved: Resolved, root_ref: str, root_identity: str, wheels_digest: str) -> tuple[Layer, Layer]:
-    """The python and torch layers of one matrix row, with their inputs, build arguments and labels."""
+def base_layers(
+    resolved: Resolved, root_ref: str, root_identity: str, wheels_digest: str, torch_wheel: TorchWheel
+) -> tuple[Layer, Layer]:
+    """The python and torch layers of one matrix row, with their inputs, build arguments and labels.
+
+    The torch layer's labels say what resolution found (``torch_wheel``); its build installs exactly
+    that version, and ``mlctl.images.verify`` checks the built layer says the same when run.
+    """
     base = data_dir("base_images")
-    labels = base_labels(resolved)
+    labels = base_labels(resolved, torch_wheel)
     python_files = {name: (base / "python" / name).read_bytes() for name in ("Dockerfile", "install-python.sh")}
     python = _base_layer(
         "python",
@@ -106,7 +115,14 @@ def render_row(resolved: Resolved) -> dict[str, dict[str, Any]]:
 
     url = f"http://127.0.0.1:{wheels.PREFERRED_PORT}/"
     rendered: dict[str, dict[str, Any]] = {}
-    for layer in base_layers(resolved, resolved.root, digest("unbuilt", resolved.root), digest("wheels")):
+    layers = base_layers(
+        resolved,
+        resolved.root,
+        digest("unbuilt", resolved.root),
+        digest("wheels"),
+        expected_wheel(resolved, resolved.index_url),
+    )
+    for layer in layers:
         with tarfile.open(fileobj=io.BytesIO(layer.make_context(url, layer.labels))) as context:
             member = context.extractfile("Dockerfile")
             assert member is not None
@@ -119,16 +135,21 @@ def render_row(resolved: Resolved) -> dict[str, dict[str, Any]]:
     return rendered
 
 
-def base_labels(resolved: Resolved) -> dict[str, str]:
-    """The labels of the torch layer and the service image: Python, torch, the build, CUDA and its driver floor."""
+def base_labels(resolved: Resolved, torch_wheel: TorchWheel) -> dict[str, str]:
+    """The labels of the torch layer: Python, and the torch wheel resolution found.
+
+    The wheel's version, flavour, CUDA, file and where it came from, with the driver floor of its CUDA.
+    """
     labels = {
         "mlctl.python": resolved.python,
-        "mlctl.torch": resolved.torch,
-        "mlctl.flavor": resolved.flavor,
-        "mlctl.wheel-index": resolved.index_url,
+        "mlctl.torch": torch_wheel.public,
+        "mlctl.torch-version": torch_wheel.version,
+        "mlctl.torch-wheel": torch_wheel.filename,
+        "mlctl.flavor": torch_wheel.flavor,
+        "mlctl.wheel-index": torch_wheel.source,
     }
-    if resolved.cuda:
-        labels["mlctl.cuda"] = resolved.cuda
+    if torch_wheel.cuda:
+        labels["mlctl.cuda"] = torch_wheel.cuda
         labels["mlctl.min-driver"] = resolved.min_driver or ""
     return labels
 
@@ -166,16 +187,12 @@ def service_layer(
         "org.opencontainers.image.source": state.remote or "",
         "mlctl.service": config.name,
         "mlctl.python": resolved.python,
-        "mlctl.torch": resolved.torch,
-        "mlctl.flavor": resolved.flavor,
+        **{key: parent.labels[key] for key in TORCH_LABELS if key in parent.labels},
         "mlctl.template": config.template.name if config.template else "",
         "mlctl.template-version": config.template.version if config.template else "",
         "mlctl.ladder": f"python={parent.labels['mlctl.parent']},torch={parent.image}",
         "mlctl.parent": parent.image,
     }
-    if resolved.cuda:
-        template_labels["mlctl.cuda"] = resolved.cuda
-        template_labels["mlctl.min-driver"] = resolved.min_driver or ""
     inputs = {
         "dockerfile": digest(template, json.dumps(stable, sort_keys=True), json.dumps(template_labels, sort_keys=True)),
         "requirements": digest(requirements, house.digest),

@@ -89,9 +89,38 @@ class Resolved:
         return None if self.flavor == "cpu" else self.flavor
 
     @property
+    def local(self) -> str:
+        """The local version label of this flavour's torch wheels: ``cpu``, ``cu130``."""
+        return local_label(self.flavor)
+
+    @property
+    def torch_version(self) -> str:
+        """The exact torch version of this flavour: ``2.13.0+cu130``."""
+        return f"{self.torch}+{self.local}"
+
+    @property
     def torch_requirement(self) -> str:
-        # On a cuXXX index, "torch==2.13.0" matches the local version 2.13.0+cu130.
-        return f"torch=={self.torch}"
+        """The exact requirement, ``torch==2.13.0+cu130``.
+
+        ``torch==2.13.0`` alone matches every flavour's local version (PEP 440), so pip would take a
+        ``+cpu`` wheel for a CUDA service without a word.
+        """
+        return f"torch=={self.torch_version}"
+
+
+def local_label(flavor: str) -> str:
+    """The local version label PyTorch gives a flavour's wheels: ``cpu``, or ``cu`` and the CUDA digits."""
+    return "cpu" if flavor == "cpu" else "cu" + flavor.replace(".", "")
+
+
+def flavor_of(local: str) -> str | None:
+    """The flavour a local version label names (``cu130`` -> ``13.0``, ``cpu``), or None (``rocm6.4``)."""
+    if local == "cpu":
+        return "cpu"
+    digits = local[2:] if local.startswith("cu") else ""
+    if len(digits) < 2 or not digits.isdigit():
+        return None
+    return f"{digits[:-1]}.{digits[-1]}"
 
 
 @cache

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlctl.config import LoadedConfig
-from mlctl.errors import BuildError
-from mlctl.images import wheels
+from mlctl.errors import BuildError, ClusterError, InputError, NotFoundError
+from mlctl.images import index, wheels
 from mlctl.images.context import check_secrets, collect
+from mlctl.images.index import TorchWheel
 from mlctl.images.ladder import DEFAULT_PLATFORM, LABEL_LAYER, Layer, base_layers, digest, service_layer
 from mlctl.images.matrix import resolve
 from mlctl.images.tags import check_labels, check_tag, source_tag
@@ -39,6 +40,10 @@ class Ladder:
     #: The service image's tags: its git tag first, then the extra ones.
     tags: tuple[str, ...]
     dirty: bool
+    #: The root image the python layer starts from.
+    root: str
+    #: The torch wheel resolution found: the torch layer must hold exactly this.
+    torch: TorchWheel
 
     @property
     def service(self) -> Layer:
@@ -68,6 +73,7 @@ def plan_images(
     platform: str = DEFAULT_PLATFORM,
     registry: bool = False,
     labels: Mapping[str, str] | None = None,
+    torch_index: str | None = None,
     reporter: Reporter | None = None,
     builder: ImageBuilder | None = None,
 ) -> list[PlanEntry]:
@@ -80,11 +86,14 @@ def plan_images(
         platform: The platform to build for.
         registry: Also look for missing base layers in ``image.registry``.
         labels: The extra labels the build would get (they are inputs of the service layer).
+        torch_index: The wheel index to take torch from instead of the matrix's for the flavour.
         reporter: Progress.
         builder: The engine (default: the local Docker engine).
     """
     reporter = reporter or NullReporter()
     labels = check_labels(labels or {})
+    if torch_index is not None:
+        check_index_url(torch_index)
     with engine(builder) as builder:
         ladder = plan_ladder(
             loaded,
@@ -96,6 +105,7 @@ def plan_images(
             labels=labels,
             allow_secrets=None,
             pull_root=False,
+            torch_index=torch_index,
             reporter=reporter,
         )
         if registry and loaded.config.image.registry:
@@ -140,11 +150,15 @@ def plan_ladder(
     allow_secrets: Sequence[str] | None,
     pull_root: bool,
     reporter: Reporter,
+    torch_index: str | None = None,
 ) -> Ladder:
     """Every layer of the service's ladder with its inputs and status (present or build, and why).
 
     The service's files are collected and, unless ``allow_secrets`` is None (a plan), checked for
     secrets first, before any download or pull.
+
+    torch is resolved of the service's flavour only (``mlctl.images.index``): from ``wheelhouse``
+    when given, else from ``torch_index`` or the matrix's index for the flavour, and nowhere else.
     """
     from mlctl.adapters.git import source_state
 
@@ -154,6 +168,8 @@ def plan_ladder(
         check_secrets(loaded.directory, files, allow_secrets, memo=cache_dir() / "secret-scan.json", reporter=reporter)
     runtime = config.runtime
     resolved = resolve(runtime.python, runtime.torch, runtime.accelerator, runtime.cuda)
+    if platform not in wheels.PLATFORMS:
+        raise InputError(f"--platform {platform}: mlctl builds for {', '.join(wheels.PLATFORMS)}")
     root_ref = root or resolved.root
     root_identity = _root_identity(builder, root_ref, pull=pull_root, reporter=reporter)
 
@@ -163,15 +179,15 @@ def plan_ladder(
     memo = cache / "wheel-digests.json"
     wheels.runtime_wheel(runtime_dir)
     if given is not None:
+        torch_wheel = index.torch_in_wheelhouse(given, resolved, wheels.PLATFORMS[platform], platform)
         torch_house = wheels.wheelhouse(given, memo=memo)
         service_house = wheels.wheelhouse(given, runtime_dir, memo=memo)
     else:
-        torch_dir = wheels.download(
-            [resolved.torch_requirement],
-            python=resolved.python,
+        torch_wheel, torch_dir = wheels.download_torch(
+            resolved,
+            index_url=torch_index or resolved.index_url,
             platform=platform,
             cache=cache / "wheels",
-            index_url=resolved.index_url,
             reporter=reporter,
         )
         requirements = _download_requirements(loaded.directory)
@@ -190,7 +206,7 @@ def plan_ladder(
         torch_house = wheels.wheelhouse(torch_dir, memo=memo)
         service_house = wheels.wheelhouse(*(d for d in (service_dir, runtime_dir) if d is not None), memo=memo)
 
-    python, torch = base_layers(resolved, root_ref, root_identity, torch_house.digest)
+    python, torch = base_layers(resolved, root_ref, root_identity, torch_house.digest, torch_wheel)
 
     state = source_state(loaded.directory)
     tag = source_tag(state)
@@ -200,7 +216,24 @@ def plan_ladder(
     all_tags = (tag, *(t for t in tags if t != tag))
     for extra in all_tags[1:]:
         check_tag(extra)
-    return Ladder(loaded, [python, torch, service], _merge(torch_house, service_house), all_tags, state.dirty)
+    layers = [python, torch, service]
+    return Ladder(loaded, layers, _merge(torch_house, service_house), all_tags, state.dirty, root_ref, torch_wheel)
+
+
+def check_index_url(url: str) -> None:
+    """A ``--torch-index`` is an http(s) URL.
+
+    Raises:
+        InputError: naming it.
+    """
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"--torch-index {index.redact(url)}: expected an http(s) URL of a wheel index "
+            "(e.g. https://download.pytorch.org/whl/cu130)"
+        )
 
 
 def mark(layer: Layer, builder: ImageBuilder, revision: str | None = None) -> None:
@@ -277,17 +310,22 @@ def _download_requirements(service_dir: Path) -> list[str]:
 
 
 def _root_identity(builder: ImageBuilder, ref: str, *, pull: bool, reporter: Reporter) -> str:
+    """The root's identity: its layer digests and config. A root not on this machine is pulled.
+
+    Raises:
+        ClusterError: the root is not here and its registry cannot be reached (exit 9, as any
+            registry that does not answer).
+        InputError: the registry answers that there is no such image (exit 4: a wrong name).
+    """
+    from mlctl.images.root import pull_failure
+
     found = builder.inspect(ref)
     if found is None and pull:
         reporter.step(f"pulling the root image {ref}")
         try:
             builder.pull(ref)
-        except Exception as exc:
-            message = getattr(exc, "message", str(exc))
-            raise BuildError(
-                f"the root image {ref} is not on this machine and cannot be pulled: {message}",
-                hint="pass --root IMAGE with an image made or loaded locally (air-gapped machines)",
-            ) from None
+        except (ClusterError, NotFoundError) as exc:
+            raise pull_failure(builder, ref, exc) from None
         found = builder.inspect(ref)
     if found is None:
         return digest("missing", ref)

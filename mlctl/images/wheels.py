@@ -14,12 +14,15 @@ import base64
 import csv
 import hashlib
 import io
+import os
 import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import zipfile
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +32,9 @@ from typing import Any
 
 from mlctl.atomic import replace_file
 from mlctl.errors import BuildError, InputError
-from mlctl.images import locks
+from mlctl.images import index, locks
+from mlctl.images.index import TorchWheel
+from mlctl.images.matrix import Resolved
 from mlctl.reporting import Reporter
 from mlctl.resources import data_dir
 
@@ -121,29 +126,79 @@ def download(
 ) -> Path:
     """Resolve ``requirements`` for the image's Python and platform with the host's pip, once per set.
 
-    The result is cached by a hash of everything that decides it; a directory is only used once pip
-    finished (``.complete``), so an interrupted download is redone, never half-used.
+    With ``index_url``, from that index alone: the find-links directories and extra indexes of the
+    host's pip configuration are left out, so a wheel can come from nowhere else. Without it, from
+    what the host's pip is configured with. The result is cached by a hash of everything that
+    decides it; a directory is only used once pip finished (``.complete``), so an interrupted
+    download is redone, never half-used.
     """
     if platform not in PLATFORMS:
         raise InputError(f"--platform {platform}: mlctl builds for {', '.join(PLATFORMS)}")
-    key = hashlib.sha256(repr((sorted(requirements), python, platform, index_url)).encode()).hexdigest()[:16]
-    target = cache / key
+    target = cache / _key(requirements, python, platform, index_url)
     if (target / ".complete").exists():
         return target
     # Another mlctl resolving the same set into the same cache: wait for it, then use its result.
     waiting = f"waiting for another mlctl to finish resolving {', '.join(requirements)}"
-    with locks.held(cache / f"{key}.lock", on_wait=lambda: reporter.step(waiting)):
+    with locks.held(target.with_suffix(".lock"), on_wait=lambda: reporter.step(waiting)):
         if (target / ".complete").exists():
             return target
         _download(requirements, python=python, platform=platform, target=target, index_url=index_url, reporter=reporter)
     return target
 
 
+def download_torch(
+    resolved: Resolved, *, index_url: str, platform: str, cache: Path, reporter: Reporter
+) -> tuple[TorchWheel, Path]:
+    """Download torch of the row's flavour, with what it needs, from ``index_url`` alone.
+
+    Returns the wheel found and the directory of the downloaded wheels.
+
+    The index's torch page is read first (``mlctl.images.index``): an index that does not answer
+    fails in seconds naming its host, and one without the flavour fails naming what it has, before
+    pip runs. A set already downloaded is used without asking the index again (warm and offline builds).
+
+    Raises:
+        ClusterError: the index does not answer. BuildError: it has no wheel of the flavour.
+    """
+    if platform not in PLATFORMS:
+        raise InputError(f"--platform {platform}: mlctl builds for {', '.join(PLATFORMS)}")
+    requirement = resolved.torch_requirement
+    where = f"the wheel index {index.redact(index_url)}"
+    target = cache / _key([requirement], resolved.python, platform, index_url)
+    if not (target / ".complete").exists():
+        reporter.step(f"looking for {requirement} (Python {resolved.python}, {platform}) on {where}")
+        index.torch_on_index(index_url, resolved, PLATFORMS[platform], platform)
+    target = download(
+        [requirement], python=resolved.python, platform=platform, cache=cache, index_url=index_url, reporter=reporter
+    )
+    found = index.torch_in_wheelhouse(
+        target,
+        resolved,
+        PLATFORMS[platform],
+        platform,
+        where=f"what pip took from {where}",
+        source=index.redact(index_url),
+    )
+    return found, target
+
+
+def _key(requirements: list[str], python: str, platform: str, index_url: str | None) -> str:
+    return hashlib.sha256(repr((sorted(requirements), python, platform, index_url)).encode()).hexdigest()[:16]
+
+
+#: pip's bounds for each connection: seconds per socket operation, and retries. Its defaults (15 s,
+#: 5 retries with back-off) keep a build waiting over a minute for an index that does not answer.
+PIP_TIMEOUT_S = 10
+PIP_RETRIES = 1
+
+
 def _download(
     requirements: list[str], *, python: str, platform: str, target: Path, index_url: str | None, reporter: Reporter
 ) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    reporter.step(f"resolving {', '.join(requirements)} for Python {python} ({platform}) on the host")
+    source = f" from {index.redact(index_url)}" if index_url else ""
+    what = ", ".join(requirements)
+    reporter.step(f"resolving {what} for Python {python} ({platform}) on the host{source}")
     tag = python.replace(".", "")
     argv = [
         sys.executable,
@@ -152,6 +207,12 @@ def _download(
         "download",
         "--disable-pip-version-check",
         "--only-binary=:all:",
+        "--timeout",
+        str(PIP_TIMEOUT_S),
+        "--retries",
+        str(PIP_RETRIES),
+        "--progress-bar",
+        _progress_bar(),
         "--dest",
         str(target),
         "--python-version",
@@ -163,16 +224,72 @@ def _download(
     ]
     for platform_tag in PLATFORMS[platform]:
         argv += ["--platform", platform_tag]
+    env = dict(os.environ)
     if index_url:
-        argv += ["--index-url", index_url, "--extra-index-url", "https://pypi.org/simple"]
-    done = subprocess.run([*argv, *requirements], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()][-3:]
+        # This index and nothing else. pip has no flag to drop the find-links and extra indexes of
+        # its configuration; an environment variable replaces a configuration file's value (an
+        # empty one is ignored), so they are set to an empty directory and to this index itself.
+        empty = target / ".no-links"
+        empty.mkdir(exist_ok=True)
+        env.update(PIP_FIND_LINKS=str(empty), PIP_EXTRA_INDEX_URL=index_url, PIP_NO_INDEX="false")
+        argv += ["--index-url", index_url]
+    code, tail = _run_pip([*argv, *requirements], env, reporter)
+    if code != 0:
+        hosts = sorted(set(re.findall(r"host='([^']+)'", "\n".join(tail))))
+        unreachable = f" ({', '.join(hosts)} did not answer)" if hosts else ""
+        shown = [line for line in tail if line.strip()][-3:]
         raise BuildError(
-            f"pip could not resolve {', '.join(requirements)} for Python {python}: " + " | ".join(tail),
+            f"pip could not resolve {what} for Python {python}{source}{unreachable}: " + " | ".join(shown),
             hint="check the network and the versions, or pass --wheelhouse DIR with the wheels (air-gapped)",
         )
     (target / ".complete").write_text("")
+
+
+def _progress_bar() -> str:
+    """The ``--progress-bar`` of pip: machine-readable ("Progress N of M" lines) from pip 24.1 on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(p) for p in version("pip").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return "off"
+    return "raw" if (major, minor) >= (24, 1) else "off"
+
+
+def _run_pip(argv: list[str], env: dict[str, str], reporter: Reporter) -> tuple[int, list[str]]:
+    """Run pip, relaying what it does: each file it fetches, and a download's progress in tenths."""
+    started = time.monotonic()
+    tail: deque[str] = deque(maxlen=40)
+    current = ""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
+    )
+    assert process.stdout is not None
+    try:
+        for raw in process.stdout:
+            line = raw.rstrip()
+            progress = re.fullmatch(r"Progress (\d+) of (\d+)", line.strip())
+            if progress:
+                done, total = int(progress[1]), int(progress[2])
+                if total:
+                    tenth = 10 * done // total
+                    reporter.status(
+                        f"downloading {current}: {tenth * 10}% of {total / 1e6:.0f} MB",
+                        f"{time.monotonic() - started:.0f} s",
+                    )
+                continue
+            tail.append(line)
+            fetched = re.match(r"\s*Downloading (\S+)", line)
+            if fetched:  # a URL (its "+" quoted as %2B on PyTorch's indexes) or a file name
+                current = urllib.parse.unquote(fetched[1].rsplit("/", 1)[-1])
+            if line.strip().startswith(("Collecting", "Downloading", "Saved", "File was already", "Successfully")):
+                reporter.log(line.strip())
+        code = process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    return code, list(tail)
 
 
 # --- the runtime wheel ---------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Required pieces (a failure makes ``mlctl doctor`` exit non-zero): Python >= 3.10, git, the Docker
 engine (``mlctl build`` and local runs) and the Helm engine (``mlctl deploy``). The registry, the
 cluster and GPUs are reported but optional on a workstation: CPU-only machines and machines
-without a kube context are normal places to develop.
+without a kube context are normal places to develop. So are the two things a service's first
+build fetches, each with its fix: the root image (on this machine, or in a registry that answers)
+and the wheel index torch comes from (it answers, with a wheel of the service's flavour).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlctl.errors import ClusterError, ConfigError, EnvironmentProblem, MlctlError, NotAServiceError
+from mlctl.errors import BuildError, ClusterError, ConfigError, EnvironmentProblem, MlctlError, NotAServiceError
 from mlctl.models import Check, CheckStatus, DoctorReport
 
 if TYPE_CHECKING:
     from mlctl.config import LoadedConfig, ServiceConfig
+    from mlctl.images.matrix import Resolved
     from mlctl.ports import Cluster
 
 MIN_PYTHON = (3, 10)
@@ -35,6 +38,8 @@ def run_doctor(
     kube_context: str | None = None,
     timeout_s: float = 3.0,
     loaded: LoadedConfig | None = None,
+    root: str | None = None,
+    torch_index: str | None = None,
 ) -> DoctorReport:
     """Run every check (in parallel: the slow ones are network timeouts) and return the report.
 
@@ -43,6 +48,8 @@ def run_doctor(
         kube_context: The kube context to check (default: the current one).
         timeout_s: Seconds to wait for each network check.
         loaded: The service's config, already loaded (then ``project_dir`` is not read).
+        root: The root image builds start from (``--root``), instead of the matrix's for the service.
+        torch_index: The wheel index builds take torch from (``--torch-index``), instead of the matrix's.
     """
     service: Service = (loaded.config, "") if loaded is not None else _load_service(project_dir)
     checks: list[Callable[[], Check]] = [
@@ -55,6 +62,8 @@ def run_doctor(
         check_helm,
         check_gpu,
         check_new_defaults,
+        lambda: check_root_image(service, root, timeout_s),
+        lambda: check_wheel_index(service, torch_index, timeout_s),
     ]
     with ThreadPoolExecutor(max_workers=len(checks)) as pool:
         results = list(pool.map(_guarded, checks))
@@ -237,6 +246,98 @@ def probe_registry(registry: str, timeout_s: float) -> Check:
         False,
         "check image.registry in mlctl.yaml and your network; pushes will fail until it answers",
     )
+
+
+#: The checks of what a service's first build fetches: optional, but `mlctl build` stops without either.
+BUILD_NEEDS = ("root image", "wheel index")
+
+ROOT_FIX = (
+    "make one here: `mlctl images root` (Debian, with mmdebstrap), then `mlctl build --root mlctl/root:bookworm` "
+    "(or MLCTL_ROOT); or `docker load` the image saved on a machine that can pull it"
+)
+
+
+def _resolved(config: ServiceConfig) -> Resolved:
+    from mlctl.images.matrix import resolve
+
+    runtime = config.runtime
+    return resolve(runtime.python, runtime.torch, runtime.accelerator, runtime.cuda)
+
+
+def check_root_image(service: Service, root: str | None, timeout_s: float) -> Check:
+    """The root image the service's build starts from is on this machine, or its registry has it."""
+    name = BUILD_NEEDS[0]
+    config, problem = service
+    if root is None:
+        if config is None:
+            return Check(name, CheckStatus.INFO, f"{problem}: no root image to check", False)
+        try:
+            root = _resolved(config).root
+        except MlctlError as exc:
+            return Check(name, CheckStatus.WARN, exc.message, False, exc.hint)
+    from mlctl.adapters.docker import DockerImageBuilder
+    from mlctl.images.root import registry_host
+
+    try:
+        builder = DockerImageBuilder.connect(timeout=max(timeout_s, 1.0))
+    except EnvironmentProblem:
+        return Check(name, CheckStatus.INFO, f"no Docker engine answers: {root} not checked", False)
+    host = registry_host(root)
+    try:
+        if builder.inspect(root) is not None:
+            return Check(name, CheckStatus.OK, f"{root} is on this machine", False)
+        exists = builder.remote_exists(root)
+    except ClusterError as exc:
+        reason = exc.message.split(": ", 1)[-1]
+        return Check(
+            name,
+            CheckStatus.WARN,
+            f"{root} is not on this machine and its registry {host} cannot be reached: {reason}",
+            False,
+            ROOT_FIX,
+        )
+    except Exception as exc:  # the engine's own timeout: it could not tell in time
+        return Check(
+            name, CheckStatus.WARN, f"{root} is not on this machine; {host} did not say: {exc}", False, ROOT_FIX
+        )
+    finally:
+        builder.close()
+    if exists:
+        return Check(
+            name, CheckStatus.OK, f"{root} is not on this machine; {host} has it (the first build pulls it)", False
+        )
+    return Check(
+        name, CheckStatus.WARN, f"{root} is not on this machine, and {host} has no such image", False, ROOT_FIX
+    )
+
+
+def check_wheel_index(service: Service, torch_index: str | None, timeout_s: float) -> Check:
+    """The wheel index the service's torch comes from answers, with a wheel of the service's flavour."""
+    name = BUILD_NEEDS[1]
+    config, problem = service
+    if config is None:
+        return Check(name, CheckStatus.INFO, f"{problem}: no wheel index to check", False)
+    from mlctl.images import index
+    from mlctl.images.wheels import PLATFORMS
+
+    try:
+        resolved = _resolved(config)
+        url = torch_index or resolved.index_url
+        wheel = index.torch_on_index(
+            url, resolved, PLATFORMS["linux/amd64"], "linux/amd64", timeout=timeout_s, attempts=1
+        )
+    except ClusterError as exc:
+        return Check(
+            name,
+            CheckStatus.WARN,
+            exc.message,
+            False,
+            "mlctl build takes torch from there: check the network or proxy, or build with --torch-index URL "
+            "(a mirror) or --wheelhouse DIR (wheels downloaded elsewhere)",
+        )
+    except (BuildError, MlctlError) as exc:
+        return Check(name, CheckStatus.WARN, exc.message, False, exc.hint)
+    return Check(name, CheckStatus.OK, f"{index.redact(url)} answers and has {wheel.filename}", False)
 
 
 def check_kubernetes(context: str | None, timeout_s: float, service: Service = (None, "")) -> Check:
