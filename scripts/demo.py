@@ -181,11 +181,14 @@ def build_flags(args: argparse.Namespace, work: Path) -> list[str]:
     if args.wheelhouse:
         flags += ["--wheelhouse", str(args.wheelhouse.resolve())]  # the build runs in the service
     elif not reachable("https://download.pytorch.org/whl/cpu/"):
-        print("PyTorch's wheel index cannot be reached from here: wheels are resolved from PyPI", flush=True)
+        print("PyTorch's wheel index cannot be reached from here: wheels come from pip's own sources", flush=True)
         house = work / "wheels"
+        # The CPU build by its local version (PyPI's plain torch for Linux is the CUDA one, which the
+        # build refuses for a cpu service), for the demo service's Python rather than the host's.
         run(
-            sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--dest", str(house),
-            "torch==2.13.0", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20",
+            sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", "3.11",
+            "--dest", str(house),
+            "torch==2.13.0+cpu", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20",
         )  # fmt: skip
         flags += ["--wheelhouse", str(house)]
     return flags
