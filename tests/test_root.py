@@ -232,8 +232,10 @@ def test_a_root_whose_packages_lack_the_python_is_refused(
     result = mlctl(copy, *build_args(root_image, house))
     assert result.exit_code == ExitCode.INPUT, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[-2] == (
+    # The error and its hint, then the line naming the build's full log.
+    assert lines[-3] == (
         f"error: the root image {root_image} has no Python 3.12, and its package sources "
         "(Debian GNU/Linux 12 (bookworm)) offer none"
     )
-    assert lines[-1].startswith("hint: use a root that has Python 3.12 (python:3.12-slim-bookworm")
+    assert lines[-2].startswith("hint: use a root that has Python 3.12 (python:3.12-slim-bookworm")
+    assert lines[-1].startswith("full output: ")
