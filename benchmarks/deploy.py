@@ -36,7 +36,7 @@ IMAGE = f"registry.example.com/acme/bench-svc:1f2e3d-g0123456@{DIGEST}"
 def render_costs(runs: int) -> float:
     code = (
         "import time, json; t = time.perf_counter();"
-        "from mlctl.chart.core import render_values;"
+        "from mlctl.chart.render import render_values;"
         f"v = {{'image': {{'repository': 'r/bench', 'digest': '{DIGEST}'}}, 'model': {{'name': 'bench'}}}};"
         "render_values(v, release='bench', namespace='ml'); first = time.perf_counter() - t;"
         "ts = []\n"
@@ -83,7 +83,7 @@ def overhead(service: Path, runs: int) -> tuple[float, float]:
     import helm_python
     from kube.emulator import FakeCluster
 
-    from mlctl.chart.core import chart_dir
+    from mlctl.chart.render import chart_dir
     from mlctl.config import load_service_config
     from mlctl.deploy.release import deploy_service, plan_values, render
     from mlctl.deploy.target import resolve_target

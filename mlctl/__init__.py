@@ -38,7 +38,7 @@ _LAZY = {
     "deploy_service": "mlctl.deploy.release",
     "resolve_image": "mlctl.deploy.release",
     "resolve_target": "mlctl.deploy.target",
-    "new_service": "mlctl.scaffold.core",
+    "new_service": "mlctl.scaffold.create",
     "list_templates": "mlctl.scaffold.templates",
     "load_service_config": "mlctl.config",
     "run_doctor": "mlctl.workflow.doctor",
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from mlctl.deploy.release import deploy_service, resolve_image
     from mlctl.deploy.target import resolve_target
     from mlctl.images.build import build_images
-    from mlctl.scaffold.core import new_service
+    from mlctl.scaffold.create import new_service
     from mlctl.scaffold.templates import list_templates
     from mlctl.workflow.doctor import run_doctor
     from mlctl.workflow.run import plan_run, serve

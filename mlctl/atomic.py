@@ -7,7 +7,7 @@ KeyboardInterrupt (the CLI exits 130), and :meth:`Interrupts.held` holds them ba
 must finish as one: an atomic rename and its bookkeeping, or the cleanup after a failure.
 
 SIGKILL cannot be caught; what it leaves behind is found and removed by the next run (see
-``mlctl.scaffold.core``). :func:`replace_file` writes one file this way.
+``mlctl.scaffold.create``). :func:`replace_file` writes one file this way.
 """
 
 from __future__ import annotations

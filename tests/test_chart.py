@@ -20,7 +20,7 @@ from manifests import KUBE_VERSIONS, NoSchema, schema_errors
 from ruamel.yaml import YAML
 
 from mlctl.adapters import helm
-from mlctl.chart.core import chart_dir, manifest_documents
+from mlctl.chart.render import chart_dir, manifest_documents
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = f"registry.example.com/acme/demo-svc:1f2e3d4c5b6a-g0123456@{DIGEST}"
@@ -207,7 +207,7 @@ def test_several_gpus_with_product_affinity(scenarios: dict[str, dict[str, dict[
 
 
 def test_a_driver_floor_becomes_node_affinity() -> None:
-    from mlctl.chart.core import render_values
+    from mlctl.chart.render import render_values
 
     values = {
         "image": {"repository": "r/demo", "digest": DIGEST},

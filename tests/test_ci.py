@@ -223,7 +223,7 @@ def test_the_github_workflow_follows_the_security_guidance(cli: Any, svc: Path) 
 
 
 def test_the_pinned_actions_are_the_commits_of_their_releases() -> None:
-    from mlctl.ci.core import GITHUB_ACTIONS
+    from mlctl.ci.pipeline import GITHUB_ACTIONS
 
     # Written down when they were pinned (the commits the releases' tags point at):
     assert GITHUB_ACTIONS == {

@@ -126,7 +126,7 @@ def test_user_errors_print_no_traceback_but_debug_does(cli) -> None:
     debug = cli("--debug", "new", "Bad_Name")
     assert debug.exit_code == ExitCode.INPUT
     assert "Traceback (most recent call last)" in debug.stderr
-    assert "mlctl/scaffold/core.py" in debug.stderr
+    assert "mlctl/scaffold/create.py" in debug.stderr
 
 
 def test_a_bug_is_reported_as_internal_error_exit_1(cli, monkeypatch: pytest.MonkeyPatch) -> None:

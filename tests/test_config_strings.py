@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from mlctl.ci.core import render_ci
+from mlctl.ci.pipeline import render_ci
 from mlctl.config import ServiceConfig, load_service_config, registry_problem
 from mlctl.errors import ConfigError
 

@@ -148,7 +148,7 @@ def test_output_names_the_defaults_taken_and_the_next_commands(
     cli, isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlctl.adapters.gpu import seen_gpus
-    from mlctl.scaffold.core import accelerator_default
+    from mlctl.scaffold.create import accelerator_default
 
     monkeypatch.delenv("CI", raising=False)  # the reason given is then the missing terminal
 

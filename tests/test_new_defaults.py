@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mlctl.adapters.gpu import GpuSighting, parse_nvidia_smi_list, seen_gpus
 from mlctl.reporting import RecordingReporter
-from mlctl.scaffold.core import accelerator_default, new_service
+from mlctl.scaffold.create import accelerator_default, new_service
 
 H200 = GpuSighting(("NVIDIA H200",), "nvidia-smi")
 NONE = GpuSighting((), "no /proc/driver/nvidia/gpus, no nvidia-smi")

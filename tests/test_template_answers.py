@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 from mlctl import safe_yaml
 from mlctl.errors import ExitCode, InputError
 from mlctl.scaffold import escape
-from mlctl.scaffold.core import new_service
+from mlctl.scaffold.create import new_service
 from mlctl.scaffold.templates import Question, find_template
 
 TEMPLATES = ["pytorch-predict", "pytorch-generate"]

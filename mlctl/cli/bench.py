@@ -15,8 +15,8 @@ from mlctl.errors import InputError, ThresholdError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlctl.bench.core import BenchResult
     from mlctl.bench.loadgen import Samples
+    from mlctl.bench.loadtest import BenchResult
 
 
 def bench_cmd(
@@ -90,7 +90,7 @@ def bench_cmd(
 
     Example: mlctl bench http://127.0.0.1:8080 -m fraud-scorer -c 16 -d 20
     """
-    from mlctl.bench.core import run_bench
+    from mlctl.bench.loadtest import run_bench
 
     state = state_of(ctx)
     out = state.output(json_)

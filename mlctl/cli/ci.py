@@ -43,7 +43,7 @@ def generate_cmd(
 
     Example: mlctl ci generate --provider gitlab
     """
-    from mlctl.ci.core import generate_ci
+    from mlctl.ci.pipeline import generate_ci
 
     state = state_of(ctx)
     out = state.output(json_)

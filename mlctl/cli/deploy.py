@@ -218,7 +218,7 @@ def render_cmd(
     where: TargetArgs,
 ) -> None:
     """Print the Kubernetes manifests a deploy would apply (offline: no cluster needed)."""
-    from mlctl.chart.core import joined
+    from mlctl.chart.render import joined
     from mlctl.deploy.release import plan_values, render, resolve_image
 
     state = state_of(ctx)

@@ -61,7 +61,7 @@ def new_cmd(
 
     Example: mlctl new fraud-scorer --set accelerator=cpu
     """
-    from mlctl.scaffold.core import new_service
+    from mlctl.scaffold.create import new_service
     from mlctl.scaffold.templates import parse_set_options
 
     out = state_of(ctx).output(json_)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlctl.chart.core import joined
+from mlctl.chart.render import joined
 from mlctl.deploy.release import deploy_service, documents_by_name, plan_release, plan_values, render, result
 from mlctl.deploy.revisions import HELM_TIMEOUT_S, ever_rolled_out, health, last_good, roll_back
 from mlctl.deploy.target import Target, check_collisions, check_protected, connected

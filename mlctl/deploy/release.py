@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlctl.chart.core import chart_values, joined, manifest_documents, render_values
+from mlctl.chart.render import chart_values, joined, manifest_documents, render_values
 from mlctl.config import LoadedConfig, deep_merge
 from mlctl.deploy.gate import GateResult, GpuRequest, gpu_gate
 from mlctl.deploy.revisions import (

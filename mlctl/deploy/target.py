@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from mlctl.chart.core import chart_dir, check_release_name
+from mlctl.chart.render import chart_dir, check_release_name
 from mlctl.config import LoadedConfig
 from mlctl.errors import ClusterError, ConfigError, InputError
 from mlctl.models import ReleaseImage

@@ -19,7 +19,7 @@ from mlctl.config import load_service_config
 from mlctl.errors import ConflictError, InputError, NotFoundError
 from mlctl.models import AnswerValue, FileUpdate, UpdateResult
 from mlctl.reporting import NullReporter, Reporter
-from mlctl.scaffold.core import render_template
+from mlctl.scaffold.create import render_template
 from mlctl.scaffold.templates import Template, find_template, find_version, remember, version_key
 
 

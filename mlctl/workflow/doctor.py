@@ -442,7 +442,7 @@ def check_gpu() -> Check:
 def check_new_defaults() -> Check:
     """What ``mlctl new`` takes by default on this machine when it does not ask, and why (as it says itself)."""
     from mlctl.adapters.gpu import seen_gpus
-    from mlctl.scaffold.core import accelerator_default
+    from mlctl.scaffold.create import accelerator_default
 
     accelerator, why = accelerator_default(seen_gpus())
     return Check("new defaults", CheckStatus.INFO, f"mlctl new takes accelerator={accelerator} here: {why}", False)

@@ -113,7 +113,7 @@ def new_service(
     files = render_template(tmpl, name, resolved)
     config = _check_rendered_config(tmpl, files)
     if ci is not None:
-        from mlctl.ci.core import ci_path, render_ci
+        from mlctl.ci.pipeline import ci_path, render_ci
 
         files.append(RenderedFile(ci_path(ci), render_ci(config, ci).encode("utf-8"), False))
     _check_rendered_files(tmpl, files)
