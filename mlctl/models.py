@@ -368,6 +368,18 @@ class ConfigView:
 
 
 @dataclass(frozen=True)
+class RuntimeWheel:
+    """``mlctl runtime wheel``: the serving runtime's wheel, written for pip."""
+
+    #: The wheel file (absolute).
+    path: str
+    #: The distribution it installs: mlctl-serve.
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class CiResult:
     """What ``mlctl ci generate`` did."""
 
