@@ -173,7 +173,8 @@ def test_a_python_without_the_server_packages(cli, service: Path, tmp_path: Path
 
 def test_missing_weights_without_a_prepare_command(cli, service: Path, monkeypatch) -> None:
     config = service / "mlctl.yaml"
-    config.write_text(config.read_text().replace("  prepare: python -m demo_svc.weights weights/model.pt\n", ""))
+    text = config.read_text().replace("  prepare: python -m demo_svc.weights weights/model.pt\n", "")
+    config.write_text(text.replace("  source: prepare ", "  source: file    "))
     monkeypatch.chdir(service)
     result = cli("run", "--port", str(free_port()))
     assert result.exit_code == ExitCode.ENVIRONMENT

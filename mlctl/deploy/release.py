@@ -164,7 +164,7 @@ def deploy_service(
         planned = helm.preview(where.release, values, upgrade=True) if deployed else None
         if planned is not None and _same_manifests(helm.manifest(where.release), planned):
             reporter.step(f"{where.release}: nothing changed since revision {deployed[-1].revision}")
-            return result(kube, where, "unchanged", deployed[-1].revision, ref, started, gate.warnings)
+            return result(kube, where, "unchanged", deployed[-1].revision, ref, started, gate.warnings, image.weights)
         if dry_run:
             if planned is None:
                 planned = (
@@ -178,10 +178,12 @@ def deploy_service(
                 + (f" (revision {deployed[-1].revision} is live)" if deployed else "")
             )
             live = deployed[-1].revision if deployed else None
-            return dataclasses.replace(result(kube, where, plan, live, ref, started, gate.warnings), manifest=planned)
+            return dataclasses.replace(
+                result(kube, where, plan, live, ref, started, gate.warnings, image.weights), manifest=planned
+            )
         revision = _apply(helm, where, values, history, ref, reporter)
         if not wait:
-            return result(kube, where, "deployed", revision, ref, started, gate.warnings)
+            return result(kube, where, "deployed", revision, ref, started, gate.warnings, image.weights)
         reporter.step(f"waiting for {_replicas(values)} replica(s) to be ready (up to {timeout} s)")
         rollout = watch_rollout(
             kube,
@@ -195,7 +197,7 @@ def deploy_service(
         if not rollout.ok:
             undo(helm, where, deployed, reporter)
             raise _failure(where, rollout, deployed)
-        return result(kube, where, "deployed", revision, ref, started, gate.warnings)
+        return result(kube, where, "deployed", revision, ref, started, gate.warnings, image.weights)
 
 
 def _gate(cluster: Cluster, request: GpuRequest, image: ReleaseImage, reporter: Reporter) -> GateResult:
@@ -284,8 +286,9 @@ def result(
     ref: ImageRef,
     started: float,
     warnings: tuple[str, ...] = (),
+    weights: str | None = None,
 ) -> DeployResult:
-    """What a deploy (or a rollback) left: the release's revision, its image, and its pods now."""
+    """What a deploy (or a rollback) left: the release's revision, its image and weights, and its pods now."""
     deployment = cluster.deployment(where.namespace, where.release)
     pods = (
         tuple(pod_state(p) for p in current_pods(cluster, where.namespace, where.release, deployment))
@@ -303,4 +306,5 @@ def result(
         round(time.monotonic() - started, 2),
         warnings,
         pods,
+        weights=weights,
     )

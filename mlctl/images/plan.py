@@ -18,14 +18,16 @@ from pathlib import Path
 from mlctl.config import LoadedConfig
 from mlctl.errors import BuildError
 from mlctl.images import wheels
-from mlctl.images.context import check_secrets, collect
+from mlctl.images.context import ServiceFiles, check_secrets
 from mlctl.images.ladder import DEFAULT_PLATFORM, LABEL_LAYER, Layer, base_layers, digest, service_layer
 from mlctl.images.matrix import resolve
 from mlctl.images.tags import check_labels, check_tag, source_tag
+from mlctl.images.weights import service_inputs
 from mlctl.models import PlanEntry
 from mlctl.ports import ImageBuilder, LocalImage
 from mlctl.reporting import NullReporter, Reporter
 from mlctl.resources import cache_dir, data_dir
+from mlctl.weights import LABEL as WEIGHTS_LABEL
 
 
 @dataclass
@@ -39,6 +41,11 @@ class Ladder:
     #: The service image's tags: its git tag first, then the extra ones.
     tags: tuple[str, ...]
     dirty: bool
+    #: The weights' digest (``sha256:...``); None when the image holds none, or they are not made yet.
+    weights: str | None = None
+    #: ``model.prepare`` has yet to make the weights: ``mlctl build`` makes them (``prepare_in_image``)
+    #: once the base layers exist, then plans again.
+    weights_pending: bool = False
 
     @property
     def service(self) -> Layer:
@@ -149,9 +156,14 @@ def plan_ladder(
     from mlctl.adapters.git import source_state
 
     config = loaded.config
-    files = collect(loaded.directory, config.model.path if config.model.source == "baked" else None)
-    if allow_secrets is not None:
-        check_secrets(loaded.directory, files, allow_secrets, memo=cache_dir() / "secret-scan.json", reporter=reporter)
+
+    def secrets(files: ServiceFiles) -> None:
+        if allow_secrets is not None:
+            memo = cache_dir() / "secret-scan.json"
+            check_secrets(loaded.directory, files, allow_secrets, memo=memo, reporter=reporter)
+
+    inputs = service_inputs(loaded, reporter=reporter, check=secrets)
+    files = inputs.files
     runtime = config.runtime
     resolved = resolve(runtime.python, runtime.torch, runtime.accelerator, runtime.cuda)
     root_ref = root or resolved.root
@@ -193,14 +205,26 @@ def plan_ladder(
     python, torch = base_layers(resolved, root_ref, root_identity, torch_house.digest)
 
     state = source_state(loaded.directory)
-    tag = source_tag(state)
-    service = service_layer(loaded, resolved, files, service_house, torch, state, tag, labels)
-    for layer in (python, torch, service):
-        mark(layer, builder, state.commit if layer is service else None)
+    tag = source_tag(state, inputs.digest)
+    service = service_layer(loaded, resolved, files, service_house, torch, state, tag, labels, inputs.digest)
+    for layer in (python, torch):
+        mark(layer, builder)
+    if inputs.pending:
+        service.status, service.reason = "build", "its weights are made first (model.prepare)"
+    else:
+        mark(service, builder, state.commit)
     all_tags = (tag, *(t for t in tags if t != tag))
     for extra in all_tags[1:]:
         check_tag(extra)
-    return Ladder(loaded, [python, torch, service], _merge(torch_house, service_house), all_tags, state.dirty)
+    return Ladder(
+        loaded,
+        [python, torch, service],
+        _merge(torch_house, service_house),
+        all_tags,
+        state.dirty,
+        inputs.digest,
+        inputs.pending,
+    )
 
 
 def mark(layer: Layer, builder: ImageBuilder, revision: str | None = None) -> None:
@@ -228,7 +252,14 @@ def mark(layer: Layer, builder: ImageBuilder, revision: str | None = None) -> No
     except ValueError:
         before = {}
     changed = [name for name, value in layer.inputs.items() if before.get(name) != value]
+    old_weights, new_weights = previous.labels.get(WEIGHTS_LABEL), layer.labels.get(WEIGHTS_LABEL)
+    if "weights" in changed and old_weights and new_weights and old_weights != new_weights:
+        changed[changed.index("weights")] = f"weights ({_short(old_weights)} -> {_short(new_weights)})"
     layer.reason = "changed: " + ", ".join(changed) if changed else "inputs changed"
+
+
+def _short(digest: str) -> str:
+    return f"sha256:{digest.removeprefix('sha256:')[:12]}"
 
 
 def look_in_registry(
