@@ -34,13 +34,19 @@ EnvOption = Annotated[
 RootOption = Annotated[
     str | None,
     typer.Option(
-        "--root", metavar="IMAGE", help="Start from this local root image instead of the matrix's (air-gapped)."
+        "--root",
+        metavar="IMAGE",
+        envvar="MLCTL_ROOT_IMAGE",
+        help="Start from this local root image instead of the matrix's (air-gapped).",
     ),
 ]
 WheelhouseOption = Annotated[
     Path | None,
     typer.Option(
-        "--wheelhouse", metavar="DIR", help="Install Python packages from this directory of wheels (offline)."
+        "--wheelhouse",
+        metavar="DIR",
+        envvar="MLCTL_WHEELHOUSE",
+        help="Install Python packages from this directory of wheels (offline).",
     ),
 ]
 PlatformOption = Annotated[str, typer.Option("--platform", help="Platform to build for: linux/amd64 or linux/arm64.")]
