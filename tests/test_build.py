@@ -11,6 +11,7 @@ that change a service change a copy of their own (``copy``), so they pass in any
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -59,7 +60,10 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
     reference = f"{data['image']['repository']}:{data['image']['tag']}"
     commit = git(service, "rev-parse", "HEAD").strip()
     tree = git(service, "rev-parse", "HEAD^{tree}").strip()
-    assert data["image"]["tag"] == f"{tree[:12]}-g{commit[:7]}"
+    # The weights name the image: the digest of the file the build put in it, in its tag and label.
+    weights = "sha256:" + hashlib.sha256((service / "weights" / "model.pt").read_bytes()).hexdigest()
+    assert data["weights"] == weights
+    assert data["image"]["tag"] == f"{tree[:12]}-g{commit[:7]}-w{weights[7:19]}"
     assert data["dirty"] is False
     assert [layer["layer"] for layer in data["layers"]] == ["python", "torch", "service"]
 
@@ -73,6 +77,7 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
     assert "org.opencontainers.image.source" in labels
     assert (labels["mlctl.python"], labels["mlctl.torch"], labels["mlctl.flavor"]) == ("3.11", "2.13.0", "cpu")
     assert (labels["mlctl.template"], labels["mlctl.service"]) == ("pytorch-predict", A)
+    assert labels["mlctl.weights"] == weights
     assert labels[RUN_LABEL_KEY] == RUN  # mlctl build --label
     assert data["labels"][RUN_LABEL_KEY] == RUN
     assert config["User"] == "10001:10001"

@@ -105,7 +105,9 @@ def test_serves_makes_weights_answers_and_stops_cleanly_on_ctrl_c(service: Path)
     finally:
         code, output = stop(process)
     assert code == 0, output
-    assert "• making the weights: python -m demo_svc.weights weights/model.pt" in output
+    # Made with the server's own interpreter (the service has no .venv: this one).
+    made = f"• making the weights with model.prepare, in {sys.executable}: python -m demo_svc.weights weights/model.pt"
+    assert made in output
     assert f"• serving demo-svc at {url} (Ctrl-C to stop)" in output
     assert "ready after " in output
     assert output.rstrip().endswith("stopped")
