@@ -19,6 +19,7 @@ from mlctl.images.context import collect
 from mlctl.images.ladder import render_row
 from mlctl.images.matrix import load_matrix, resolve, rows
 from mlctl.images.tags import source_tag
+from mlctl.resources import cache_dir
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
 
@@ -140,7 +141,7 @@ def test_mlctl_runtime_wheel_writes_it_for_pip(cli, isolated: Path) -> None:
     result = cli("runtime", "wheel")
     assert result.exit_code == 0, result.stderr
     path = Path(result.stdout.strip())
-    assert path == Path.home() / ".cache" / "mlctl" / "runtime" / "mlctl_serve-0.1.0-py3-none-any.whl"
+    assert path == cache_dir() / "runtime" / "mlctl_serve-0.1.0-py3-none-any.whl"
     data = json.loads(cli("runtime", "wheel", "--json", "--dir", str(isolated / "links")).stdout)
     assert data["path"] == str(isolated / "links" / path.name)  # where pip --find-links finds it
     assert (data["name"], data["version"]) == ("mlctl-serve", "0.1.0")
