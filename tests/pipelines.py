@@ -102,10 +102,12 @@ def package_index(root: Path, wheel_dirs: list[Path]) -> Iterator[str]:
 
 
 def job_environment(index_url: str, **extra: str) -> dict[str, str]:
-    """The environment a CI job starts from: this machine's, without its pip configuration or mlctl's own
-    virtual environment, pip pointed at the package index (and not compiling bytecode, for speed)."""
+    """The environment a CI job starts from: this machine's, without its pip configuration, mlctl's own
+    virtual environment or a KUBECONFIG (a runner has none: the jobs make their own from the secret), pip
+    pointed at the package index (and not compiling bytecode, for speed)."""
     own = str(REPO / ".venv")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "MLCTL_", "VIRTUAL_ENV", "PYTHON"))}
+    dropped = ("PIP_", "MLCTL_", "VIRTUAL_ENV", "PYTHON", "KUBECONFIG")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(own))
     env.update(
         PIP_CONFIG_FILE=os.devnull,
