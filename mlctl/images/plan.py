@@ -160,7 +160,14 @@ def plan_ladder(
     def secrets(files: ServiceFiles) -> None:
         if allow_secrets is not None:
             memo = cache_dir() / "secret-scan.json"
-            check_secrets(loaded.directory, files, allow_secrets, memo=memo, reporter=reporter)
+            check_secrets(
+                loaded.directory,
+                files,
+                allow_secrets,
+                memo=memo,
+                weights_sha256=config.model.sha256,
+                reporter=reporter,
+            )
 
     inputs = service_inputs(loaded, reporter=reporter, check=secrets)
     files = inputs.files
