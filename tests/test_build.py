@@ -243,8 +243,13 @@ def test_retrained_weights_make_another_image_and_the_plan_says_why(
     first: tuple[Path, dict], copy: Path, root_image: str, wheelhouse: Path
 ) -> None:
     # weights/ is git-ignored: the tree and commit stay the same, only the weights' digest tells the images apart.
-    _, built = first
+    service, built = first
     old = built["weights"]
+    # Other code of the service built since (another branch, a test run in any order): the plan still
+    # explains the rebuild by the closest earlier image, the one with these very inputs but the weights.
+    since = copy_service(service, copy.parent / "since" / A)
+    commit_change(since, "other code built since")
+    assert statuses(build(since, root_image, wheelhouse))["service"] == "built"
     (copy / "weights" / "model.pt").write_bytes(b"retrained")
     new = "sha256:" + hashlib.sha256(b"retrained").hexdigest()
     result = mlctl(

@@ -1,8 +1,9 @@
 """Planning a build: every rung's inputs, and whether it is present, in the registry, or to be built.
 
 A layer whose tag exists with the very same inputs (locally, or in the registry when pushing) is
-reused and never rebuilt; for one that must be built, the plan names the input that changed since
-the newest earlier image of that layer.
+reused and never rebuilt; for one that must be built, the plan names the inputs that changed since
+the closest earlier image of that layer: the one with the fewest inputs changed, the newest of those
+(retrained weights read "changed: weights" even when a build of other code came since).
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def mark(layer: Layer, builder: ImageBuilder, revision: str | None = None) -> No
         layer.status, layer.reason = "present", "found on this machine"
         return
     layer.status = "build"
-    previous = found if found is not None else _latest(builder, layer)
+    previous = found if found is not None else _closest(builder, layer)
     if previous is None:
         layer.reason = "no earlier image of this layer on this machine"
         return
@@ -288,12 +289,29 @@ def look_in_registry(
             layer.status, layer.reason = "pulled", f"found as {layer.remote}"
 
 
-def _latest(builder: ImageBuilder, layer: Layer) -> LocalImage | None:
+def _closest(builder: ImageBuilder, layer: Layer) -> LocalImage | None:
+    """The earlier image of the layer with the fewest inputs other than ``layer``'s, the newest of those.
+
+    The newest alone would explain retrained weights by whatever other code was built since.
+    """
     label = f"{LABEL_LAYER}={layer.name}"
     candidates = list(builder.list_images(label))
     if layer.name == "service":
         candidates = [i for i in candidates if i.labels.get("mlctl.service") == layer.labels.get("mlctl.service")]
-    return max(candidates, key=lambda image: image.created, default=None)
+
+    def changed(image: LocalImage) -> int:
+        try:
+            before = json.loads(image.labels.get("mlctl.inputs", "{}"))
+        except ValueError:
+            before = {}
+        if not isinstance(before, dict):
+            before = {}
+        return sum(before.get(name) != value for name, value in layer.inputs.items())
+
+    if not candidates:
+        return None
+    fewest = min(changed(image) for image in candidates)
+    return max((image for image in candidates if changed(image) == fewest), key=lambda image: image.created)
 
 
 def _plan_status(status: str) -> str:
