@@ -1,4 +1,5 @@
-"""Running the CI pipelines `mlctl ci generate` writes, job by job, on this machine (test_pipelines).
+"""Running the CI pipelines `mlctl ci generate` writes, job by job, on this machine (test_pipeline_gitlab,
+test_pipeline_github; test_service_readme uses the package index).
 
 * **A package index of the team's own** on 127.0.0.1 (``package_index``): PEP 503 pages over mlctl's
   wheel (built from this checkout), its dependencies, the CPU torch and what the service needs to build
@@ -21,6 +22,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import http.server
 import json
@@ -30,15 +32,21 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+from building import mlctl
+from conftest import REGISTRY_NAMESPACE, running_registry, untag_namespace
+from kube.emulator import FakeCluster
 from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parent.parent
+USER, PASSWORD = "ci", "pipeline-s3cret"
 
 # --- the package index -------------------------------------------------------------------------------------
 
@@ -104,7 +112,12 @@ def package_index(root: Path, wheel_dirs: list[Path]) -> Iterator[str]:
 def job_environment(index_url: str, **extra: str) -> dict[str, str]:
     """The environment a CI job starts from: this machine's, without its pip configuration, mlctl's own
     virtual environment or a KUBECONFIG (a runner has none: the jobs make their own from the secret), pip
-    pointed at the package index (and not compiling bytecode, for speed)."""
+    pointed at the package index (and not compiling bytecode, for speed).
+
+    Every job of every pipeline test shares one pip cache (``PIP_CACHE_DIR``), as the jobs of one runner
+    do: GitLab documents caching ``PIP_CACHE_DIR`` for pip, and a self-hosted GitHub runner keeps its
+    user's cache between jobs. It is the runner's, not the job's: each job still installs into a fresh
+    virtual environment, as the pipeline files say."""
     own = str(REPO / ".venv")
     dropped = ("PIP_", "MLCTL_", "VIRTUAL_ENV", "PYTHON", "KUBECONFIG")
     env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
@@ -115,6 +128,7 @@ def job_environment(index_url: str, **extra: str) -> dict[str, str]:
         PIP_COMPILE="false",
         PIP_DISABLE_PIP_VERSION_CHECK="1",
         PIP_DEFAULT_TIMEOUT="60",
+        PIP_CACHE_DIR=str(REPO / ".cache" / "ci-pip"),
     )
     env.update(extra)
     return env
@@ -496,3 +510,113 @@ def registry_labels(address: str, repository: str, reference: str, auth: tuple[s
     manifest = json.loads(get(f"manifests/{reference}", "application/vnd.docker.distribution.manifest.v2+json"))
     config = json.loads(get(f"blobs/{manifest['config']['digest']}", "application/octet-stream"))
     return dict(config["config"].get("Labels") or {})
+
+
+# --- what the pipeline tests share: their fixtures (imported by each test file) and checks ---------------
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[str]:
+    """The team's package index: mlctl (this checkout), its dependencies, CPU torch, the service's needs."""
+    from mlctl.images import wheels
+    from mlctl.reporting import NullReporter
+
+    deps = wheels.download(
+        index_requirements(),
+        python="3.11",
+        platform="linux/amd64",
+        cache=REPO / ".cache" / "ci-index",
+        index_url=None,
+        reporter=NullReporter(),
+    )
+    built = mlctl_wheel(tmp_path_factory.mktemp("mlctl-wheel"))
+    with package_index(tmp_path_factory.mktemp("index"), [built.parent, wheelhouse, deps]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def registry_with_login(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """docker-registry with htpasswd auth: the build jobs must log in with the pipeline's secrets to push."""
+    with warnings.catch_warnings():  # crypt (until Python 3.13): bcrypt through libxcrypt, as htpasswd wants
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    data = tmp_path_factory.mktemp("registry")
+    (data / "htpasswd").write_text(f"{USER}:{crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    with running_registry(data, auth=f"  htpasswd:\n    realm: ci\n    path: {data}/htpasswd\n") as address:
+        try:
+            yield address
+        finally:
+            untag_namespace(address)
+
+
+def new_service(base: Path, name: str, registry: str, ci: str) -> Path:
+    """A generated service as its team pushes it: `mlctl new` with the registry, committed (no weights)."""
+    result = mlctl(
+        base, "new", name, "--set", "accelerator=cpu", "--set", f"registry={registry}/{REGISTRY_NAMESPACE}",
+        "--ci", ci, "--yes",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    origin = base / name
+    assert not (origin / "weights").exists()
+    return origin
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[FakeCluster]:
+    with FakeCluster(kube_version="1.31") as kube:
+        kube.add_node("cpu-0")
+        yield kube
+
+
+def clone(origin: Path, target: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(origin), str(target)], check=True, capture_output=True)
+    return target
+
+
+def expected_weights(service: Path) -> str:
+    """The digest of the weights the template makes, made here with this machine's torch: the build made
+    them in the image's environment, and the same tensors must be the same bytes."""
+    package = service.name.replace("-", "_")
+    made = subprocess.run(
+        [sys.executable, "-c", f"import sys; from {package}.weights import make_weights; make_weights(sys.argv[1])",
+         str(service.parent / "expected.pt")],
+        cwd=service, capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return "sha256:" + hashlib.sha256((service.parent / "expected.pt").read_bytes()).hexdigest()
+
+
+def check_build(build: dict[str, Any], registry: str, name: str, weights: str) -> None:
+    """The build job's result, held against what the registry has."""
+    repository = f"{registry}/{REGISTRY_NAMESPACE}/{name}"
+    image = build["image"]
+    assert image["repository"] == repository
+    assert image["digest"].startswith("sha256:")
+    assert build["reference"] == f"{repository}:{image['tag']}@{image['digest']}"
+    assert build["dirty"] is False
+    assert build["weights"] == weights
+    assert image["tag"].endswith(f"-w{weights[7:19]}")  # the weights name the image
+    assert {layer["layer"]: layer["status"] for layer in build["layers"]}["service"] == "built"
+    labels = registry_labels(registry, f"{REGISTRY_NAMESPACE}/{name}", image["digest"], (USER, PASSWORD))
+    assert labels["mlctl.weights"] == weights
+    assert labels["mlctl.service"] == name
+
+
+def check_deploys(cluster: FakeCluster, name: str, build: dict[str, Any], staging: dict, prod: dict) -> None:
+    """The deploy jobs' results, held against the cluster's Deployments."""
+    reference = build["reference"]
+    assert (staging["status"], staging["namespace"], staging["image"]) == ("deployed", f"{name}-staging", reference)
+    assert staging["ready"] == staging["desired"] == 1
+    # The deploy says which weights run. A deploy job has no build record (a fresh checkout), so it knows them
+    # from the image's tag: the 12 digits the build put there.
+    assert staging["weights"] == build["weights"][:19]
+    assert (prod["status"], prod["namespace"]) == ("deployed", f"{name}-prod")
+    assert prod["image"].endswith("@" + build["image"]["digest"])  # the same image, by digest
+    assert prod["ready"] == prod["desired"] == 2
+    assert prod["weights"] == build["weights"][:19]
+    for namespace, replicas in ((f"{name}-staging", 1), (f"{name}-prod", 2)):
+        [deployment] = [d for d in cluster.objects("deployments", namespace) if d["metadata"]["name"] == name]
+        assert deployment["spec"]["replicas"] == replicas
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"].endswith("@" + build["image"]["digest"])
