@@ -31,6 +31,7 @@ __all__ = [
     "resolve_target",
     "run_doctor",
     "serve",
+    "write_runtime_wheel",
 ]
 
 _LAZY = {
@@ -44,6 +45,7 @@ _LAZY = {
     "run_doctor": "mlctl.workflow.doctor",
     "plan_run": "mlctl.workflow.run",
     "serve": "mlctl.workflow.run",
+    "write_runtime_wheel": "mlctl.images.wheels",
 }
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from mlctl.deploy.release import deploy_service, resolve_image
     from mlctl.deploy.target import resolve_target
     from mlctl.images.build import build_images
+    from mlctl.images.wheels import write_runtime_wheel
     from mlctl.scaffold.create import new_service
     from mlctl.scaffold.templates import list_templates
     from mlctl.workflow.doctor import run_doctor

@@ -51,6 +51,9 @@ _REPOSITORY = re.compile(r"[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)
 _DNS_COMPONENT = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _REGISTRY_HOST = re.compile(rf"({_DNS_COMPONENT}(?:\.{_DNS_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?")
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The schemes ``model.uri`` is downloaded from (source uri).
+WEIGHTS_SCHEMES = ("http", "https", "file")
 
 
 def _quantity(value: Any) -> Any:
@@ -116,15 +119,54 @@ class RuntimeConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Where the weights come from: baked into their own image layer, or fetched at start."""
+    """Where the weights come from, and whether they are baked into the image.
 
-    source: Literal["baked", "uri"] = "baked"
-    #: For ``baked``: the weights file, relative to the service directory.
+    ``source`` is one of:
+
+    * ``prepare``: ``prepare`` makes the file at ``path`` when it is missing (``mlctl build`` runs it in
+      the service's own image environment, ``mlctl run`` in the service's Python);
+    * ``uri``: downloaded from ``uri`` (``http(s)://`` or ``file://``) once into mlctl's content-addressed
+      cache, and refused unless its digest is ``sha256``;
+    * ``file``: the file or directory at ``path`` in the service (committed, or put there by other means);
+    * ``external``: not in the image; the server loads ``uri`` at start (a mounted path, or a URI the
+      service's loader reads);
+    * ``baked`` (the default): ``prepare`` when ``prepare`` is set, else ``file``.
+
+    Every source but ``external`` puts the weights in a layer of their own, at ``path`` under the image's
+    service directory, and their digest into the image's tag and its ``mlctl.weights`` label.
+    """
+
+    source: Literal["prepare", "uri", "file", "external", "baked"] = "baked"
+    #: The weights in the service (prepare, file) and, under the image's service directory, in the image.
     path: str = "weights/model.pt"
-    #: A command that produces the weights file locally when it is missing (run from the service directory).
+    #: A command that makes the weights at ``path`` (run from the service directory).
     prepare: str | None = None
-    #: For ``uri``: where the server finds the weights at start (a mounted path or an object-store URI).
+    #: For ``uri``: where the weights are downloaded from. For ``external``: what the server loads at start.
     uri: str | None = None
+    #: The weights' SHA-256 (64 hex digits): required with ``uri``, and checked for any weights in the image.
+    sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digest = value.removeprefix("sha256:").lower()
+        if not _SHA256.fullmatch(digest):
+            raise ValueError(f"{value!r} is not a SHA-256 digest (64 hex digits, e.g. from `sha256sum FILE`)")
+        return digest
+
+    @property
+    def kind(self) -> Literal["prepare", "uri", "file", "external"]:
+        """The source with ``baked`` resolved: ``prepare`` when a command is set, else ``file``."""
+        if self.source == "baked":
+            return "prepare" if self.prepare else "file"
+        return self.source
+
+    @property
+    def baked(self) -> bool:
+        """Whether the weights are in the image (every source but ``external``)."""
+        return self.kind != "external"
 
 
 class CompileConfig(_Section):
@@ -373,12 +415,7 @@ def semantic_problems(config: ServiceConfig) -> Iterator[tuple[tuple[str | int, 
             yield ("runtime", "cuda"), "set only with runtime.accelerator 'cuda'"
     if config.resources.gpu.products and not gpus:
         yield ("resources", "gpu", "products"), "GPU products are named but resources.gpu.count is 0"
-    if config.model.source == "uri" and not config.model.uri:
-        yield ("model", "uri"), "required when model.source is 'uri'"
-    if config.model.source == "baked":
-        path = Path(config.model.path)
-        if path.is_absolute() or ".." in path.parts:
-            yield ("model", "path"), f"{config.model.path!r} must be a relative path inside the service"
+    yield from _model_problems(config.model)
     scaling = config.deploy.autoscaling
     if scaling.enabled and scaling.min_replicas > scaling.max_replicas:
         yield (
@@ -413,6 +450,54 @@ def semantic_problems(config: ServiceConfig) -> Iterator[tuple[tuple[str | int, 
 
 def _is_zero(value: int | str) -> bool:
     return value in (0, "0%")
+
+
+def _model_problems(model: ModelConfig) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """What ``model:`` says that cannot work together: each source's required keys, and keys it would ignore."""
+    kind, source = model.kind, model.source
+    if kind == "prepare" and not model.prepare:
+        yield ("model", "prepare"), "required when model.source is 'prepare' (the command that makes the weights)"
+    if kind == "uri":
+        if not model.uri:
+            yield ("model", "uri"), "required when model.source is 'uri' (where the weights are downloaded from)"
+        else:
+            yield from _weights_uri_problems(model.uri)
+        if model.sha256 is None:
+            yield (
+                ("model", "sha256"),
+                "required when model.source is 'uri': mlctl downloads the weights when it builds and checks them "
+                "(for weights the server loads at start, use source: external)",
+            )
+    if kind == "external":
+        if not model.uri:
+            yield ("model", "uri"), "required when model.source is 'external' (what the server loads at start)"
+        if model.sha256 is not None:
+            yield ("model", "sha256"), "only for weights in the image (source 'external' loads model.uri at start)"
+    if model.prepare and kind != "prepare":
+        yield ("model", "prepare"), f"only used with source 'prepare' or 'baked', not {source!r}"
+    if model.uri and kind in ("prepare", "file"):
+        yield ("model", "uri"), f"only used with source 'uri' or 'external', not {source!r}"
+    if kind != "external":
+        path = Path(model.path)
+        if not model.path or path.is_absolute() or ".." in path.parts:
+            yield ("model", "path"), f"{model.path!r} must be a relative path inside the service"
+
+
+def _weights_uri_problems(uri: str) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme not in WEIGHTS_SCHEMES:
+        schemes = ", ".join(f"{s}://" for s in WEIGHTS_SCHEMES)
+        yield ("model", "uri"), f"{uri!r}: mlctl downloads weights from {schemes} URIs"
+    elif parsed.scheme != "file" and not parsed.hostname:
+        yield ("model", "uri"), f"{uri!r} names no host"
+    elif parsed.username or parsed.password:
+        yield (
+            ("model", "uri"),
+            "holds credentials, which would be committed with mlctl.yaml: put the weights where the build can "
+            "read them without (or use a file:// path the CI job downloads to)",
+        )
 
 
 @dataclass(frozen=True)

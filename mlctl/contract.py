@@ -27,8 +27,8 @@ def port(config: ServiceConfig) -> int:
 
 
 def weights_in_image(config: ServiceConfig) -> str | None:
-    """Where baked weights lie in the image (None when the server fetches them from ``model.uri``)."""
-    return f"{APP_DIR}/{config.model.path}" if config.model.source == "baked" else None
+    """Where the weights lie in the image (None with source ``external``: the server loads ``model.uri``)."""
+    return f"{APP_DIR}/{config.model.path}" if config.model.baked else None
 
 
 def serving_environment(config: ServiceConfig) -> dict[str, str]:
@@ -65,7 +65,7 @@ def serving_environment(config: ServiceConfig) -> dict[str, str]:
         "SERVING_MAX_HEADER_BYTES": str(serving.max_header_bytes),
         "SERVING_MAX_HEADERS": str(serving.max_headers),
     }
-    if config.model.source == "baked":
+    if config.model.baked:
         env["SERVING_MODEL_PATH"] = config.model.path
     elif config.model.uri:
         env["SERVING_MODEL_PATH"] = config.model.uri
@@ -89,7 +89,7 @@ def container_environment(config: ServiceConfig) -> dict[str, str]:
 def image_environment(config: ServiceConfig) -> dict[str, str]:
     """The variables baked into the image: the container's, less a weights URI (a deploy-time value)."""
     env = container_environment(config)
-    if config.model.source != "baked":
+    if not config.model.baked:
         env.pop("SERVING_MODEL_PATH", None)
     return env
 

@@ -217,6 +217,9 @@ class BuildResult:
     labels: Mapping[str, str]
     #: When it was built, UTC, ISO 8601.
     built_at: str = ""
+    #: The digest of the weights in the image (``sha256:...``, also its ``mlctl.weights`` label); None
+    #: when it holds none (``model.source: external``).
+    weights: str | None = None
 
     @property
     def reference(self) -> str:
@@ -239,6 +242,7 @@ class BuildResult:
             pushes=tuple(_known(PushResult, push) for push in data.get("pushes", ())),
             labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
             built_at=str(data.get("built_at", "")),
+            weights=str(data["weights"]) if data.get("weights") else None,
         )
 
 
@@ -263,6 +267,19 @@ class ReleaseImage:
     def min_driver(self) -> str | None:
         """The NVIDIA driver the image needs (its ``mlctl.min-driver`` label), if known."""
         return self.labels.get("mlctl.min-driver") or None
+
+    @property
+    def weights(self) -> str | None:
+        """The weights the image holds: its ``mlctl.weights`` label (``sha256:...``).
+
+        Where the labels are unknown (an image of another machine's build), the 12 digits its
+        ``-w`` tag carries (``sha256:0123456789ab``); None when neither says.
+        """
+        label = self.labels.get("mlctl.weights")
+        if label:
+            return label
+        found = re.search(r"-w([0-9a-f]{12})$", self.ref.tag or "")
+        return f"sha256:{found.group(1)}" if found else None
 
 
 @dataclass(frozen=True)
@@ -349,6 +366,8 @@ class DeployResult:
     manifest: str | None = None
     #: ``mlctl promote``: what it changed in the environment, resource by resource (as ``mlctl diff`` shows it).
     changes: tuple[ResourceChange, ...] = ()
+    #: The weights the image holds (``sha256:...``; 12 digits when known only from the image's tag).
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -421,6 +440,18 @@ class ConfigView:
     environment: str | None
     config: Mapping[str, Any]
     overrides: tuple[ConfigOverride, ...]
+
+
+@dataclass(frozen=True)
+class RuntimeWheel:
+    """``mlctl runtime wheel``: the serving runtime's wheel, written for pip."""
+
+    #: The wheel file (absolute).
+    path: str
+    #: The distribution it installs: mlctl-serve.
+    name: str
+    version: str
+    sha256: str
 
 
 @dataclass(frozen=True)

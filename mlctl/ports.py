@@ -10,7 +10,7 @@ Docker. A second backend (a ``helm`` binary, another registry client) implements
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -204,13 +204,30 @@ class ImageBuilder(Protocol):
         self,
         context: bytes,
         *,
-        tag: str,
+        tag: str | None,
         buildargs: dict[str, str],
         nocache: bool = False,
         platform: str | None = None,
         on_line: LineHandler | None = None,
     ) -> tuple[str, BuildLog]:
-        """Build from a tar context and tag it; the image ID (raises BuildError naming the step)."""
+        """Build from a tar context and tag it (None: untagged); the image ID (raises BuildError naming the step)."""
+
+    def run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        mounts: Mapping[str, str],
+        workdir: str,
+        env: Mapping[str, str],
+        user: str,
+        labels: Mapping[str, str],
+        on_line: Callable[[str], None] | None = None,
+    ) -> tuple[int, str]:
+        """Run ``argv`` to its end in a container of ``image`` (host directory -> container path ``mounts``).
+
+        Returns its exit status (127: the program was not found) and its last output; the container is removed.
+        """
 
     def pull(self, ref: str) -> None:
         """Pull ``ref``.
@@ -222,7 +239,7 @@ class ImageBuilder(Protocol):
     def import_image(self, tarball: str, repository: str, tag: str, changes: list[str]) -> str:
         """A root file system tarball as an image (``docker import``); its ID."""
 
-    def run(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
+    def probe(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
         """Run a command in a throwaway container of ``image`` (no network); its exit status and output."""
 
     def remote_exists(self, ref: str) -> bool: ...

@@ -11,6 +11,7 @@ that change a service change a copy of their own (``copy``), so they pass in any
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -60,7 +61,10 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
     reference = f"{data['image']['repository']}:{data['image']['tag']}"
     commit = git(service, "rev-parse", "HEAD").strip()
     tree = git(service, "rev-parse", "HEAD^{tree}").strip()
-    assert data["image"]["tag"] == f"{tree[:12]}-g{commit[:7]}"
+    # The weights name the image: the digest of the file the build put in it, in its tag and label.
+    weights = "sha256:" + hashlib.sha256((service / "weights" / "model.pt").read_bytes()).hexdigest()
+    assert data["weights"] == weights
+    assert data["image"]["tag"] == f"{tree[:12]}-g{commit[:7]}-w{weights[7:19]}"
     assert data["dirty"] is False
     assert [layer["layer"] for layer in data["layers"]] == ["python", "torch", "service"]
 
@@ -74,6 +78,7 @@ def test_the_image_runs_answers_and_is_labelled(first: tuple[Path, dict]) -> Non
     assert "org.opencontainers.image.source" in labels
     assert (labels["mlctl.python"], labels["mlctl.torch"], labels["mlctl.flavor"]) == ("3.11", "2.13.0", "cpu")
     assert (labels["mlctl.template"], labels["mlctl.service"]) == ("pytorch-predict", A)
+    assert labels["mlctl.weights"] == weights
     assert labels[RUN_LABEL_KEY] == RUN  # mlctl build --label
     assert data["labels"][RUN_LABEL_KEY] == RUN
     assert config["User"] == "10001:10001"
@@ -233,6 +238,59 @@ def test_the_plan_names_the_input_that_changed(copy: Path, root_image: str, whee
     plan = {entry["layer"]: entry for entry in json.loads(result.stdout)}
     assert (plan["python"]["status"], plan["torch"]["status"]) == ("present", "present")
     assert (plan["service"]["status"], plan["service"]["reason"]) == ("build", "changed: code")
+
+
+def test_retrained_weights_make_another_image_and_the_plan_says_why(
+    first: tuple[Path, dict], copy: Path, root_image: str, wheelhouse: Path
+) -> None:
+    # weights/ is git-ignored: the tree and commit stay the same, only the weights' digest tells the images apart.
+    service, built = first
+    old = built["weights"]
+    # Other code of the service built since (another branch, a test run in any order): the plan still
+    # explains the rebuild by the closest earlier image, the one with these very inputs but the weights.
+    since = copy_service(service, copy.parent / "since" / A)
+    commit_change(since, "other code built since")
+    assert statuses(build(since, root_image, wheelhouse))["service"] == "built"
+    (copy / "weights" / "model.pt").write_bytes(b"retrained")
+    new = "sha256:" + hashlib.sha256(b"retrained").hexdigest()
+    result = mlctl(
+        copy, "images", "plan", "--root", root_image, "--wheelhouse", str(wheelhouse), "--label", RUN_LABEL, "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    service = {entry["layer"]: entry for entry in json.loads(result.stdout)}["service"]
+    assert service["status"] == "build"
+    assert service["reason"] == f"changed: weights ({old[:19]} -> {new[:19]})"
+    assert service["image"] == built["image"]["repository"] + ":" + built["image"]["tag"].replace(old[7:19], new[7:19])
+
+
+def test_weights_pinned_by_uri_are_downloaded_into_the_image(
+    copy: Path, root_image: str, wheelhouse: Path, tmp_path: Path
+) -> None:
+    # model.source uri: the weights are not in the service at all; the build downloads them (file:// here)
+    # into mlctl's cache, checks the pin, and puts them at model.path in the image.
+    (copy / "weights" / "model.pt").unlink()
+    published = tmp_path / "published" / "model-v2.pt"
+    published.parent.mkdir()
+    published.write_bytes(b"weights from a release")
+    digest = hashlib.sha256(published.read_bytes()).hexdigest()
+    config = copy / "mlctl.yaml"
+    text = re.sub(r"  source: \w+ .*\n", "  source: uri\n", config.read_text())
+    text = re.sub(r"  prepare: .*\n", f"  uri: {published.as_uri()}\n  sha256: {digest}\n", text)
+    config.write_text(text)
+    git(copy, "commit", "-q", "-am", "weights from a pinned URI")
+    data = build(copy, root_image, wheelhouse)
+    assert data["weights"] == f"sha256:{digest}"
+    assert data["image"]["tag"].endswith(f"-w{digest[:12]}")
+    reference = f"{data['image']['repository']}:{data['image']['tag']}"
+    [inspected] = docker_json("image", "inspect", reference)  # type: ignore[misc]
+    assert inspected["Config"]["Labels"]["mlctl.weights"] == f"sha256:{digest}"
+    run = ["docker", "run", "--rm", "--label", RUN_LABEL, "--entrypoint", "sha256sum", reference]
+    inside = subprocess.run([*run, "/srv/weights/model.pt"], capture_output=True, text=True, check=True)
+    assert inside.stdout.split()[0] == digest
+    from mlctl.resources import cache_dir
+
+    cached = cache_dir() / "weights" / "sha256" / digest  # content-addressed
+    assert cached.read_bytes() == published.read_bytes()
 
 
 def test_list_shows_the_ladder_and_its_users(first: tuple[Path, dict]) -> None:

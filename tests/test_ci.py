@@ -135,7 +135,17 @@ def test_gitlab_pipeline(cli: Any, svc: Path) -> None:
     for name, artefact in (("build", "build.json"), ("deploy-staging", "deploy-staging.json")):
         assert jobs[name]["artifacts"]["paths"] == [artefact]
         assert jobs[name]["artifacts"]["when"] == "always"
-    assert pipeline["default"]["image"] == "python:3.11-bookworm"
+    # The jobs' image is a variable (a team's mirror of it where runners cannot reach Docker Hub); the build
+    # job has none: it runs on a shell runner on the Docker host.
+    assert pipeline["variables"]["MLCTL_CI_IMAGE"] == "python:3.11-bookworm"
+    assert {name: job.get("extends") for name, job in jobs.items()} == {
+        "test": ".python",
+        "build": None,
+        "deploy-staging": ".cluster",
+        "promote-prod": ".cluster",
+    }
+    assert pipeline[".python"]["image"] == pipeline[".cluster"]["image"] == "$MLCTL_CI_IMAGE"
+    assert "image" not in jobs["build"]
     assert_valid(path, "vendor.gitlab-ci")
     assert_commands_parse(cli, svc, mlctl_commands(path.read_text()))
 

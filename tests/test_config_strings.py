@@ -188,7 +188,7 @@ def test_every_registry_that_passes_is_data_in_the_pipelines(registry: str) -> N
     assert gitlab["build"]["variables"]["REGISTRY_HOST"] == host
     for text in (github_text, gitlab_text):  # the comment that names it stays one comment line
         [comment] = [line for line in text.splitlines() if "push access to" in line]
-        assert comment == f"#   REGISTRY_USERNAME, REGISTRY_PASSWORD  push access to {host}"
+        assert comment == f"#   REGISTRY_USERNAME, REGISTRY_PASSWORD  build: push access to {host}"
 
 
 @settings(max_examples=300, deadline=None)

@@ -9,6 +9,7 @@ test_build_context.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import string
@@ -358,6 +359,40 @@ def test_clean_files_are_scanned_once_and_changed_ones_again(isolated: Path, tmp
     assert scanned() == ["scanning 3 files of the code for secrets (1 KiB)"]
     memo.write_text("{not json")
     assert scanned() == ["scanning 3 files of the code for secrets (1 KiB)"]
+
+
+def test_the_weights_pin_in_mlctl_yaml_passes_and_other_hex_strings_do_not(isolated: Path, tmp_path: Path) -> None:
+    """model.sha256 is the digest of the weights (public by nature), yet detect-secrets' hex-entropy
+    detector flags any long hex string: the pin passes in mlctl.yaml, by value, and nothing else does."""
+    pin = hashlib.sha256(b"public weights").hexdigest()
+    config = f"name: svc\nmodel:\n  source: uri\n  uri: https://example.com/w.pt\n  sha256: {pin}\n"
+    write(isolated, {"mlctl.yaml": config, "app.py": "print('hi')\n"})
+    memo = tmp_path / "memo.json"
+
+    def lines(weights_sha256: str | None) -> list[str]:
+        try:
+            check_secrets(isolated, collect(isolated, None), memo=memo, weights_sha256=weights_sha256)
+        except SecretsFound as exc:
+            return exc.lines()
+        return []
+
+    hex_found = "(detect-secrets found: Hex High Entropy String)"
+    assert lines(None) == [f"secret in the build context: mlctl.yaml:5 {hex_found}"]  # what the detector does
+    assert lines(pin) == []
+    # Found clean with the pin is not clean without it: the memo keeps the two apart.
+    assert lines(None) == [f"secret in the build context: mlctl.yaml:5 {hex_found}"]
+    assert lines(pin.upper()) == []  # as `sha256sum` or a user writes it
+    # Another hex string beside the pin, and the pin's value in another file, are still refused.
+    other = _token(40, "0123456789abcdef")
+    write(isolated, {"mlctl.yaml": config + f"env:\n  TOKEN: '{other}'\n", "pkg/pinned.py": f'P = "{pin}"\n'})
+    assert lines(pin) == [
+        f"secret in the build context: mlctl.yaml:7 {hex_found}",
+        f"secret in the build context: pkg/pinned.py:1 {hex_found}",
+    ]
+    # A pin that is not the value written there lets nothing through.
+    write(isolated, {"mlctl.yaml": config, "pkg/pinned.py": "P = 1\n"})
+    refused = [f"secret in the build context: mlctl.yaml:5 {hex_found}"]
+    assert lines(hashlib.sha256(b"other weights").hexdigest()) == refused
 
 
 def test_detect_secrets_loads_only_when_a_build_checks_code() -> None:

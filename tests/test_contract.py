@@ -85,14 +85,21 @@ def test_from_source_the_weights_are_where_mlctl_yaml_puts_them() -> None:
     assert "SERVING_HOST" not in env  # mlctl run passes --host itself
 
 
-def test_weights_from_a_uri_are_a_deploy_time_value() -> None:
+def test_weights_loaded_at_start_are_a_deploy_time_value() -> None:
     service = config(
-        SERVICE.replace("  source: baked\n  path: weights/model.pt\n", "  source: uri\n  uri: s3://b/m.pt\n")
+        SERVICE.replace("  source: baked\n  path: weights/model.pt\n", "  source: external\n  uri: s3://b/m.pt\n")
     )
     assert contract.weights_in_image(service) is None
     assert "SERVING_MODEL_PATH" not in contract.image_environment(service)
     assert contract.chart_environment(service)["SERVING_MODEL_PATH"] == "s3://b/m.pt"
     assert Settings.from_env(contract.container_environment(service)).model_path == "s3://b/m.pt"
+
+
+def test_weights_downloaded_when_building_are_in_the_image() -> None:
+    pinned = "  source: uri\n  uri: https://models.example.com/m.pt\n  sha256: " + "a" * 64 + "\n"
+    service = config(SERVICE.replace("  source: baked\n  path: weights/model.pt\n", pinned))
+    assert contract.weights_in_image(service) == "/srv/weights/model.pt"  # model.path's default, in the image
+    assert contract.image_environment(service)["SERVING_MODEL_PATH"] == "/srv/weights/model.pt"
 
 
 def test_the_chart_sets_host_port_and_name_itself() -> None:

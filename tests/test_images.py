@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from mlctl.adapters.git import source_state
-from mlctl.errors import InputError
+from mlctl.errors import ExitCode, InputError
 from mlctl.images import wheels
 from mlctl.images.context import collect
 from mlctl.images.ladder import render_row
 from mlctl.images.matrix import load_matrix, resolve, rows
 from mlctl.images.tags import source_tag
+from mlctl.resources import cache_dir
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
 
@@ -184,6 +186,23 @@ def test_the_runtime_wheel_is_reproducible_and_installable(tmp_path: Path) -> No
         text=True,
     )
     assert done.stdout.startswith(str(tmp_path / "site"))
+
+
+def test_mlctl_runtime_wheel_writes_it_for_pip(cli, isolated: Path) -> None:
+    # What a service's README and CI jobs run: `pip install "$(mlctl runtime wheel)"`, so stdout is the path alone.
+    result = cli("runtime", "wheel")
+    assert result.exit_code == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path == cache_dir() / "runtime" / "mlctl_serve-0.1.0-py3-none-any.whl"
+    data = json.loads(cli("runtime", "wheel", "--json", "--dir", str(isolated / "links")).stdout)
+    assert data["path"] == str(isolated / "links" / path.name)  # where pip --find-links finds it
+    assert (data["name"], data["version"]) == ("mlctl-serve", "0.1.0")
+    assert Path(data["path"]).read_bytes() == path.read_bytes()
+    assert data["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    (isolated / "a-file").write_text("")
+    refused = cli("runtime", "wheel", "--dir", str(isolated / "a-file"))
+    assert refused.exit_code == ExitCode.INPUT
+    assert refused.stderr.splitlines()[0] == f"error: --dir {isolated / 'a-file'}: not a directory"
 
 
 def test_service_requirements_leave_torch_to_its_layer(tmp_path: Path) -> None:

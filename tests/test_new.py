@@ -40,7 +40,7 @@ name: fraud-scorer
 # Where this service came from; `mlctl update` uses it. Do not edit by hand.
 template:
   name: pytorch-predict
-  version: 1.3.0
+  version: 1.4.0
   answers:
     accelerator: "cuda"
     description: "A PyTorch model service"
@@ -58,8 +58,8 @@ runtime:
   accelerator: cuda   # cuda or cpu; CUDA is picked at run time when a GPU is present
 
 model:
-  source: baked                   # weights go into their own image layer
-  path: weights/model.pt
+  source: prepare                 # made by model.prepare when missing; baked into their own image layer
+  path: weights/model.pt          # the image's tag and mlctl.weights label carry the weights' digest
   prepare: python -m fraud_scorer.weights weights/model.pt
 
 serving:
@@ -155,7 +155,7 @@ def test_output_names_the_defaults_taken_and_the_next_commands(
     accelerator, why = accelerator_default(seen_gpus())  # this machine's (test_new_defaults checks both kinds)
     result = new(cli, "fraud-scorer", "--no-git")
     assert result.stdout == (
-        "Created fraud-scorer in ./fraud-scorer from pytorch-predict 1.3.0 (13 files).\n"
+        "Created fraud-scorer in ./fraud-scorer from pytorch-predict 1.4.0 (13 files).\n"
         "\n"
         "Defaults taken (no terminal to ask in; choose with --set NAME=VALUE):\n"
         "  description     A PyTorch model service\n"
@@ -170,11 +170,11 @@ def test_output_names_the_defaults_taken_and_the_next_commands(
         "\n"
         "Next:\n"
         "  cd fraud-scorer\n"
-        "  python -m pip install -e '.[test]'\n"
+        "  python -m pip install \"$(mlctl runtime wheel)\" -e '.[test]'\n"
         "  python -m pytest\n"
         "  mlctl run\n"
     )
-    assert result.stderr == "• rendering pytorch-predict 1.3.0\n• writing 13 files\n"
+    assert result.stderr == "• rendering pytorch-predict 1.4.0\n• writing 13 files\n"
 
 
 def test_git_repository_with_one_clean_commit(cli, isolated: Path) -> None:
@@ -182,7 +182,7 @@ def test_git_repository_with_one_clean_commit(cli, isolated: Path) -> None:
     data = json.loads(result.stdout)
     root = isolated / "fraud-scorer"
     log = subprocess.run(["git", "log", "--format=%H %an %s"], cwd=root, capture_output=True, text=True).stdout
-    assert log == f"{data['git_commit']} Test User Scaffold fraud-scorer from pytorch-predict 1.3.0\n"
+    assert log == f"{data['git_commit']} Test User Scaffold fraud-scorer from pytorch-predict 1.4.0\n"
     status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
     assert status == ""
     branch = subprocess.run(["git", "branch", "--show-current"], cwd=root, capture_output=True, text=True).stdout
@@ -206,7 +206,7 @@ def test_answers_are_recorded_for_updates(cli, isolated: Path) -> None:
 
     config = load_service_config(isolated / "fraud-scorer").config
     assert config.template is not None
-    assert (config.template.name, config.template.version) == ("pytorch-predict", "1.3.0")
+    assert (config.template.name, config.template.version) == ("pytorch-predict", "1.4.0")
     assert config.template.answers["accelerator"] == "cpu"
     assert config.template.answers["max_batch_size"] == 64
     assert config.template.answers["gpu_count"] == 1  # not asked for cpu; default recorded
@@ -227,7 +227,7 @@ def test_dry_run_lists_files_and_writes_nothing(cli, isolated: Path) -> None:
     result = new(cli, "fraud-scorer", "--dry-run")
     assert result.exit_code == 0
     assert result.stdout.startswith(
-        "Would create fraud-scorer in ./fraud-scorer from pytorch-predict 1.3.0 (dry run, nothing written):\n"
+        "Would create fraud-scorer in ./fraud-scorer from pytorch-predict 1.4.0 (dry run, nothing written):\n"
     )
     listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert sorted(listed) == EXPECTED_FILES
@@ -449,7 +449,7 @@ def test_python_twin_needs_no_typer(isolated: Path) -> None:
         "print(r.template_version, len(r.files), 'typer' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout == "1.3.0 13 False\n"
+    assert done.stdout == "1.4.0 13 False\n"
 
 
 def test_prompts_in_a_terminal_with_defaults_and_retries(isolated: Path) -> None:

@@ -51,7 +51,9 @@ def test_push_and_a_second_service_uploads_only_its_own_layers(
         [push] = [p for name, p in by_image.items() if f"/{base}:" in name]
         assert push["layers"]["pushed"] == 0, push
     [own] = [p for name, p in by_image.items() if f"/{B}:" in name]
-    assert own["layers"]["pushed"] == 2, own  # the weights and the code; everything else was there already
+    # The code only: the template's weights are the same bytes in both services (the same tensors), so their
+    # layer is A's, mounted from A's repository; everything else was there already.
+    assert own["layers"]["pushed"] == 1, own
     assert own["layers"]["exists"] + own["layers"]["mounted"] >= 5, own
     assert own["bytes_pushed"] < 1024 * 1024
 

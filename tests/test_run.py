@@ -105,7 +105,9 @@ def test_serves_makes_weights_answers_and_stops_cleanly_on_ctrl_c(service: Path)
     finally:
         code, output = stop(process)
     assert code == 0, output
-    assert "• making the weights: python -m demo_svc.weights weights/model.pt" in output
+    # Made with the server's own interpreter (the service has no .venv: this one).
+    made = f"• making the weights with model.prepare, in {sys.executable}: python -m demo_svc.weights weights/model.pt"
+    assert made in output
     assert f"• serving demo-svc at {url} (Ctrl-C to stop)" in output
     assert "ready after " in output
     assert output.rstrip().endswith("stopped")
@@ -173,7 +175,8 @@ def test_a_python_without_the_server_packages(cli, service: Path, tmp_path: Path
 
 def test_missing_weights_without_a_prepare_command(cli, service: Path, monkeypatch) -> None:
     config = service / "mlctl.yaml"
-    config.write_text(config.read_text().replace("  prepare: python -m demo_svc.weights weights/model.pt\n", ""))
+    text = config.read_text().replace("  prepare: python -m demo_svc.weights weights/model.pt\n", "")
+    config.write_text(text.replace("  source: prepare ", "  source: file    "))
     monkeypatch.chdir(service)
     result = cli("run", "--port", str(free_port()))
     assert result.exit_code == ExitCode.ENVIRONMENT

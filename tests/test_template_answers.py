@@ -179,7 +179,7 @@ def test_a_file_that_does_not_parse_is_never_written(cli: Any, isolated: Path, t
     result = cli("new", "svc2", "--template", "broken", "--set", 'description=say "hi"')
     assert result.exit_code == ExitCode.FAILURE
     assert result.stderr.splitlines()[-2:] == [
-        "error: template broken 1.3.0 rendered an invalid zz_settings.py:1: invalid syntax; nothing was written",
+        "error: template broken 1.4.0 rendered an invalid zz_settings.py:1: invalid syntax; nothing was written",
         "hint: a bug in the template: an answer reached the file without its escaping filter",
     ]
     assert not (isolated / "svc2").exists()

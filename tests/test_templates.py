@@ -12,9 +12,9 @@ def test_list(cli) -> None:
     assert result.exit_code == 0
     assert result.stdout == (
         "NAME              VERSION  DESCRIPTION\n"
-        "pytorch-generate  1.2.0    Streaming text generation (server-sent events) with a tiny character-level "
+        "pytorch-generate  1.3.0    Streaming text generation (server-sent events) with a tiny character-level "
         "PyTorch model.\n"
-        "pytorch-predict   1.3.0    A PyTorch model served over the Open Inference Protocol (V2 REST), "
+        "pytorch-predict   1.4.0    A PyTorch model served over the Open Inference Protocol (V2 REST), "
         "with Prometheus metrics.\n"
     )
 
@@ -23,7 +23,7 @@ def test_show(cli) -> None:
     result = cli("templates", "show", "pytorch-predict")
     assert result.exit_code == 0
     assert result.stdout == (
-        "pytorch-predict 1.3.0 (built-in)\n"
+        "pytorch-predict 1.4.0 (built-in)\n"
         "A PyTorch model served over the Open Inference Protocol (V2 REST), with Prometheus metrics.\n"
         "\n"
         "Questions (answer with --set NAME=VALUE):\n"
@@ -47,7 +47,7 @@ def test_show(cli) -> None:
 
 def test_show_json(cli) -> None:
     data = json.loads(cli("templates", "show", "pytorch-predict", "--json").stdout)
-    assert (data["name"], data["version"], data["source"]) == ("pytorch-predict", "1.3.0", "built-in")
+    assert (data["name"], data["version"], data["source"]) == ("pytorch-predict", "1.4.0", "built-in")
     gpu = next(q for q in data["questions"] if q["name"] == "gpu_count")
     assert gpu == {
         "name": "gpu_count",

@@ -26,7 +26,7 @@ def template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "templates"
     shutil.copytree(REPO / "templates" / "pytorch-predict", root / "pytorch-predict")
     manifest = root / "pytorch-predict" / "template.yaml"
-    manifest.write_text(manifest.read_text().replace("version: 1.3.0", "version: 1.0.0"))
+    manifest.write_text(manifest.read_text().replace("version: 1.4.0", "version: 1.0.0"))
     monkeypatch.setenv("MLCTL_TEMPLATE_PATH", str(root))
     return root / "pytorch-predict"
 

@@ -1,7 +1,8 @@
 """The only module that imports the Docker SDK (docker-py).
 
 ``DockerImageBuilder`` implements ``mlctl.ports.ImageBuilder``, the narrow interface the image core
-uses: inspect, build (streamed), pull, tag, push (streamed), look up a remote image, list and remove.
+uses: inspect, build (streamed), pull, tag, push (streamed), look up a remote image, list and remove,
+and run a command to its end in an image (``model.prepare`` in the service's own environment).
 docker-py drives the classic builder, which is present on every engine; mlctl's own content tags
 make its cache-by-tag all that is needed.
 
@@ -15,7 +16,8 @@ import contextlib
 import io
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,7 +169,7 @@ class DockerImageBuilder:
         self,
         context: bytes,
         *,
-        tag: str,
+        tag: str | None,
         buildargs: dict[str, str],
         nocache: bool = False,
         platform: str | None = None,
@@ -193,7 +195,7 @@ class DockerImageBuilder:
         self,
         context: bytes,
         log: BuildLog,
-        tag: str,
+        tag: str | None,
         buildargs: dict[str, str],
         nocache: bool,
         platform: str | None,
@@ -230,7 +232,7 @@ class DockerImageBuilder:
                     )
                     lines = [line for line in log.lines if not line.startswith(("---> ", "Removing intermediate"))]
                     raise BuildError(
-                        f"{tag}: {log.step or 'the build'} {what}",
+                        f"{tag or 'an image'}: {log.step or 'the build'} {what}",
                         hint=("its last lines:\n    " + "\n    ".join(lines[-10:])) if lines else None,
                     )
                 if "aux" in event and "ID" in event["aux"]:
@@ -258,11 +260,71 @@ class DockerImageBuilder:
         except APIError as exc:
             raise BuildError(f"the engine refused the build: {exc.explanation or exc}") from None
         if image_id is None:
-            found = self.inspect(tag)
+            found = self.inspect(tag) if tag else None
             if found is None:
-                raise BuildError(f"the build of {tag} ended without an image")
+                raise BuildError(f"the build of {tag or 'an image'} ended without an image")
             image_id = found.id
         return image_id, log
+
+    # --- running a command in an image ----------------------------------------------------------------
+
+    def run(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        mounts: Mapping[str, str],
+        workdir: str,
+        env: Mapping[str, str],
+        user: str,
+        labels: Mapping[str, str],
+        on_line: Callable[[str], None] | None = None,
+    ) -> tuple[int, str]:
+        """Run ``argv`` to its end in a new container of ``image``, then remove the container.
+
+        Returns the exit status (127 when the program cannot be found, as a shell says) and the last
+        40 lines of output. Ctrl-C removes the container too.
+        """
+        from docker.errors import APIError
+
+        api = self.client.api
+        binds = {source: {"bind": target, "mode": "rw"} for source, target in mounts.items()}
+        host_config = api.create_host_config(binds=binds)
+        container = api.create_container(
+            image,
+            command=list(argv),
+            working_dir=workdir,
+            user=user,
+            environment=dict(env),
+            labels=dict(labels),
+            host_config=host_config,
+        )["Id"]
+        lines: deque[str] = deque(maxlen=40)
+        try:
+            try:
+                api.start(container)
+            except APIError as exc:
+                explanation = str(exc.explanation or exc)
+                if "executable file not found" in explanation or "no such file or directory" in explanation:
+                    return 127, explanation
+                raise BuildError(f"the engine could not start {argv[0]} in {image[:19]}: {explanation}") from None
+            pending = ""
+            for chunk in api.logs(container, stream=True, follow=True):
+                pending += chunk.decode(errors="replace")
+                *complete, pending = pending.split("\n")
+                for line in complete:
+                    lines.append(line)
+                    if on_line:
+                        on_line(line)
+            if pending:
+                lines.append(pending)
+                if on_line:
+                    on_line(pending)
+            status = int(api.wait(container).get("StatusCode", 1))
+        finally:
+            with contextlib.suppress(APIError):
+                api.remove_container(container, force=True)
+        return status, "\n".join(lines)
 
     # --- registries -----------------------------------------------------------------------------------
 
@@ -296,7 +358,7 @@ class DockerImageBuilder:
             raise BuildError(f"the import of {repository}:{tag} ended without an image")
         return found.id
 
-    def run(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
+    def probe(self, image: str, command: list[str], *, timeout: float = 300.0) -> tuple[int, str]:
         """Run ``command`` in a throwaway container of ``image``, without network; its status and output.
 
         The command's first word replaces the image's entrypoint. A command that cannot start (no

@@ -5,6 +5,10 @@ detect-secrets is used as a library, the way its README shows: ``SecretsCollecti
 ``pragma: allowlist secret`` passes, so do binary files and lock files). One detector is left out:
 ``IPPublicDetector`` reports public IPv4 addresses, which are no credential and which code
 legitimately holds (``0.0.0.0``, a version written ``1.2.3.4``).
+
+A caller may name values known to be public (``NotASecret``): one detector's finding of exactly that
+value in exactly that file is not reported (mlctl.yaml's ``model.sha256``, the digest of public
+weights, which the hex-entropy detector would otherwise flag). Nothing else about the scan changes.
 """
 
 from __future__ import annotations
@@ -34,13 +38,30 @@ class Detection:
     kind: str
 
 
+@dataclass(frozen=True)
+class NotASecret:
+    """A value known to be public: ``kind``'s finding of exactly ``value`` in ``path`` is not reported."""
+
+    #: The file, relative to the scanned root, with '/' between directories.
+    path: str
+    #: The detector's name, e.g. "Hex High Entropy String".
+    kind: str
+    #: The value itself, compared without regard to case.
+    value: str
+
+
 def detector_version() -> str:
     """detect-secrets' version and the detectors left out: what a scan's result depends on."""
     return f"detect-secrets {_module().__version__.VERSION} without {', '.join(LEFT_OUT)}"
 
 
-def scan(root: Path, paths: Sequence[str]) -> list[Detection]:
+def scan(root: Path, paths: Sequence[str], public: Sequence[NotASecret] = ()) -> list[Detection]:
     """Scan the files ``paths`` (relative to ``root``) with detect-secrets.
+
+    Args:
+        root: The directory the paths are relative to.
+        paths: The files to scan.
+        public: Findings that are not reported (one detector, one file, one exact value each).
 
     Returns:
         Every detection, by path, line and kind.
@@ -60,10 +81,12 @@ def scan(root: Path, paths: Sequence[str]) -> list[Detection]:
                 # collected it is not a file it may skip silently.
                 raise EnvironmentProblem(f"{path} could not be read for the secret scan (it went away)")
             found.scan_file(path)
+    known = {(p.path, p.kind, p.value.lower()) for p in public}
     detections = [
         Detection(Path(name).as_posix(), secret.line_number, secret.type)
         for name, secrets in found.data.items()
         for secret in secrets
+        if (Path(name).as_posix(), secret.type, (secret.secret_value or "").lower()) not in known
     ]
     return sorted(set(detections), key=lambda d: (d.path, d.line, d.kind))
 

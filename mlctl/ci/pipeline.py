@@ -19,8 +19,11 @@ from mlctl.resources import data_dir
 
 #: Provider -> the file it reads, relative to the service (the repository root).
 PROVIDERS = {"github": ".github/workflows/mlctl.yml", "gitlab": ".gitlab-ci.yml"}
-#: Where pipelines install mlctl and its serving runtime from (a CI variable overrides each).
+#: Where pipelines install mlctl from (the CI variable MLCTL_INSTALL overrides it). The serving runtime
+#: comes from mlctl itself (``mlctl runtime wheel``).
 SOURCE = "https://github.com/mlctl/mlctl"
+#: Where the test job's CPU build of torch comes from (the CI variable TORCH_INDEX_URL overrides it).
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 def ci_path(provider: str) -> str:
@@ -96,7 +99,7 @@ def render_ci(config: ServiceConfig, provider: str, *, branch: str = "main") -> 
         registry_host=config.image.registry.split("/")[0],
         mlctl_version=__version__,
         mlctl_install=f"mlctl @ git+{SOURCE}@v{__version__}",
-        serve_install=f"mlctl-serve @ git+{SOURCE}@v{__version__}#subdirectory=runtime",
+        torch_index=CPU_TORCH_INDEX,
         gitlab_build_tag="docker",
         actions=GITHUB_ACTIONS,
     )

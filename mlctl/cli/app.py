@@ -126,6 +126,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Check Python, git, Docker, the registry, the cluster, Helm and GPUs; exit 6 when a required one fails.",
     ),
     "ci": ("mlctl.cli.ci", "app", "Write the service's CI pipeline (GitHub Actions or GitLab CI)."),
+    "runtime": (
+        "mlctl.cli.runtime",
+        "app",
+        "The serving runtime services depend on (mlctl-serve): its wheel, for pip to install anywhere.",
+    ),
     "update": (
         "mlctl.cli.update",
         "update_cmd",

@@ -197,6 +197,8 @@ def render_deploy(console: Console, result: DeployResult) -> None:
             highlight=False,
         )
     console.print(f"image {result.image}", markup=False)
+    if result.weights:
+        console.print(f"weights {result.weights}", markup=False)
     if result.pods:
         pods_table(console, result.pods)
 

@@ -126,7 +126,10 @@ TorchIndexOption = Annotated[
 WheelhouseOption = Annotated[
     Path | None,
     typer.Option(
-        "--wheelhouse", metavar="DIR", help="Install Python packages from this directory of wheels (offline)."
+        "--wheelhouse",
+        metavar="DIR",
+        envvar="MLCTL_WHEELHOUSE",
+        help="Install Python packages from this directory of wheels (offline).",
     ),
 ]
 PlatformOption = Annotated[

@@ -29,11 +29,13 @@ def run_cmd(
 ) -> None:
     """Serve the service from source on this machine (CPU or GPU), with reload.
 
-    Makes the weights first when they are missing (model.prepare in mlctl.yaml),
-    prints the URL, and says when the model is ready. Ctrl-C stops it cleanly.
+    Makes the weights first when they are missing (model.prepare in mlctl.yaml; weights pinned
+    by URI are downloaded once into mlctl's cache), prints the URL, and says when the model is
+    ready. Ctrl-C stops it cleanly.
     """
     from mlctl.workflow.run import plan_run, serve
 
     state = state_of(ctx)
-    plan = plan_run(state.config(env), host=host, port=port, reload=reload, python=python)
-    serve(plan, reporter=state.output().reporter())
+    reporter = state.output().reporter()
+    plan = plan_run(state.config(env), host=host, port=port, reload=reload, python=python, reporter=reporter)
+    serve(plan, reporter=reporter)

@@ -239,7 +239,7 @@ def deploy_service(
         planned = helm.preview(where.release, values, upgrade=True) if deployed else None
         if planned is not None and _same_manifests(helm.manifest(where.release), planned):
             reporter.step(f"{where.release}: nothing changed since revision {deployed[-1].revision}")
-            return result(kube, where, "unchanged", deployed[-1].revision, ref, started, gate.warnings)
+            return result(kube, where, "unchanged", deployed[-1].revision, ref, started, gate.warnings, image.weights)
         if live is not None and planned is not None and _replaces_pods(helm.manifest(where.release), planned):
             _announce(where, strategy, live, allow_downtime, reporter)
         if dry_run:
@@ -256,11 +256,11 @@ def deploy_service(
             )
             current = deployed[-1].revision if deployed else None
             return dataclasses.replace(
-                result(kube, where, would, current, ref, started, gate.warnings), manifest=planned
+                result(kube, where, would, current, ref, started, gate.warnings, image.weights), manifest=planned
             )
         revision = _apply(helm, where, values, history, ref, reporter)
         if not wait:
-            return result(kube, where, "deployed", revision, ref, started, gate.warnings)
+            return result(kube, where, "deployed", revision, ref, started, gate.warnings, image.weights)
         reporter.step(f"waiting for {_replicas(values)} replica(s) to be ready (up to {timeout} s)")
         rollout = watch_rollout(
             kube,
@@ -274,7 +274,7 @@ def deploy_service(
         )
         if rollout.ok:
             record(helm, where.release, revision, HEALTHY, reporter)
-            return result(kube, where, "deployed", revision, ref, started, gate.warnings)
+            return result(kube, where, "deployed", revision, ref, started, gate.warnings, image.weights)
         raise _undo(kube, helm, where, revision, rollout, ref, timeout_s, reporter)
 
 
@@ -493,8 +493,9 @@ def result(
     ref: ImageRef,
     started: float,
     warnings: tuple[str, ...] = (),
+    weights: str | None = None,
 ) -> DeployResult:
-    """What a deploy (or a rollback) left: the release's revision, its image, and its pods now."""
+    """What a deploy (or a rollback) left: the release's revision, its image and weights, and its pods now."""
     deployment = cluster.deployment(where.namespace, where.release)
     pods = (
         tuple(pod_state(p) for p in current_pods(cluster, where.namespace, where.release, deployment))
@@ -512,4 +513,5 @@ def result(
         round(time.monotonic() - started, 2),
         warnings,
         pods,
+        weights=weights,
     )

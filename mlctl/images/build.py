@@ -8,6 +8,7 @@ for ``mlctl deploy`` to take.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import time
@@ -31,6 +32,7 @@ from mlctl.images.record import record_build
 from mlctl.images.root import check_root, python_unavailable
 from mlctl.images.tags import check_labels
 from mlctl.images.verify import verify_torch
+from mlctl.images.weights import prepare_in_image
 from mlctl.models import BuildResult, ImageRef, LayerResult, PushResult
 from mlctl.ports import BuildLog, ImageBuilder
 from mlctl.reporting import NullReporter, Reporter
@@ -55,6 +57,9 @@ def build_images(
     builder: ImageBuilder | None = None,
 ) -> BuildResult:
     """Build (and with ``push``, push) the service's image and the base layers under it.
+
+    The weights come as ``model.source`` says (``mlctl.images.weights``): missing ones of source
+    ``prepare`` are made with ``model.prepare`` in the service's image environment first.
 
     Args:
         loaded: The service's config (``load_service_config``), with its environment applied; the
@@ -81,7 +86,9 @@ def build_images(
             SecretsFound (an InputError): files look like secrets, one line each; nothing was built.
         ConflictError: a dirty push. EnvironmentProblem: no Docker engine.
         BuildError: a build failed; no torch wheel of the service's flavour; a torch layer that is
-            not what resolution found. ClusterError: a registry or the wheel index cannot be reached.
+            not what resolution found; model.prepare failed, or the weights are not what model.sha256
+            pins. ConfigError: model.prepare cannot start or writes nothing at model.path.
+        ClusterError: a registry, the wheel index or the host of model.uri cannot be reached.
     """
     reporter = reporter or NullReporter()
     labels = check_labels(labels or {})
@@ -100,28 +107,50 @@ def build_images(
     check_engine_host()
     with engine(builder) as builder:
         check_engine(builder)
-        ladder = plan_ladder(
-            loaded,
-            builder,
-            root=root,
-            wheelhouse=wheelhouse,
-            platform=platform,
-            tags=tags,
-            labels=labels,
-            allow_secrets=allow_secrets,
-            pull_root=True,
-            torch_index=torch_index,
-            reporter=reporter,
-        )
-        if push and ladder.dirty and not allow_dirty and loaded.environment != "dev":
-            raise ConflictError(
-                f"refusing to push {loaded.config.name}: the service has uncommitted changes (tag {ladder.tags[0]})",
-                hint="commit them, or pass --allow-dirty (or --env dev)",
+
+        def plan() -> Ladder:
+            return plan_ladder(
+                loaded,
+                builder,
+                root=root,
+                wheelhouse=wheelhouse,
+                platform=platform,
+                tags=tags,
+                labels=labels,
+                allow_secrets=allow_secrets,
+                pull_root=True,
+                torch_index=torch_index,
+                reporter=reporter,
             )
+
+        def check_dirty(ladder: Ladder) -> None:
+            if push and ladder.dirty and not allow_dirty and loaded.environment != "dev":
+                raise ConflictError(
+                    f"refusing to push {loaded.config.name}: the service has uncommitted changes "
+                    f"(tag {ladder.tags[0]})",
+                    hint="commit them, or pass --allow-dirty (or --env dev)",
+                )
+
+        ladder = plan()
+        check_dirty(ladder)
         forced = set(LAYERS) if no_cache else set(rebuild)
         if push:
             look_in_registry(ladder, builder, forced, reporter)
+        early: list[LayerResult] = []
+        if ladder.weights_pending:
+            # model.prepare runs in the service's own environment: the base layers first, then the
+            # weights, then the plan again (the weights name the image).
+            base = dataclasses.replace(ladder, layers=ladder.layers[:-1])
+            early = _build(base, builder, forced=forced, platform=platform, reporter=reporter)
+            prepare_in_image(ladder, builder, platform=platform, reporter=reporter)
+            forced -= {"python", "torch"}  # rebuilt just now
+            ladder = plan()
+            check_dirty(ladder)
+            if push:
+                look_in_registry(ladder, builder, forced, reporter)
         results = _build(ladder, builder, forced=forced, platform=platform, reporter=reporter)
+        made = {result.layer: result for result in early if result.status != "reused"}
+        results = [made.get(result.layer, result) for result in results]
         pushes = _push(ladder, builder, reporter) if push else []
         service = ladder.service
         digest = next((p.digest for p in pushes if p.image == service.image), None)
@@ -135,6 +164,7 @@ def build_images(
             pushes=tuple(pushes),
             labels=dict(found.labels) if found else {},
             built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            weights=ladder.weights,
         )
     if record:
         try:

@@ -147,6 +147,10 @@ SECRET_FILES = (
 )
 
 
+#: detect-secrets' name for a long hex string: what a sha256 digest is reported as.
+HEX_FINDING = "Hex High Entropy String"
+
+
 @dataclass(frozen=True)
 class ContextFile:
     """A file of the build context: its path in the context, content and mode."""
@@ -298,18 +302,22 @@ def check_secrets(
     allow: Sequence[str] = (),
     *,
     memo: Path | None = None,
+    weights_sha256: str | None = None,
     reporter: Reporter | None = None,
 ) -> None:
     """Refuse the code layer when a file of it looks like a secret.
 
     Every file is checked by path (``SECRET_FILES``) and then scanned with detect-secrets; files
-    ``allow`` names (``--allow-secrets PATH``) are let through.
+    ``allow`` names (``--allow-secrets PATH``) are let through. The weights' pin in mlctl.yaml
+    (``model.sha256``) is the digest of the weights, public by nature: detect-secrets' hex-entropy
+    finding of exactly that value in mlctl.yaml is not reported; any other hex string still is.
 
     Args:
         service_dir: The service directory ``files`` were collected from.
         files: What ``collect`` found.
         allow: Paths relative to the service directory (a file, or a directory for the files under it).
         memo: A JSON file remembering the files found clean by path and content (None: no memory).
+        weights_sha256: mlctl.yaml's ``model.sha256`` (64 hex digits), or None.
         reporter: Progress.
 
     Raises:
@@ -331,16 +339,22 @@ def check_secrets(
         else:
             to_scan.append(f)
 
+    from mlctl.config import CONFIG_FILE
+
+    public = []
+    if weights_sha256 is not None:
+        public.append(detector.NotASecret(CONFIG_FILE, HEX_FINDING, weights_sha256.removeprefix("sha256:")))
     version = detector.detector_version()
     known = _read_memo(memo, version)
-    keys = {f.path: _memo_key(f) for f in to_scan}
+    # A file found clean with a value let through is clean for that value only: the value joins the key.
+    keys = {f.path: _memo_key(f, *(p.value for p in public if p.path == f.path)) for f in to_scan}
     unscanned = [f for f in to_scan if keys[f.path] not in known]
     unknown = [f.path for f in unscanned]
     if unknown:
         kib = max(1, round(sum(len(f.content) for f in unscanned) / 1024))
         plural = "s" if len(unknown) > 1 else ""
         reporter.step(f"scanning {len(unknown)} file{plural} of the code for secrets ({kib} KiB)")
-    detections = detector.scan(service_dir, unknown)
+    detections = detector.scan(service_dir, unknown, public)
     by_path: dict[str, list[Any]] = {}
     for d in detections:
         by_path.setdefault(d.path, []).append(d)
@@ -403,10 +417,11 @@ def allowed_paths(service_dir: Path, allow: Sequence[str], paths: Sequence[str])
     return frozenset(allowed)
 
 
-def _memo_key(f: ContextFile) -> str:
-    return hashlib.sha256(
-        f.path.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(f.content).digest()
-    ).hexdigest()
+def _memo_key(f: ContextFile, *public: str) -> str:
+    key = f.path.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(f.content).digest()
+    for value in public:
+        key += b"\0" + value.encode()
+    return hashlib.sha256(key).hexdigest()
 
 
 #: How many clean files the memo remembers (the newest).

@@ -24,6 +24,7 @@ from mlctl.images.context import ServiceFiles
 from mlctl.images.index import TorchWheel, expected_wheel
 from mlctl.images.matrix import Resolved
 from mlctl.resources import data_dir
+from mlctl.weights import LABEL as WEIGHTS_LABEL
 
 LAYERS = ("python", "torch", "service")
 BASE_REPOSITORY = "mlctl/{layer}"
@@ -52,6 +53,9 @@ class Layer:
     reason: str = ""
     #: Where the layer lives in the registry (base layers, when pushing).
     remote: str | None = None
+    #: The service layer only: the context of its first steps (its dependencies over the torch layer),
+    #: for a wheelhouse URL: the environment ``model.prepare`` runs in.
+    make_deps_context: Callable[[str], bytes] | None = None
 
     @property
     def digest(self) -> str:
@@ -163,8 +167,12 @@ def service_layer(
     state: Any,
     tag: str,
     extra_labels: Mapping[str, str],
+    weights_digest: str | None = None,
 ) -> Layer:
-    """The service image over the torch layer: dependencies, weights, code; the container contract."""
+    """The service image over the torch layer: dependencies, weights, code; the container contract.
+
+    ``weights_digest`` (``sha256:...``) becomes the image's ``mlctl.weights`` label.
+    """
     from mlctl.adapters.docker import build_context
 
     config = loaded.config
@@ -218,14 +226,24 @@ def service_layer(
         entries += [(f"app/{f.path}", f.content, f.mode) for f in files.code]
         return build_context(entries)
 
+    def deps_context(url: str) -> bytes:
+        dockerfile = render_template(template, wheelhouse_url=url, deps_only=True, **stable)
+        return build_context(
+            [("Dockerfile", dockerfile.encode(), 0o644), ("requirements.txt", requirements.encode(), 0o644)]
+        )
+
+    labels = {LABEL_LAYER: "service", "mlctl.service": config.name}
+    if weights_digest:
+        labels[WEIGHTS_LABEL] = weights_digest
     return Layer(
         "service",
         config.image_repository,
         tag,
         inputs,
-        {LABEL_LAYER: "service", "mlctl.service": config.name},
+        labels,
         {"BASE": parent.image, "DEPS_DIGEST": house.digest[:16]},
         context,
+        make_deps_context=deps_context,
     )
 
 

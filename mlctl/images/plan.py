@@ -1,8 +1,9 @@
 """Planning a build: every rung's inputs, and whether it is present, in the registry, or to be built.
 
 A layer whose tag exists with the very same inputs (locally, or in the registry when pushing) is
-reused and never rebuilt; for one that must be built, the plan names the input that changed since
-the newest earlier image of that layer.
+reused and never rebuilt; for one that must be built, the plan names the inputs that changed since
+the closest earlier image of that layer: the one with the fewest inputs changed, the newest of those
+(retrained weights read "changed: weights" even when a build of other code came since).
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from pathlib import Path
 from mlctl.config import LoadedConfig
 from mlctl.errors import BuildError, ClusterError, InputError, NotFoundError
 from mlctl.images import index, wheels
-from mlctl.images.context import check_secrets, collect
+from mlctl.images.context import ServiceFiles, check_secrets
 from mlctl.images.index import TorchWheel
 from mlctl.images.ladder import DEFAULT_PLATFORM, LABEL_LAYER, Layer, base_layers, digest, service_layer
 from mlctl.images.matrix import resolve
 from mlctl.images.tags import check_labels, check_tag, source_tag
+from mlctl.images.weights import service_inputs
 from mlctl.models import PlanEntry
 from mlctl.ports import ImageBuilder, LocalImage
 from mlctl.reporting import NullReporter, Reporter
 from mlctl.resources import cache_dir, data_dir
+from mlctl.weights import LABEL as WEIGHTS_LABEL
 
 
 @dataclass
@@ -44,6 +47,11 @@ class Ladder:
     root: str
     #: The torch wheel resolution found: the torch layer must hold exactly this.
     torch: TorchWheel
+    #: The weights' digest (``sha256:...``); None when the image holds none, or they are not made yet.
+    weights: str | None = None
+    #: ``model.prepare`` has yet to make the weights: ``mlctl build`` makes them (``prepare_in_image``)
+    #: once the base layers exist, then plans again.
+    weights_pending: bool = False
 
     @property
     def service(self) -> Layer:
@@ -163,9 +171,21 @@ def plan_ladder(
     from mlctl.adapters.git import source_state
 
     config = loaded.config
-    files = collect(loaded.directory, config.model.path if config.model.source == "baked" else None)
-    if allow_secrets is not None:
-        check_secrets(loaded.directory, files, allow_secrets, memo=cache_dir() / "secret-scan.json", reporter=reporter)
+
+    def secrets(files: ServiceFiles) -> None:
+        if allow_secrets is not None:
+            memo = cache_dir() / "secret-scan.json"
+            check_secrets(
+                loaded.directory,
+                files,
+                allow_secrets,
+                memo=memo,
+                weights_sha256=config.model.sha256,
+                reporter=reporter,
+            )
+
+    inputs = service_inputs(loaded, reporter=reporter, check=secrets)
+    files = inputs.files
     runtime = config.runtime
     resolved = resolve(runtime.python, runtime.torch, runtime.accelerator, runtime.cuda)
     if platform not in wheels.PLATFORMS:
@@ -209,15 +229,28 @@ def plan_ladder(
     python, torch = base_layers(resolved, root_ref, root_identity, torch_house.digest, torch_wheel)
 
     state = source_state(loaded.directory)
-    tag = source_tag(state)
-    service = service_layer(loaded, resolved, files, service_house, torch, state, tag, labels)
-    for layer in (python, torch, service):
-        mark(layer, builder, state.commit if layer is service else None)
+    tag = source_tag(state, inputs.digest)
+    service = service_layer(loaded, resolved, files, service_house, torch, state, tag, labels, inputs.digest)
+    for layer in (python, torch):
+        mark(layer, builder)
+    if inputs.pending:
+        service.status, service.reason = "build", "its weights are made first (model.prepare)"
+    else:
+        mark(service, builder, state.commit)
     all_tags = (tag, *(t for t in tags if t != tag))
     for extra in all_tags[1:]:
         check_tag(extra)
-    layers = [python, torch, service]
-    return Ladder(loaded, layers, _merge(torch_house, service_house), all_tags, state.dirty, root_ref, torch_wheel)
+    return Ladder(
+        loaded,
+        [python, torch, service],
+        _merge(torch_house, service_house),
+        all_tags,
+        state.dirty,
+        root_ref,
+        torch_wheel,
+        inputs.digest,
+        inputs.pending,
+    )
 
 
 def check_index_url(url: str) -> None:
@@ -243,7 +276,7 @@ def mark(layer: Layer, builder: ImageBuilder, revision: str | None = None) -> No
         layer.status, layer.reason = "present", "found on this machine"
         return
     layer.status = "build"
-    previous = found if found is not None else _latest(builder, layer)
+    previous = found if found is not None else _closest(builder, layer)
     if previous is None:
         layer.reason = "no earlier image of this layer on this machine"
         return
@@ -261,7 +294,14 @@ def mark(layer: Layer, builder: ImageBuilder, revision: str | None = None) -> No
     except ValueError:
         before = {}
     changed = [name for name, value in layer.inputs.items() if before.get(name) != value]
+    old_weights, new_weights = previous.labels.get(WEIGHTS_LABEL), layer.labels.get(WEIGHTS_LABEL)
+    if "weights" in changed and old_weights and new_weights and old_weights != new_weights:
+        changed[changed.index("weights")] = f"weights ({_short(old_weights)} -> {_short(new_weights)})"
     layer.reason = "changed: " + ", ".join(changed) if changed else "inputs changed"
+
+
+def _short(digest: str) -> str:
+    return f"sha256:{digest.removeprefix('sha256:')[:12]}"
 
 
 def look_in_registry(
@@ -283,12 +323,29 @@ def look_in_registry(
             layer.status, layer.reason = "pulled", f"found as {layer.remote}"
 
 
-def _latest(builder: ImageBuilder, layer: Layer) -> LocalImage | None:
+def _closest(builder: ImageBuilder, layer: Layer) -> LocalImage | None:
+    """The earlier image of the layer with the fewest inputs other than ``layer``'s, the newest of those.
+
+    The newest alone would explain retrained weights by whatever other code was built since.
+    """
     label = f"{LABEL_LAYER}={layer.name}"
     candidates = list(builder.list_images(label))
     if layer.name == "service":
         candidates = [i for i in candidates if i.labels.get("mlctl.service") == layer.labels.get("mlctl.service")]
-    return max(candidates, key=lambda image: image.created, default=None)
+
+    def changed(image: LocalImage) -> int:
+        try:
+            before = json.loads(image.labels.get("mlctl.inputs", "{}"))
+        except ValueError:
+            before = {}
+        if not isinstance(before, dict):
+            before = {}
+        return sum(before.get(name) != value for name, value in layer.inputs.items())
+
+    if not candidates:
+        return None
+    fewest = min(changed(image) for image in candidates)
+    return max((image for image in candidates if changed(image) == fewest), key=lambda image: image.created)
 
 
 def _plan_status(status: str) -> str:

@@ -70,7 +70,7 @@ class RootProbe:
 
 def probe_root(builder: ImageBuilder, ref: str) -> RootProbe:
     """Run a shell in ``ref``: its OS, its Pythons, whether it has apt-get. No shell: ``shell`` False."""
-    code, output = builder.run(ref, ["/bin/sh", "-c", _PROBE], timeout=60)
+    code, output = builder.probe(ref, ["/bin/sh", "-c", _PROBE], timeout=60)
     values = [line.partition("=") for line in output.splitlines()]
     if code != 0 or ("done", "=", "yes") not in values:
         return RootProbe(False, "", (), False)

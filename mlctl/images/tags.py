@@ -19,17 +19,21 @@ _LABEL_KEY = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
-def source_tag(state: Any) -> str:
-    """The service image's tag for a source state (``mlctl.adapters.git.SourceState``).
+def source_tag(state: Any, weights: str | None = None) -> str:
+    """The service image's tag for a source state (``mlctl.adapters.git.SourceState``) and its weights.
 
-    The service image's tag for a source state (``mlctl.adapters.git.SourceState``):
-    ``<tree>-g<commit>``, plus ``-dirty-<hash>`` with uncommitted changes; ``untracked-<hash>`` outside git.
+    ``<tree>-g<commit>``, plus ``-dirty-<hash>`` with uncommitted changes (``untracked-<hash>`` outside
+    git), plus ``-w<12 digits of the weights' digest>`` when the image holds weights: weights made or
+    downloaded rather than committed are not in the tree, and other weights make another image.
     """
     if state.tree is None or state.commit is None:
-        return f"untracked-{state.content_hash[:12]}"
-    tag = f"{state.tree[:12]}-g{state.commit[:7]}"
-    if state.dirty:
-        tag += f"-dirty-{state.content_hash[:12]}"
+        tag = f"untracked-{state.content_hash[:12]}"
+    else:
+        tag = f"{state.tree[:12]}-g{state.commit[:7]}"
+        if state.dirty:
+            tag += f"-dirty-{state.content_hash[:12]}"
+    if weights:
+        tag += f"-w{weights.removeprefix('sha256:')[:12]}"
     return tag
 
 

@@ -37,7 +37,7 @@ def torch_in_image(builder: ImageBuilder, image: str) -> TorchFound:
     Raises:
         BuildError: torch does not import there.
     """
-    code, output = builder.run(image, ["python", "-W", "ignore", "-c", _CHECK], timeout=300)
+    code, output = builder.probe(image, ["python", "-W", "ignore", "-c", _CHECK], timeout=300)
     lines = [line for line in output.strip().splitlines() if line.strip()]
     try:
         data = json.loads(lines[-1]) if code == 0 and lines else None

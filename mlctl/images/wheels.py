@@ -35,6 +35,7 @@ from mlctl.errors import BuildError, InputError
 from mlctl.images import index, locks
 from mlctl.images.index import TorchWheel
 from mlctl.images.matrix import Resolved
+from mlctl.models import RuntimeWheel
 from mlctl.reporting import Reporter
 from mlctl.resources import data_dir
 
@@ -349,6 +350,35 @@ def runtime_wheel(cache: Path) -> Path:
             old.unlink(missing_ok=True)  # another mlctl may be clearing them too
     marker.write_text("")
     return target
+
+
+def write_runtime_wheel(directory: Path | None = None) -> RuntimeWheel:
+    """The wheel of mlctl-serve, the serving runtime this mlctl carries, for pip to install anywhere.
+
+    Services depend on ``mlctl-serve``, which no package index needs to host: ``pip install "$(mlctl
+    runtime wheel)" -e '.[test]'`` installs it with the service (the service's README, ``mlctl run``'s
+    hints and the CI pipelines all do that), and ``--dir DIR`` leaves it where ``pip --find-links DIR``
+    (or ``PIP_FIND_LINKS``) finds it. The same source always gives the same bytes.
+
+    Args:
+        directory: Where to write it (default: mlctl's cache, ``<cache>/runtime``).
+    """
+    from mlctl.resources import cache_dir
+
+    target = directory if directory is not None else cache_dir() / "runtime"
+    if target.exists() and not target.is_dir():
+        raise InputError(f"--dir {target}: not a directory")
+    try:
+        path = runtime_wheel(target)
+    except OSError as exc:
+        raise InputError(f"--dir {target}: cannot write the wheel there ({exc.strerror or exc})") from None
+    name, version = path.name.split("-")[:2]
+    return RuntimeWheel(
+        path=str(path.resolve()),
+        name=name.replace("_", "-"),
+        version=version,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
 
 
 def _runtime_version(source: Path) -> str:

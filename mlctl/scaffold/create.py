@@ -510,7 +510,7 @@ def _next_steps(target: Path) -> tuple[str, ...]:
         shown = target
     return (
         f"cd {shown}",
-        "python -m pip install -e '.[test]'",
+        "python -m pip install \"$(mlctl runtime wheel)\" -e '.[test]'",
         "python -m pytest",
         "mlctl run",
     )

@@ -26,6 +26,7 @@ from mlctl.contract import serving_environment
 from mlctl.errors import ConflictError, EnvironmentProblem, InputError, MlctlError
 from mlctl.models import RunPlan
 from mlctl.reporting import NullReporter, Reporter
+from mlctl.weights import fetch
 
 #: Modules the server process must be able to import (besides the service's own package).
 SERVER_MODULES = ("mlctl_serve", "uvicorn", "torch")
@@ -43,6 +44,7 @@ def plan_run(
     port: int | None = None,
     reload: bool = True,
     python: str | None = None,
+    reporter: Reporter | None = None,
 ) -> RunPlan:
     """Check that a service can be served from source here, and say how.
 
@@ -52,11 +54,13 @@ def plan_run(
         port: Port to listen on (default: ``serving.port``).
         reload: Restart the server when the code changes.
         python: Interpreter to run the server with (default: the service's ``.venv``, else this one).
+        reporter: Progress (the download of weights pinned by URI, the first time).
 
     Raises:
         NotAServiceError: not inside a service. ConfigError: invalid mlctl.yaml.
         ConflictError: the port is taken. EnvironmentProblem: the Python environment lacks the
-        server's packages, or the weights are missing and nothing makes them.
+        server's packages, or the weights are missing and nothing makes them. Weights pinned by URI
+        that cannot be downloaded: see ``mlctl.weights.fetch``.
     """
     config = loaded.config
     directory = loaded.directory
@@ -71,7 +75,8 @@ def plan_run(
     if missing:
         raise EnvironmentProblem(
             f"{interpreter} cannot import {', '.join(missing)}, which the server needs",
-            hint=f"install the service into that Python: cd {directory} && {interpreter} -m pip install -e '.[test]'",
+            hint=f"install the service and its runtime into that Python: cd {directory} && "
+            f"{interpreter} -m pip install \"$(mlctl runtime wheel)\" -e '.[test]'",
         )
 
     argv = [interpreter, "-m", "mlctl_serve", config.serving.app, "--host", host, "--port", str(port), "--access-log"]
@@ -82,16 +87,22 @@ def plan_run(
     # want serving.metrics_port (a pod has it to itself).
     env_vars.pop("SERVING_METRICS_PORT", None)
     prepare = None
-    if config.model.source == "baked":
-        weights = directory / config.model.path
+    model = config.model
+    if model.kind == "uri":
+        assert model.uri is not None  # the config's own checks
+        assert model.sha256 is not None
+        weights = fetch(model.uri, model.sha256, reporter=reporter or NullReporter())
+        env_vars["SERVING_MODEL_PATH"] = str(weights)
+    elif model.baked:
+        weights = directory / model.path
         env_vars["SERVING_MODEL_PATH"] = str(weights)
         if not weights.exists():
-            if not config.model.prepare:
+            if model.kind != "prepare":
                 raise EnvironmentProblem(
-                    f"weights file {config.model.path} is missing and mlctl.yaml has no model.prepare to make it",
+                    f"weights file {model.path} is missing and mlctl.yaml has no model.prepare to make it",
                     hint=f"put the weights at {weights}, or set model.prepare in mlctl.yaml",
                 )
-            prepare = config.model.prepare
+            prepare = model.prepare
     shown_host = f"[{host}]" if ":" in host else host
     return RunPlan(
         service=config.name,
@@ -147,20 +158,24 @@ def serve(plan: RunPlan, *, reporter: Reporter | None = None, ready_timeout_s: f
 
 
 def _prepare_weights(command: str, plan: RunPlan, env: dict[str, str], reporter: Reporter) -> None:
-    reporter.step(f"making the weights: {command}")
+    """Make the missing weights with ``model.prepare``, with the server's own interpreter."""
+    from mlctl import weights
+
+    reporter.step(f"making the weights with model.prepare, in {plan.argv[0]}: {command}")
     argv = shlex.split(command)
     if argv and argv[0] in ("python", "python3"):
         argv[0] = plan.argv[0]  # the same interpreter as the server
+    target = Path(env["SERVING_MODEL_PATH"])
+    existed = target.exists()
     try:
         done = subprocess.run(argv, cwd=plan.directory, env=env, capture_output=True, text=True, check=False)
     except OSError as exc:
-        raise EnvironmentProblem(f"model.prepare `{command}` could not start: {exc}") from None
+        raise weights.prepare_did_not_start(command, exc.strerror or str(exc)) from None
     if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise EnvironmentProblem(
-            f"model.prepare `{command}` failed with status {done.returncode}: " + " | ".join(tail),
-            hint="run that command in the service directory to see the whole error",
-        )
+        weights.undo_prepare(target, existed)
+        raise weights.prepare_failed(command, done.returncode, done.stdout + done.stderr)
+    if not target.exists():
+        raise weights.prepare_wrote_nothing(command, str(target.relative_to(plan.directory)))
 
 
 def _watch_ready(
