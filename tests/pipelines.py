@@ -361,7 +361,7 @@ def run_workflow(
     ``only``: run just these jobs, taking the results of their needs from ``needs_done`` (a job of an
     earlier run). Returns every job's run, skipped ones too.
     """
-    from mlctl.ci.core import GITHUB_ACTIONS
+    from mlctl.ci.pipeline import GITHUB_ACTIONS
 
     document = YAML(typ="safe").load(workflow.read_text())
     assert push_matches(document["on"], ref), f"a push of {ref} does not trigger {workflow.name}"
@@ -423,7 +423,7 @@ def _run_job(
         label = step.get("name") or step.get("uses") or step.get("run", "").splitlines()[0]
         run.log.append(f"--- {name} step {index + 1}: {label}")
         if "uses" in step:
-            assert step["uses"] in pinned, f"{step['uses']} is not an action mlctl pins (mlctl.ci.core)"
+            assert step["uses"] in pinned, f"{step['uses']} is not an action mlctl pins (mlctl.ci.pipeline)"
             ok = _action(step, workspace, origin, sha, env, artifacts, run)
         else:
             step_env = {**env, **{k: interpolate(v, step_contexts) for k, v in (step.get("env") or {}).items()}}

@@ -94,7 +94,7 @@ def test_github_pipeline(cli: Any, svc: Path) -> None:
     assert "mlctl --json build --push > build.json" in runs("build")
     assert jobs["build"]["outputs"]["image"] == "${{ steps.build.outputs.image }}"
     assert 'mlctl --json deploy --env staging --image "$IMAGE" --require-digest' in runs("deploy-staging")
-    assert "mlctl --json promote --from staging --to prod > promote-prod.json" in runs("promote-prod")
+    assert "mlctl --json promote --from staging --to prod --yes > promote-prod.json" in runs("promote-prod")
     artifacts = {
         name: [s["with"]["path"] for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
         for name, job in jobs.items()
