@@ -85,7 +85,8 @@ def overhead(service: Path, runs: int) -> tuple[float, float]:
 
     from mlctl.chart.render import chart_dir
     from mlctl.config import load_service_config
-    from mlctl.deploy.release import deploy_service, plan_values, render
+    from mlctl.deploy.plan import plan_values, render
+    from mlctl.deploy.release import deploy_service
     from mlctl.deploy.target import resolve_target
     from mlctl.models import ImageRef, ReleaseImage
 

@@ -37,7 +37,7 @@ __all__ = [
 _LAZY = {
     "build_images": "mlctl.images.build",
     "deploy_service": "mlctl.deploy.release",
-    "resolve_image": "mlctl.deploy.release",
+    "resolve_image": "mlctl.deploy.plan",
     "resolve_target": "mlctl.deploy.target",
     "new_service": "mlctl.scaffold.create",
     "list_templates": "mlctl.scaffold.templates",
@@ -50,7 +50,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from mlctl.config import load_service_config
-    from mlctl.deploy.release import deploy_service, resolve_image
+    from mlctl.deploy.plan import resolve_image
+    from mlctl.deploy.release import deploy_service
     from mlctl.deploy.target import resolve_target
     from mlctl.images.build import build_images
     from mlctl.images.wheels import write_runtime_wheel

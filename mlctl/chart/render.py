@@ -52,7 +52,7 @@ def chart_values(config: ServiceConfig, image: ImageRef) -> dict[str, Any]:
     """The chart's values for a service: everything the chart needs, from mlctl.yaml and the image.
 
     The driver pin (``resources.gpu.minDriverMajor``) stays 0 here: the GPU gate sets it, from the
-    image's label and what the nodes say (``mlctl.deploy.release.render``).
+    image's label and what the nodes say (``mlctl.deploy.plan.render``).
     """
     serving = config.serving
     resources = config.resources
@@ -123,3 +123,24 @@ def joined(manifests: dict[str, str]) -> str:
         f"# Source: {CHART}/templates/{name}\n{text.strip()}\n" for name, text in sorted(manifests.items(), key=order)
     ]
     return "---\n" + "---\n".join(parts)
+
+
+def same_manifests(live: str, new: str) -> bool:
+    """Whether two manifest streams hold the same objects (order and formatting aside)."""
+    return documents_by_name(live) == documents_by_name(new)
+
+
+def replaces_pods(live: str, new: str) -> bool:
+    """Whether applying ``new`` over ``live`` changes a Deployment's pod template (which rolls its pods)."""
+    before, after = documents_by_name(live), documents_by_name(new)
+    for name, document in after.items():
+        if document.get("kind") == "Deployment" and name in before:
+            old = before[name]
+            if (old.get("spec") or {}).get("template") != (document.get("spec") or {}).get("template"):
+                return True
+    return False
+
+
+def documents_by_name(text: str) -> dict[str, Any]:
+    """The documents of a manifest stream by ``Kind/name``."""
+    return {f"{d.get('kind')}/{d.get('metadata', {}).get('name')}": d for d in manifest_documents(text)}

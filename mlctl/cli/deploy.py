@@ -100,7 +100,8 @@ def deploy_cmd(
         return
     if port is not None:
         raise InputError("--port applies to --target local only (a cluster deploy's port is serving.port)")
-    from mlctl.deploy.release import deploy_service, resolve_image
+    from mlctl.deploy.plan import resolve_image
+    from mlctl.deploy.release import deploy_service
 
     release = where.resolve(state)
     chosen = resolve_image(release.loaded, image, require_digest=require_digest, reporter=out.reporter())
@@ -221,7 +222,7 @@ def render_cmd(
 ) -> None:
     """Print the Kubernetes manifests a deploy would apply (offline: no cluster needed)."""
     from mlctl.chart.render import joined
-    from mlctl.deploy.release import plan_values, render, resolve_image
+    from mlctl.deploy.plan import plan_values, render, resolve_image
 
     state = state_of(ctx)
     out = state.output(json_)
@@ -248,7 +249,7 @@ def diff_cmd(
     the live object, so changes made with kubectl show up as what the deploy would undo.
     """
     from mlctl.deploy.day2 import diff_release
-    from mlctl.deploy.release import resolve_image
+    from mlctl.deploy.plan import resolve_image
 
     state = state_of(ctx)
     out = state.output(json_)

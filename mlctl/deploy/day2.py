@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlctl.chart.render import joined
-from mlctl.deploy.release import deploy_service, documents_by_name, plan_release, plan_values, render, result
+from mlctl.chart.render import documents_by_name, joined
+from mlctl.deploy.plan import plan_release, plan_values, render
+from mlctl.deploy.release import deploy_service, result
 from mlctl.deploy.revisions import HELM_TIMEOUT_S, ever_rolled_out, health, last_good, roll_back
 from mlctl.deploy.target import Target, check_collisions, check_protected, connected
 from mlctl.deploy.watch import INSTANCE, pod_state, wanted_replicas

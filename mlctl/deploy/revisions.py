@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from mlctl.deploy.explain import Finding
 from mlctl.deploy.target import Target
 from mlctl.deploy.watch import Rollout, watch_rollout
-from mlctl.errors import MlctlError
+from mlctl.errors import DeployError, MlctlError, RollbackError
+from mlctl.models import ImageRef
 from mlctl.ports import FAILED, HEALTHY, UNVERIFIED, Cluster, Releases, Revision
 from mlctl.reporting import Reporter
 
@@ -116,3 +117,71 @@ def roll_back(
         why = f"Rollback to {to} failed: {reason(rollout)}"
         record(helm, release, new, FAILED, reporter, description=why)
     return new, rollout
+
+
+def undo_failed_rollout(
+    kube: Cluster,
+    helm: Releases,
+    where: Target,
+    revision: int,
+    rollout: Rollout,
+    ref: ImageRef,
+    timeout_s: float | None,
+    reporter: Reporter,
+) -> DeployError:
+    """After a failed rollout: mark it failed, roll back to the last good revision and follow that; the error."""
+    release = where.release
+    head = _head(where, rollout)
+    record(
+        helm, release, revision, FAILED, reporter, description=f"mlctl deploy {ref.reference} failed: {reason(rollout)}"
+    )
+    history = helm.history(release)
+    findings = list(rollout.findings)
+    hint = None if findings else "see `mlctl status` and `mlctl logs`"
+    if not ever_rolled_out(history):
+        reporter.step(f"removing the failed first install of {release}")
+        helm.uninstall(release, timeout=HELM_TIMEOUT_S)
+        return DeployError(f"{head}; the failed install was removed", hint=hint, findings=findings)
+    good, known = last_good(history, revision)
+    if good is None:
+        return DeployError(
+            f"{head}; no earlier revision rolled out healthy, so nothing was rolled back: {release} is at revision "
+            f"{revision}, marked failed",
+            hint="fix the cause and deploy again (`mlctl history` lists the revisions)",
+            findings=findings,
+        )
+    if not known:
+        reporter.warn(
+            f"revision {good.revision} is the newest that Helm recorded as deployed, but mlctl never saw it ready"
+        )
+    new, back = roll_back(kube, helm, where, good.revision, wait=True, timeout_s=timeout_s, reporter=reporter)
+    assert back is not None
+    if not back.ok:
+        return RollbackError(
+            f"{head}; the rollback to revision {good.revision} failed too: {_counts(back)}. {release} is left at "
+            f"revision {new}, marked failed, and no revision of it runs",
+            hint="fix what the findings say and deploy again; `mlctl history` lists the revisions, `mlctl rollback "
+            "REVISION --force` returns to any of them",
+            findings=[*back.findings, *findings],
+        )
+    return DeployError(
+        f"{head}; rolled back to revision {good.revision} (now revision {new}, {back.ready}/{back.desired} ready)",
+        hint=hint,
+        findings=findings,
+    )
+
+
+def _head(where: Target, rollout: Rollout) -> str:
+    if rollout.unschedulable_s:
+        return (
+            f"{where.release}: {rollout.ready}/{rollout.desired} replicas ready; a pod waited "
+            f"{rollout.unschedulable_s:.0f} s for a node (deploy.unschedulable_budget_s is "
+            f"{where.loaded.config.deploy.unschedulable_budget_s})"
+        )
+    if rollout.timed_out:
+        return f"{where.release}: {rollout.ready}/{rollout.desired} replicas ready after {rollout.seconds:.0f} s"
+    return f"{where.release}: the rollout failed after {rollout.seconds:.0f} s"
+
+
+def _counts(rollout: Rollout) -> str:
+    return f"{rollout.ready}/{rollout.desired} ready after {rollout.seconds:.0f} s"
