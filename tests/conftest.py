@@ -9,9 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -215,46 +212,47 @@ def wheelhouse() -> Path:
 
 @contextlib.contextmanager
 def running_registry(data: Path, *, auth: str = "") -> Iterator[str]:
-    """Debian's docker-registry serving ``data`` on a free loopback port; ``auth`` is its config's auth
-    section (YAML, indented under ``auth:``). Yields ``127.0.0.1:PORT``."""
+    """Debian's docker-registry serving ``data`` on a free loopback port, stopped at the end; ``auth`` is its
+    config's auth section (YAML, indented under ``auth:``). Yields ``127.0.0.1:PORT``."""
+    import registries
+
     if shutil.which("docker-registry") is None:
         pytest.fail("docker-registry is not installed (scripts/start-services installs it)")
     port = free_port()
-    (data / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}/blobs\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n" + (f"auth:\n{auth}" if auth else "")
-    )
+    path = registries.config(data, port, auth=auth)
     process = subprocess.Popen(
-        ["docker-registry", "serve", str(data / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        ["docker-registry", "serve", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1):
-                    break
-            except urllib.error.HTTPError:
-                break  # it answers (401: it wants a login)
-            except (OSError, urllib.error.URLError):
-                assert time.monotonic() < deadline, "docker-registry did not start"
-                time.sleep(0.1)
+        registries.wait_for(f"127.0.0.1:{port}", process)
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(10)
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """docker-registry on loopback for pushes (the engine treats 127.0.0.0/8 as insecure).
+@contextlib.contextmanager
+def pushable_registry(kind: str, data: Path, *, auth: str = "") -> Iterator[str]:
+    """The kept ``kind`` registry of tests/registries.py when scripts/start-services started it, else one of
+    this session's in ``data``. The local tags of this run's namespace there are removed at the end."""
+    import registries
 
-    Tests push under ``ADDRESS/REGISTRY_NAMESPACE``; the local tags of that namespace are removed at
-    the end (the registry's own storage is a temporary directory)."""
-    with running_registry(tmp_path_factory.mktemp("registry")) as address:
+    kept = registries.running(kind)
+    with contextlib.nullcontext(kept) if kept else running_registry(data, auth=auth) as address:
         try:
             yield address
         finally:
             untag_namespace(address)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """docker-registry on loopback for pushes (the engine treats 127.0.0.0/8 as insecure).
+
+    Tests push under ``ADDRESS/REGISTRY_NAMESPACE``. It is the kept open registry (tests/registries.py)
+    when one runs, so that base layers pushed by earlier runs are mounted rather than uploaded again."""
+    with pushable_registry("open", tmp_path_factory.mktemp("registry")) as address:
+        yield address
 
 
 # --- the guard: a run leaves what it did not make in place ------------------------------------------------

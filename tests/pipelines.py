@@ -32,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,13 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import registries
 from building import mlctl
-from conftest import REGISTRY_NAMESPACE, running_registry, untag_namespace
+from conftest import REGISTRY_NAMESPACE, pushable_registry
 from kube.emulator import FakeCluster
+from registries import PASSWORD, USER
 from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parent.parent
-USER, PASSWORD = "ci", "pipeline-s3cret"
 
 # --- the package index -------------------------------------------------------------------------------------
 
@@ -383,7 +383,8 @@ def run_workflow(
         if not _truthy(evaluate(str(job.get("if", "success()")), contexts, status)):
             runs[name] = JobRun("skipped")
             continue
-        runs[name] = _run_job(name, job, origin, sha, work / name, {**env, **workflow_env}, contexts, pinned)
+        job_env = {**env, **workflow_env}
+        runs[name] = _run_job(name, job, origin, sha, work / name, job_env, contexts, pinned, work.parent / "toolcache")
     return runs
 
 
@@ -396,6 +397,7 @@ def _run_job(
     base_env: Mapping[str, str],
     contexts: dict[str, Any],
     pinned: set[str],
+    toolcache: Path,
 ) -> JobRun:
     home.mkdir(parents=True)
     workspace, artifacts, output = home / "workspace", home / "artifacts", home / "github_output"
@@ -424,7 +426,7 @@ def _run_job(
         run.log.append(f"--- {name} step {index + 1}: {label}")
         if "uses" in step:
             assert step["uses"] in pinned, f"{step['uses']} is not an action mlctl pins (mlctl.ci.pipeline)"
-            ok = _action(step, workspace, origin, sha, env, artifacts, run)
+            ok = _action(step, workspace, origin, sha, env, artifacts, run, toolcache)
         else:
             step_env = {**env, **{k: interpolate(v, step_contexts) for k, v in (step.get("env") or {}).items()}}
             output.write_text("")
@@ -450,7 +452,14 @@ def _run_job(
 
 
 def _action(
-    step: Mapping[str, Any], workspace: Path, origin: Path, sha: str, env: dict[str, str], artifacts: Path, run: JobRun
+    step: Mapping[str, Any],
+    workspace: Path,
+    origin: Path,
+    sha: str,
+    env: dict[str, str],
+    artifacts: Path,
+    run: JobRun,
+    toolcache: Path,
 ) -> bool:
     action = step["uses"].split("@")[0]
     given = step.get("with") or {}
@@ -465,7 +474,7 @@ def _action(
         found = subprocess.run([base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True)
         assert found.stdout.decode().strip() == version, f"setup-python wants {version}; this machine has {found}"
         python = workspace.parent / "python"
-        subprocess.run([base, "-m", "venv", str(python)], check=True, capture_output=True)
+        fresh_python(base, toolcache / version, python)
         env["PATH"] = f"{python / 'bin'}{os.pathsep}{env['PATH']}"
         env["pythonLocation"] = str(python)
         return True
@@ -478,6 +487,26 @@ def _action(
             run.log.append(f"warning: no files were found at {given['path']}")
         return True
     raise AssertionError(f"the workflow uses {action}, which this runner does not do")
+
+
+def fresh_python(base: str, cached: Path, target: Path) -> None:
+    """A clean virtual environment of ``base`` at ``target``, with pip and nothing else installed.
+
+    GitHub's runner takes the Python of setup-python from its tool cache instead of building one per
+    job; here the cache is one clean virtual environment (made once per runner: ``venv`` with pip
+    takes seconds), copied for each job with its paths rewritten to the copy (its scripts' shebangs,
+    the activate scripts), so every job still installs into a Python of its own."""
+    if not cached.is_dir():
+        subprocess.run([base, "-m", "venv", str(cached)], check=True, capture_output=True)
+    shutil.copytree(cached, target, symlinks=True)
+    old, new = str(cached).encode(), str(target).encode()
+    for path in (target / "bin").iterdir():
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            if old in data:
+                path.write_bytes(data.replace(old, new))
+    for config in target.rglob("pyvenv.cfg"):
+        config.write_bytes(config.read_bytes().replace(old, new))
 
 
 def _outputs(text: str) -> dict[str, str]:
@@ -536,18 +565,11 @@ def index(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterato
 
 @pytest.fixture(scope="module")
 def registry_with_login(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """docker-registry with htpasswd auth: the build jobs must log in with the pipeline's secrets to push."""
-    with warnings.catch_warnings():  # crypt (until Python 3.13): bcrypt through libxcrypt, as htpasswd wants
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt
-
+    """docker-registry with htpasswd auth: the build jobs must log in with the pipeline's secrets to push.
+    The kept login registry (tests/registries.py) when one runs, else one of this module's."""
     data = tmp_path_factory.mktemp("registry")
-    (data / "htpasswd").write_text(f"{USER}:{crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
-    with running_registry(data, auth=f"  htpasswd:\n    realm: ci\n    path: {data}/htpasswd\n") as address:
-        try:
-            yield address
-        finally:
-            untag_namespace(address)
+    with pushable_registry("login", data, auth=registries.login_auth(data)) as address:
+        yield address
 
 
 def new_service(base: Path, name: str, registry: str, ci: str) -> Path:
