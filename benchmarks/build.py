@@ -76,18 +76,14 @@ def _bytes(text: str) -> int:
     return int(text)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3, help="repetitions of each timed build")
-    parser.add_argument("--cold-ladder", action="store_true", help="also time the python and torch layers cold")
-    args = parser.parse_args()
-
+def root_and_wheelhouse() -> Path:
+    """The test root image (made when missing) and the wheelhouse the test suite builds from (cached)."""
     subprocess.run([str(ROOT / "scripts" / "make-test-root"), ROOT_IMAGE], check=True)
     sys.path.insert(0, str(ROOT))
     from mlctl.images import wheels
     from mlctl.reporting import NullReporter
 
-    house = wheels.download(
+    return wheels.download(
         ["torch==2.13.0", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20"],
         python="3.11",
         platform="linux/amd64",
@@ -95,27 +91,52 @@ def main() -> None:
         index_url=None,
         reporter=NullReporter(),
     )
+
+
+def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A docker-registry of the benchmark's own, storing under ``work/registry``; the process and its address."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (work / "registry.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {work}/registry\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(work / "registry.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(0.5)
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=5).close()
+    return registry, f"127.0.0.1:{port}"
+
+
+def clean_up(registry: subprocess.Popen[bytes] | None, service: str, work: Path) -> None:
+    """Stop the benchmark's registry, remove the images of its service (by their label) and its directory."""
+    if registry is not None:
+        registry.terminate()
+    images = subprocess.run(
+        ["docker", "images", "-q", "--filter", f"label=mlctl.service={service}"], capture_output=True, text=True
+    ).stdout.split()
+    for image in set(images):
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each timed build")
+    parser.add_argument("--cold-ladder", action="store_true", help="also time the python and torch layers cold")
+    args = parser.parse_args()
+
+    house = root_and_wheelhouse()
     work = Path(tempfile.mkdtemp(prefix="mlctl-bench-build-"))
     registry = None
     try:
         run([MLCTL, "new", "bench-build", "--set", "accelerator=cpu", "--yes"], work)
         service = work / "bench-build"
         run([sys.executable, "-m", "bench_build.weights", "weights/model.pt"], service)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        (work / "registry.yml").write_text(
-            f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {work}/registry\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n"
-        )
-        registry = subprocess.Popen(
-            ["docker-registry", "serve", str(work / "registry.yml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(0.5)
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=5).close()
-        push_env = {"MLCTL_CONFIG__IMAGE__REGISTRY": f"127.0.0.1:{port}/bench"}
+        registry, address = start_registry(work)
+        push_env = {"MLCTL_CONFIG__IMAGE__REGISTRY": f"{address}/bench"}
 
         if args.cold_ladder:
             seconds, data = build(service, house, "--no-cache")
@@ -211,14 +232,7 @@ def main() -> None:
         )
         print(f"  service layers / torch layer = {service_own / torch_layer:.3f}x")
     finally:
-        if registry is not None:
-            registry.terminate()
-        images = subprocess.run(
-            ["docker", "images", "-q", "--filter", "label=mlctl.service=bench-build"], capture_output=True, text=True
-        ).stdout.split()
-        for image in set(images):
-            subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(registry, "bench-build", work)
 
 
 if __name__ == "__main__":

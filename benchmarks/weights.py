@@ -18,19 +18,14 @@ import argparse
 import functools
 import hashlib
 import http.server
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build import MLCTL, ROOT, ROOT_IMAGE, build, du, image_layers, run
+from build import MLCTL, build, clean_up, du, image_layers, root_and_wheelhouse, run, start_registry
 
 
 class Counting(http.server.SimpleHTTPRequestHandler):
@@ -52,19 +47,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=64, help="size of the weights file")
     args = parser.parse_args()
 
-    subprocess.run([str(ROOT / "scripts" / "make-test-root"), ROOT_IMAGE], check=True)
-    sys.path.insert(0, str(ROOT))
-    from mlctl.images import wheels
-    from mlctl.reporting import NullReporter
-
-    house = wheels.download(
-        ["torch==2.13.0", "uvicorn[standard]>=0.30", "orjson>=3.10", "prometheus-client>=0.20"],
-        python="3.11",
-        platform="linux/amd64",
-        cache=ROOT / ".cache" / "test-wheels",
-        index_url=None,
-        reporter=NullReporter(),
-    )
+    house = root_and_wheelhouse()
     work = Path(tempfile.mkdtemp(prefix="mlctl-bench-weights-"))
     # Its own cache: the first build downloads, the later ones must not.
     cache_env = {"MLCTL_CACHE_DIR": str(work / "cache")}
@@ -95,21 +78,8 @@ def main() -> None:
         config.write_text(text.replace("  path: weights/model.pt", pinned) + "\n")
         run(["git", "commit", "-q", "-am", "weights pinned by URI"], service)
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        (work / "registry.yml").write_text(
-            f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {work}/registry\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n"
-        )
-        registry = subprocess.Popen(
-            ["docker-registry", "serve", str(work / "registry.yml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(0.5)
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=5).close()
-        push_env = {**cache_env, "MLCTL_CONFIG__IMAGE__REGISTRY": f"127.0.0.1:{port}/bench"}
+        registry, address = start_registry(work)
+        push_env = {**cache_env, "MLCTL_CONFIG__IMAGE__REGISTRY": f"{address}/bench"}
 
         first_s, first = build(service, house, env=cache_env)
         first_gets = Counting.gets
@@ -163,14 +133,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.shutdown()
-        if registry is not None:
-            registry.terminate()
-        images = subprocess.run(
-            ["docker", "images", "-q", "--filter", "label=mlctl.service=bench-weights"], capture_output=True, text=True
-        ).stdout.split()
-        for image in set(images):
-            subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(registry, "bench-weights", work)
 
 
 if __name__ == "__main__":
