@@ -164,8 +164,42 @@ def docker_available() -> bool:
         return False
 
 
+def longest_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``items`` reordered so that pytest-xdist's work stealing starts the ``long`` tests first.
+
+    Work stealing hands each of the ``workers`` a contiguous slice of the list (the first gets
+    ``len // workers`` items, the next a share of what is left, and so on) and runs each slice in order;
+    an idle worker takes half of the busiest one's queue from its end. Each ``long`` test (``long(S)``:
+    about S seconds on this 2-core machine) goes to the head of the slice with the least expected work
+    so far, the largest first (longest-processing-time scheduling); the other tests keep their
+    (pytest-randomly) order and fill the slices. Every worker computes the same order, as xdist requires."""
+    long = [item for item in items if item.get_closest_marker("long")]
+    if not long or workers < 2:
+        return items
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    expected = {item.nodeid: float(item.get_closest_marker("long").args[0]) for item in long}  # type: ignore[union-attr]
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    load = [0.0] * workers
+    for item in sorted(long, key=lambda i: (-expected[i.nodeid], i.nodeid)):
+        slot = load.index(min(load))
+        heads[slot].append(item)
+        load[slot] += expected[item.nodeid]
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for slot in range(workers):
+        size = left // (workers - slot)  # what work stealing will send this worker
+        fill = max(0, size - len(heads[slot]))
+        ordered += heads[slot] + rest[:fill]
+        del rest[:fill]
+        left -= len(heads[slot]) + fill
+    return ordered + rest
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``docker`` tests skip on a workstation without an engine; with CI=true they always run (and fail)."""
+    """``docker`` tests skip on a workstation without an engine; with CI=true they always run (and fail);
+    under pytest-xdist, the tests marked ``long`` start first, each on a worker of its own where it can."""
+    if hasattr(config, "workerinput"):
+        items[:] = longest_first(items, int(config.workerinput["workercount"]))
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         return
     if not any(item.get_closest_marker("docker") for item in items) or docker_available():

@@ -31,6 +31,7 @@ def environment() -> dict[str, str]:
 
 
 @pytest.mark.docker
+@pytest.mark.long(90)
 def test_the_demo_runs_every_step_of_the_road(tmp_path: Path, root_image: str, wheelhouse: Path) -> None:
     name = run_name("demo")
     report = tmp_path / "report.json"

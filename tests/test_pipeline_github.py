@@ -36,7 +36,7 @@ from pipelines import (  # noqa: F401 (fixtures)
     run_workflow,
 )
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.long(150)]
 
 
 def test_the_github_workflow_runs_every_job(

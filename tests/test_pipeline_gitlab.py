@@ -39,7 +39,7 @@ from pipelines import (  # noqa: F401 (fixtures)
 )
 from ruamel.yaml import YAML
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.long(200)]
 
 
 def test_the_gitlab_pipeline_runs_every_job(

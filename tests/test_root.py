@@ -58,6 +58,7 @@ def no_python(root_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.long(90)
 def test_images_root_makes_a_debian_root_with_mmdebstrap(isolated: Path) -> None:
     """About a minute and a half: mmdebstrap from deb.debian.org, then `docker import`."""
     tag = f"{OURS}/root:bookworm"

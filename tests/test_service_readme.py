@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, run_name
 from pipelines import clone, index, job_environment, new_service  # noqa: F401 (fixtures)
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.long(110)]
 
 
 def test_a_fresh_venv_installs_the_service_as_its_readme_says(

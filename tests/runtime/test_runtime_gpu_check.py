@@ -13,6 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "serving" / "gpu_c
 
 
 @pytest.mark.slow
+@pytest.mark.long(85)
 def test_the_gpu_check_runs_on_the_cpu_and_prints_its_table() -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--device", "cpu"], capture_output=True, text=True, timeout=480

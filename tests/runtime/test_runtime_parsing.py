@@ -53,6 +53,7 @@ def post(port: int, body: bytes) -> tuple[int, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.long(50)
 def test_health_stays_fast_while_eight_16_mb_bodies_are_parsed() -> None:
     bodies = [big_body(seed) for seed in range(8)]
     assert all(15_000_000 < len(b) < 16 * 1024 * 1024 for b in bodies)
