@@ -475,12 +475,27 @@ def _model_problems(model: ModelConfig) -> Iterator[tuple[tuple[str | int, ...],
             yield ("model", "sha256"), "only for weights in the image (source 'external' loads model.uri at start)"
     if model.prepare and kind != "prepare":
         yield ("model", "prepare"), f"only used with source 'prepare' or 'baked', not {source!r}"
+    elif model.prepare is not None:
+        yield from _prepare_problems(model.prepare)
     if model.uri and kind in ("prepare", "file"):
         yield ("model", "uri"), f"only used with source 'uri' or 'external', not {source!r}"
     if kind != "external":
         path = Path(model.path)
         if not model.path or path.is_absolute() or ".." in path.parts:
             yield ("model", "path"), f"{model.path!r} must be a relative path inside the service"
+
+
+def _prepare_problems(command: str) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """``model.prepare`` is run without a shell, split as a POSIX shell splits words: it must split into a command."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:  # an unclosed quote, a trailing backslash
+        yield ("model", "prepare"), f"{command!r} cannot be split into words ({str(exc).lower()})"
+        return
+    if not words:
+        yield ("model", "prepare"), "holds no command (the command that makes the weights, e.g. python -m svc.train)"
 
 
 def _weights_uri_problems(uri: str) -> Iterator[tuple[tuple[str | int, ...], str]]:

@@ -303,3 +303,20 @@ def test_day_two_commands_a_local_run_has_no_use_for_say_so(clean: Path) -> None
         4,
         "error: POD applies to cluster releases only; the local target runs one container\n",
     )
+
+
+def test_down_leaves_a_builds_model_prepare_running(clean: Path, root_image: str) -> None:
+    # A build's model.prepare runs in a container labelled with the service (org.mlctl.role=prepare):
+    # `mlctl down` in another terminal stops the local target's containers, not the build's.
+    prepare = f"mlctl-prepare-{NAME}"
+    docker(
+        "run", "-d", "--name", prepare, "--label", f"org.mlctl.service={NAME}", "--label", "org.mlctl.role=prepare",
+        "--label", RUN_LABEL, root_image, "sleep", "300",
+    )  # fmt: skip
+    try:
+        result = mlctl(clean, "down")
+        assert result.exit_code == 0, result.stderr
+        assert prepare not in result.stdout + result.stderr
+        assert docker("inspect", "-f", "{{.State.Running}}", prepare).strip() == "true"
+    finally:
+        subprocess.run(["docker", "rm", "-f", prepare], capture_output=True)

@@ -240,3 +240,21 @@ def test_a_root_whose_packages_lack_the_python_is_refused(
     )
     assert lines[-2].startswith("hint: use a root that has Python 3.12 (python:3.12-slim-bookworm")
     assert lines[-1].startswith("full output: ")
+
+
+def test_a_check_that_outlasts_its_timeout_is_a_build_error(root_image: str) -> None:
+    # The engine's wait ends with the client's read timeout; the check fails as a build error naming the
+    # command and the time, and its container is gone (before, the timeout reached the CLI as a bug).
+    from mlctl.adapters.docker import DockerImageBuilder
+    from mlctl.errors import BuildError
+
+    builder = DockerImageBuilder.connect(timeout=60)
+    try:
+        with pytest.raises(BuildError, match=r"^sleep 37 in mlctl-test/debian:bookw did not finish within 1 s"):
+            builder.probe(root_image, ["sleep", "37"], timeout=1)
+    finally:
+        builder.close()
+    commands = subprocess.run(
+        ["docker", "ps", "-a", "--no-trunc", "--format", "{{.Command}}"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "sleep 37" not in commands  # its container was removed

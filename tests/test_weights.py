@@ -216,6 +216,16 @@ def model_section(service: Path, section: str) -> None:
             "  source: external\n",
             ["model.uri: required when model.source is 'external' (what the server loads at start)"],
         ),
+        # model.prepare runs without a shell, split into words as a shell would: an unclosed quote cannot
+        # be split, and blanks hold no command (both reached shlex or docker unchecked once).
+        (
+            "  source: prepare\n  prepare: python -m svc.train --name 'x\n",
+            ['model.prepare: "python -m svc.train --name \'x" cannot be split into words (no closing quotation)'],
+        ),
+        (
+            "  source: baked\n  prepare: '   '\n",
+            ["model.prepare: holds no command (the command that makes the weights, e.g. python -m svc.train)"],
+        ),
         (
             "  source: file\n  prepare: python -m x\n  path: ../outside.pt\n",
             [

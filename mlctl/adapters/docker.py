@@ -365,6 +365,8 @@ class DockerImageBuilder:
         such file in the image) gives status 127 and the engine's reason.
         """
         from docker.errors import APIError
+        from requests.exceptions import ConnectionError as EngineGone
+        from requests.exceptions import ReadTimeout
 
         api = self.client.api
         container = api.create_container(
@@ -379,7 +381,13 @@ class DockerImageBuilder:
                 api.start(container)
             except APIError as exc:
                 return 127, str(exc.explanation or exc)
-            status = int(api.wait(container, timeout=timeout).get("StatusCode", 1))
+            try:
+                status = int(api.wait(container, timeout=timeout).get("StatusCode", 1))
+            except (ReadTimeout, EngineGone):  # the engine's answer did not come within the timeout
+                raise BuildError(
+                    f"{' '.join(command)} in {image[:19]} did not finish within {timeout:.0f} s; the container was "
+                    "removed"
+                ) from None
             output = api.logs(container, stdout=True, stderr=True)
             return status, bytes(output).decode("utf-8", errors="replace")
         finally:

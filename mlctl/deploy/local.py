@@ -15,6 +15,8 @@ become ready is removed, and the old one goes on serving.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import socket
 import time
 import urllib.error
@@ -37,7 +39,10 @@ if TYPE_CHECKING:
 LABEL_SERVICE = "org.mlctl.service"
 LABEL_ENV = "org.mlctl.env"
 #: "front" (the proxy holding the port) or "server"; containers of an older mlctl have none (a server).
+#: Other roles carry the service's label too but are not the local target's: "prepare" is a build's
+#: model.prepare, which `down` or a local deploy must not stop.
 LABEL_ROLE = "org.mlctl.role"
+LOCAL_ROLES = ("server", "front", None)
 #: Seconds between pointing the front at the new server and stopping the old one: the requests the front
 #: sent off just before are well on their way (the local twin of a pod's preStop delay).
 DRAIN_S = 1.0
@@ -179,39 +184,50 @@ def deploy_local(
             network=front,
         )
         url = f"http://127.0.0.1:{host_port}"
-        if wait:
-            budget = int(timeout_s or config.probes.startup_budget_s)
-            own = f"http://{state.ports[serving]}"
-            reporter.step(f"waiting for {name} to be ready (up to {budget} s)")
-            finding = _watch(containers, name, own, budget, memory_limit, reporter)
-            if finding is not None:
-                containers.stop(name, timeout=grace)
-                if proxy is None:
-                    containers.remove_network(front)  # a first start leaves nothing behind
-                kept = f"; {old[0].name} goes on serving" if old else ""
-                raise DeployError(f"{name} did not become ready; it was stopped and removed{kept}", findings=[finding])
-        address = f"{containers.address(name, front)}:{contract.port(config)}"
-        if proxy is None:
-            reporter.step(f"starting {front} on 127.0.0.1:{host_port}, in front of {name}")
-            containers.run(
-                ref,
-                name=front,
-                env={},
-                ports={serving: ("127.0.0.1", host_port)},
-                labels={**labels, LABEL_ROLE: "front"},
-                shm_size=FRONT_SHM,
-                mem_limit=FRONT_MEMORY,
-                tmpfs={"/tmp": ""},
-                command=["python", "-c", _front_source(), str(contract.port(config)), address],
-                network=front,
-            )
+        try:
             if wait:
-                _until_ready(url, 10.0)
-        else:
-            _point(containers, front, address)
-            reporter.step(f"{front} now sends requests to {name}")
-            if old:
-                time.sleep(DRAIN_S)
+                budget = int(timeout_s or config.probes.startup_budget_s)
+                own = f"http://{state.ports[serving]}"
+                reporter.step(f"waiting for {name} to be ready (up to {budget} s)")
+                finding = _watch(containers, name, own, budget, memory_limit, reporter)
+                if finding is not None:
+                    kept = f"; {old[0].name} goes on serving" if old else ""
+                    message = f"{name} did not become ready; it was stopped and removed{kept}"
+                    raise DeployError(message, findings=[finding])
+            address = f"{containers.address(name, front)}:{contract.port(config)}"
+            if proxy is None:
+                reporter.step(f"starting {front} on 127.0.0.1:{host_port}, in front of {name}")
+                containers.run(
+                    ref,
+                    name=front,
+                    env={},
+                    ports={serving: ("127.0.0.1", host_port)},
+                    labels={**labels, LABEL_ROLE: "front"},
+                    shm_size=FRONT_SHM,
+                    mem_limit=FRONT_MEMORY,
+                    tmpfs={"/tmp": ""},
+                    command=["python", "-c", _front_source(), str(contract.port(config)), address],
+                    network=front,
+                )
+                if wait:
+                    _until_ready(url, 10.0)
+            else:
+                _point(containers, front, address)
+                reporter.step(f"{front} now sends requests to {name}")
+                if old:
+                    time.sleep(DRAIN_S)
+        except BaseException:
+            # Whatever stopped the take-over (the server not ready, the front's port taken meanwhile,
+            # Ctrl-C): the new server goes, and a first start leaves nothing behind (front, network);
+            # a server that was running goes on serving.
+            with contextlib.suppress(Exception):  # the error that got here is the one to report
+                containers.stop(name, timeout=grace)
+            if proxy is None:
+                with contextlib.suppress(Exception):
+                    containers.stop(front, timeout=5)
+                with contextlib.suppress(Exception):
+                    containers.remove_network(front)
+            raise
         for container in old:
             reporter.step(f"stopping {container.name} (it finishes the requests it has first)")
             containers.stop(container.name, timeout=grace)
@@ -229,7 +245,11 @@ def server_container(containers: Containers, service: str, env: str | None) -> s
 
 
 def _containers(containers: Containers, service: str, env: str | None) -> list[ContainerState]:
-    return [c for c in containers.find(f"{LABEL_SERVICE}={service}") if c.labels.get(LABEL_ENV, "") == (env or "")]
+    return [
+        c
+        for c in containers.find(f"{LABEL_SERVICE}={service}")
+        if c.labels.get(LABEL_ENV, "") == (env or "") and c.labels.get(LABEL_ROLE) in LOCAL_ROLES
+    ]
 
 
 def _front_source() -> str:
@@ -263,7 +283,7 @@ def down(loaded: LoadedConfig, *, reporter: Reporter | None = None) -> list[str]
         found = [
             c
             for c in containers.find(f"{LABEL_SERVICE}={config.name}")
-            if env is None or c.labels.get(LABEL_ENV) == env
+            if (env is None or c.labels.get(LABEL_ENV) == env) and c.labels.get(LABEL_ROLE) in LOCAL_ROLES
         ]
         # The front first: nothing new reaches a server while it stops.
         found.sort(key=lambda c: c.labels.get(LABEL_ROLE) != "front")
@@ -355,11 +375,18 @@ def _ready(url: str) -> bool:
 
 
 def _check_port(port: int) -> None:
+    """Refuse a port something listens on.
+
+    The engine publishes the port, not mlctl: a port below 1024, which mlctl's own user may not bind,
+    is the engine's to take or refuse, so only "in use" counts.
+    """
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
-        except OSError:
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return
             raise ConflictError(
                 f"port {port} on 127.0.0.1 is in use", hint=f"stop what uses it, or pass --port (e.g. {port + 1})"
             ) from None
