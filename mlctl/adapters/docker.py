@@ -385,8 +385,7 @@ class DockerImageBuilder:
                 status = int(api.wait(container, timeout=timeout).get("StatusCode", 1))
             except (ReadTimeout, EngineGone):  # the engine's answer did not come within the timeout
                 raise BuildError(
-                    f"{' '.join(command)} in {image[:19]} did not finish within {timeout:.0f} s; the container was "
-                    "removed"
+                    f"{' '.join(command)} in {image} did not finish within {timeout:.0f} s; the container was removed"
                 ) from None
             output = api.logs(container, stdout=True, stderr=True)
             return status, bytes(output).decode("utf-8", errors="replace")
