@@ -124,6 +124,14 @@ class ConfigOverride:
 
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+# The grammar of the distribution project's reference package (what Docker and registries accept): an
+# optional host[:port], then lowercase path components joined by ".", "_", "__" or dashes; tags of
+# word characters, dots and dashes, at most 128.
+_HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = re.compile(rf"{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]+)?")
+_PATH = re.compile(rf"{_PATH_PART}(?:/{_PATH_PART})*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -151,8 +159,9 @@ class ImageRef:
         A colon after the last slash starts the tag (``127.0.0.1:5000/repo`` has none).
 
         Raises:
-            InputError: no repository, or a digest that is not ``sha256:<64 hex digits>``; the message
-                starts with ``source`` (where the reference came from).
+            InputError: no repository, a digest that is not ``sha256:<64 hex digits>``, or a name or tag
+                outside the reference grammar (spaces, capitals in the path); the message starts with
+                ``source`` (where the reference came from).
         """
         from mlctl.errors import InputError
 
@@ -164,7 +173,24 @@ class ImageRef:
             repository, tag = name.rsplit(":", 1)
         if not repository or (":" in name.rsplit("/", 1)[-1] and not tag):
             raise InputError(f"{source} {reference}: " + ("no repository" if not repository else "an empty tag"))
+        if not _is_repository(repository) or (tag and not _TAG.fullmatch(tag)):
+            raise InputError(
+                f"{source} {reference!r}: not an image reference ([registry[:port]/]repository[:tag][@sha256:...]; "
+                "the repository lowercase letters, digits and . _ - separators, no spaces)"
+            )
         return cls(repository, tag, digest or None)
+
+
+def _is_repository(name: str) -> bool:
+    """Whether ``name`` is a repository name of the reference grammar.
+
+    Its first part is a registry host when it holds a dot or a port, or is localhost (as Docker
+    decides), else a path component like the rest.
+    """
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return len(name) <= 255 and bool(_HOST.fullmatch(first)) and bool(_PATH.fullmatch(rest))
+    return len(name) <= 255 and bool(_PATH.fullmatch(name))
 
 
 @dataclass(frozen=True)
