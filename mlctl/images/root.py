@@ -36,6 +36,7 @@ from mlctl.models import ImageRef, RootResult
 from mlctl.ports import ImageBuilder
 from mlctl.reporting import NullReporter, Reporter
 from mlctl.resources import cache_dir
+from mlctl.weights import file_digest
 
 REPOSITORY = "mlctl/root"
 SUITE = "bookworm"
@@ -290,7 +291,7 @@ def _from_debian(
                 f"mmdebstrap could not make the Debian {suite} root: {shown}",
                 hint=f"it needs root (or unprivileged user namespaces) and the mirror {mirror} (--mirror URL)",
             )
-        digest = _sha256(tarball)
+        digest = file_digest(tarball).removeprefix("sha256:")
         reporter.step(f"importing it as {ref.repository}:{ref.tag} ({tarball.stat().st_size / 1e6:.1f} MB)")
         all_labels = {**labels, LABEL_LAYER: "root", "mlctl.root": made_from, "mlctl.root-tar": f"sha256:{digest}"}
         changes = ["ENV LANG=C.UTF-8", 'CMD ["bash"]', *(f"LABEL {k}={_quoted(v)}" for k, v in all_labels.items())]
@@ -319,14 +320,6 @@ def _run_mmdebstrap(argv: list[str], reporter: Reporter) -> tuple[int, list[str]
         process.kill()
         process.wait()
         raise
-
-
-def _sha256(path: Path) -> str:
-    total = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            total.update(block)
-    return total.hexdigest()
 
 
 def _quoted(value: str) -> str:
