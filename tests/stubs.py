@@ -143,6 +143,8 @@ class StubReleases:
     stored: dict[str, list[_Stored]] = field(default_factory=dict)
     #: Every change made, in order: ("install", release, revision), ("rollback", release, to)...
     calls: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Every preview asked for (changes nothing): (release, upgrade).
+    previews: list[tuple[str, bool]] = field(default_factory=list)
     closed: bool = False
 
     def _apply(
@@ -179,6 +181,7 @@ class StubReleases:
         return self._manifest(chosen.values)
 
     def preview(self, release: str, values: Mapping[str, Any], *, upgrade: bool) -> str:
+        self.previews.append((release, upgrade))
         return self._manifest(values)
 
     def install(self, release: str, values: Mapping[str, Any], *, timeout: int, description: str) -> int:

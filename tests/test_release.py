@@ -318,6 +318,26 @@ def test_a_rollback_that_fails_too_has_its_own_exit_code(cluster: StubCluster) -
     assert ("uninstall", "svc", 0) not in releases.calls
 
 
+def test_a_dry_run_with_no_healthy_revision_left_previews_the_upgrade_the_deploy_makes(cluster: StubCluster) -> None:
+    # Revision 1 rolled out, then the upgrade and its rollback failed: nothing is "deployed" and healthy,
+    # but the release did roll out once, so a deploy upgrades it. The dry run (and mlctl diff) show Helm's
+    # preview of that upgrade, not the bare render (once, the dry run said "would upgrade" and showed that).
+    releases = helm(cluster)
+    where = resolve_target(loaded())
+    deploy(where, IMAGE1, cluster, releases)
+    cluster.outcome = cluster.rollback_outcome = "deadline"
+    with pytest.raises(RollbackError):
+        deploy(where, IMAGE2, cluster, releases)
+    cluster.outcome = "ready"
+    releases.previews.clear()
+    planned = deploy(where, IMAGE2, cluster, releases, dry_run=True)
+    assert planned.status == "would-upgrade"
+    assert releases.previews == [("svc", True)]
+    assert planned.manifest is not None
+    assert DIGEST2 in planned.manifest
+    assert ("upgrade", "svc", 4) not in releases.calls  # a dry run changes nothing
+
+
 def test_a_pod_waiting_for_a_node_fails_the_deploy_after_the_budget(cluster: StubCluster) -> None:
     """Fault 5: GPUs busy rather than missing warned at once but failed only at the timeout (615 s)."""
     Path("mlctl.yaml").write_text(

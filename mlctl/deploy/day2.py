@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlctl.chart.render import documents_by_name, joined
-from mlctl.deploy.plan import plan_release, plan_values, render
+from mlctl.chart.render import documents_by_name
+from mlctl.deploy.plan import plan_release, plan_values, planned_manifests, render
 from mlctl.deploy.release import deploy_service, result
-from mlctl.deploy.revisions import HELM_TIMEOUT_S, ever_rolled_out, health, last_good, roll_back
+from mlctl.deploy.revisions import HELM_TIMEOUT_S, health, last_good, roll_back
 from mlctl.deploy.target import Target, check_collisions, check_protected, connected
 from mlctl.deploy.watch import INSTANCE, pod_state, wanted_replicas
 from mlctl.errors import DeployError, InputError, MlctlError, RollbackError
@@ -198,10 +198,7 @@ def diff_release(
     with connected(where, cluster=cluster, releases=releases) as (kube, helm):
         plan = plan_release(kube, helm, where, image, values, reporter)
         history = plan.history
-        if history and not ever_rolled_out(history):
-            planned = joined(dict(plan.rendered.manifests))  # only failed revisions: they would be replaced
-        else:
-            planned = helm.preview(where.release, plan.rendered.values, upgrade=bool(history))
+        planned = planned_manifests(helm, where, plan)
         before = documents_by_name(helm.manifest(where.release)) if history else {}
         after = documents_by_name(planned)
         changes = []

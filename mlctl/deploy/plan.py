@@ -186,6 +186,22 @@ def plan_release(
     return ReleasePlan(rendered, gate, strategy, history, live)
 
 
+def planned_manifests(helm: Releases, where: Target, plan: ReleasePlan, *, new_namespace: bool = False) -> str:
+    """The manifests a deploy of ``plan`` would apply (what ``--dry-run`` shows and ``mlctl diff`` compares).
+
+    Helm's own preview of the upgrade (or of the install, for a new release); the render itself where
+    Helm has nothing to preview against: a namespace not made yet, or a release whose revisions all
+    failed, which the deploy removes and installs anew.
+    """
+    from mlctl.chart.render import joined
+    from mlctl.deploy.revisions import ever_rolled_out
+
+    history = plan.history
+    if new_namespace or (history and not ever_rolled_out(history)):
+        return joined(dict(plan.rendered.manifests))
+    return helm.preview(where.release, plan.rendered.values, upgrade=bool(history))
+
+
 def _gate(cluster: Cluster, request: GpuRequest, image: ReleaseImage, reporter: Reporter) -> GateResult:
     if request.count <= 0:
         return GateResult(())

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mlctl.chart.render import joined, manifest_documents, replaces_pods, same_manifests
-from mlctl.deploy.plan import announce_downtime, plan_release, plan_values, replica_count
+from mlctl.chart.render import manifest_documents, replaces_pods, same_manifests
+from mlctl.deploy.plan import announce_downtime, plan_release, plan_values, planned_manifests, replica_count
 from mlctl.deploy.revisions import DEADLINE_GRACE_S, HELM_TIMEOUT_S, ever_rolled_out, record, undo_failed_rollout
 from mlctl.deploy.target import Target, check_collisions, check_protected, connected
 from mlctl.deploy.watch import current_pods, pod_state, wanted_replicas, watch_rollout
@@ -93,19 +93,16 @@ def deploy_service(
         # (ProgressDeadlineExceeded) is what ends it, not our clock.
         timeout = int(timeout_s or _progress_deadline(rendered) + DEADLINE_GRACE_S)
         ref = image.ref
-        planned = helm.preview(where.release, values, upgrade=True) if deployed else None
-        if planned is not None and same_manifests(helm.manifest(where.release), planned):
-            reporter.step(f"{where.release}: nothing changed since revision {deployed[-1].revision}")
-            return result(kube, where, "unchanged", deployed[-1].revision, ref, started, gate.warnings, image.weights)
-        if live is not None and planned is not None and replaces_pods(helm.manifest(where.release), planned):
-            announce_downtime(where, strategy, live, allow_downtime, reporter)
+        planned = planned_manifests(helm, where, plan, new_namespace=absent) if deployed or dry_run else None
+        if deployed and planned is not None:
+            live_manifest = helm.manifest(where.release)
+            if same_manifests(live_manifest, planned):
+                reporter.step(f"{where.release}: nothing changed since revision {deployed[-1].revision}")
+                last = deployed[-1].revision
+                return result(kube, where, "unchanged", last, ref, started, gate.warnings, image.weights)
+            if live is not None and replaces_pods(live_manifest, planned):
+                announce_downtime(where, strategy, live, allow_downtime, reporter)
         if dry_run:
-            if planned is None:
-                planned = (
-                    helm.preview(where.release, values, upgrade=False)
-                    if not history and not absent
-                    else joined(dict(rendered.manifests))  # a new namespace, or only failed revisions to replace
-                )
             would = "would-upgrade" if history and ever_rolled_out(history) else "would-install"
             reporter.step(
                 f"dry run: {where.release} {would.replace('-', ' ')} in {where.namespace} with {ref.reference}"
