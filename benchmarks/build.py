@@ -110,8 +110,10 @@ def start_registry(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     return registry, f"127.0.0.1:{port}"
 
 
-def clean_up(registry: subprocess.Popen[bytes] | None, service: str, work: Path) -> None:
-    """Stop the benchmark's registry, remove the images of its service (by their label) and its directory."""
+def clean_up(registry: subprocess.Popen[bytes] | None, address: str | None, service: str, work: Path) -> None:
+    """Stop the benchmark's registry and remove what it made: the images of its service (by their label),
+    the local tags pointing into its registry (pushes leave them; the images stay where another tag holds
+    them) and its directory."""
     if registry is not None:
         registry.terminate()
     images = subprocess.run(
@@ -119,6 +121,13 @@ def clean_up(registry: subprocess.Popen[bytes] | None, service: str, work: Path)
     ).stdout.split()
     for image in set(images):
         subprocess.run(["docker", "rmi", "-f", image], capture_output=True)
+    if address is not None:
+        tags = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
+        ).stdout.split()
+        for tag in tags:
+            if tag.startswith(f"{address}/"):
+                subprocess.run(["docker", "rmi", tag], capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -130,7 +139,7 @@ def main() -> None:
 
     house = root_and_wheelhouse()
     work = Path(tempfile.mkdtemp(prefix="mlctl-bench-build-"))
-    registry = None
+    registry, address = None, None
     try:
         run([MLCTL, "new", "bench-build", "--set", "accelerator=cpu", "--yes"], work)
         service = work / "bench-build"
@@ -232,7 +241,7 @@ def main() -> None:
         )
         print(f"  service layers / torch layer = {service_own / torch_layer:.3f}x")
     finally:
-        clean_up(registry, "bench-build", work)
+        clean_up(registry, address, "bench-build", work)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mlctl-bench-weights-"))
     # Its own cache: the first build downloads, the later ones must not.
     cache_env = {"MLCTL_CACHE_DIR": str(work / "cache")}
-    registry = None
+    registry, address = None, None
     server = None
     try:
         run([MLCTL, "new", "bench-weights", "--set", "accelerator=cpu", "--yes"], work)
@@ -133,7 +133,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.shutdown()
-        clean_up(registry, "bench-weights", work)
+        clean_up(registry, address, "bench-weights", work)
 
 
 if __name__ == "__main__":
