@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlctl.chart.render import chart_values, render_values
+from mlctl.chart.render import chart_values, joined, render_values
 from mlctl.config import LoadedConfig, deep_merge
 from mlctl.deploy.gate import GateResult, GpuRequest, gpu_gate
+from mlctl.deploy.revisions import ever_rolled_out
 from mlctl.deploy.strategy import Strategy, plan_strategy
 from mlctl.deploy.target import Target
 from mlctl.errors import ClusterError, InputError
@@ -193,9 +194,6 @@ def planned_manifests(helm: Releases, where: Target, plan: ReleasePlan, *, new_n
     Helm has nothing to preview against: a namespace not made yet, or a release whose revisions all
     failed, which the deploy removes and installs anew.
     """
-    from mlctl.chart.render import joined
-    from mlctl.deploy.revisions import ever_rolled_out
-
     history = plan.history
     if new_namespace or (history and not ever_rolled_out(history)):
         return joined(dict(plan.rendered.manifests))
